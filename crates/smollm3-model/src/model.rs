@@ -1,0 +1,338 @@
+//! The SmolLM3 / Llama decoder over candle's quantized matmuls.
+//!
+//! Weights stay in the GGUF's own layout: Q and K rows are in llama.cpp's permuted order, so RoPE
+//! is applied to interleaved pairs (`rope_i`), which is exactly HF's half-split RoPE on the
+//! un-permuted weights. NoPE layers apply no rotation at all.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::cache::KvCache;
+use crate::config::{Config, RopeScaling};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::rope::RopeTables;
+
+/// Options that change how a model is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Replaces the rope scaling stored in the file: `Some(Some(s))` forces `s`,
+    /// `Some(None)` turns scaling off, `None` keeps the file's setting.
+    pub rope_scaling: Option<Option<RopeScaling>>,
+}
+
+/// A loaded model. Immutable during inference: share it (e.g. in an `Arc`) and give each
+/// conversation its own [`KvCache`].
+pub struct Model {
+    config: Config,
+    embedding: TokenEmbedding,
+    layers: Vec<DecoderLayer>,
+    output_norm: Tensor,
+    lm_head: QMatMul,
+    rope: RopeTables,
+    summary: WeightSummary,
+}
+
+/// Parameter count and storage types of the loaded weights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightSummary {
+    pub parameters: u64,
+    /// `(ggml type name, tensor count)`, most frequent first.
+    pub tensor_types: Vec<(String, usize)>,
+    pub file_bytes: u64,
+}
+
+/// Token embedding kept in its stored type: a quantized table is dequantized row by row at
+/// lookup time, never as a whole (a dense f32 copy of a 128k x 2048 table would cost 1 GB).
+enum TokenEmbedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+struct Attention {
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
+    use_rope: bool,
+}
+
+struct Mlp {
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+struct DecoderLayer {
+    attn_norm: Tensor,
+    attn: Attention,
+    ffn_norm: Tensor,
+    mlp: Mlp,
+}
+
+impl Model {
+    /// Loads a GGUF file with default options.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let mut gguf = GgufFile::open(path.as_ref())?;
+        Self::from_gguf(&mut gguf, options)
+    }
+
+    /// Builds the model from an open GGUF file, checking every tensor's presence and shape.
+    pub fn from_gguf(gguf: &mut GgufFile, options: &LoadOptions) -> Result<Self> {
+        let mut config = Config::from_gguf(gguf)?;
+        if let Some(scaling) = options.rope_scaling {
+            config.set_rope_scaling(scaling)?;
+        }
+        let c = &config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let mut types = std::collections::BTreeMap::<String, usize>::new();
+        let mut parameters = 0u64;
+        let mut load = |gguf: &mut GgufFile, name: &str, shape: &[usize]| -> Result<QTensor> {
+            let t = gguf.load_tensor(name, shape)?;
+            *types.entry(format!("{:?}", t.dtype())).or_default() += 1;
+            parameters += t.shape().elem_count() as u64;
+            Ok(t)
+        };
+
+        let embd = load(gguf, "token_embd.weight", &[c.vocab_size, h])?;
+        let (embedding, tied_head) = match embd.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                let dense = embd.dequantize(&Device::Cpu)?;
+                (TokenEmbedding::Dense(dense.clone()), QMatMul::Tensor(dense))
+            }
+            _ => {
+                let q = Arc::new(embd);
+                (TokenEmbedding::Quantized(q.clone()), QMatMul::from_arc(q)?)
+            }
+        };
+        let lm_head = if c.tied_embeddings {
+            tied_head
+        } else {
+            matmul(load(gguf, "output.weight", &[c.vocab_size, h])?)?
+        };
+        let output_norm = vector(load(gguf, "output_norm.weight", &[h])?)?;
+
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let mut m = |suffix: &str, shape: &[usize]| -> Result<QMatMul> {
+                matmul(load(gguf, &format!("blk.{i}.{suffix}.weight"), shape)?)
+            };
+            let attn = Attention {
+                q: m("attn_q", &[c.num_heads * hd, h])?,
+                k: m("attn_k", &[c.num_kv_heads * hd, h])?,
+                v: m("attn_v", &[c.num_kv_heads * hd, h])?,
+                o: m("attn_output", &[h, c.num_heads * hd])?,
+                use_rope: c.uses_rope(i),
+            };
+            let mlp = Mlp {
+                gate: m("ffn_gate", &[c.intermediate_size, h])?,
+                up: m("ffn_up", &[c.intermediate_size, h])?,
+                down: m("ffn_down", &[h, c.intermediate_size])?,
+            };
+            let attn_norm = vector(load(gguf, &format!("blk.{i}.attn_norm.weight"), &[h])?)?;
+            let ffn_norm = vector(load(gguf, &format!("blk.{i}.ffn_norm.weight"), &[h])?)?;
+            layers.push(DecoderLayer {
+                attn_norm,
+                attn,
+                ffn_norm,
+                mlp,
+            });
+        }
+        let mut tensor_types: Vec<_> = types.into_iter().collect();
+        tensor_types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let rope = RopeTables::new(&config);
+        Ok(Self {
+            embedding,
+            layers,
+            output_norm,
+            lm_head,
+            rope,
+            summary: WeightSummary {
+                parameters,
+                tensor_types,
+                file_bytes: gguf.file_len(),
+            },
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &WeightSummary {
+        &self.summary
+    }
+
+    /// A cache for up to `context` tokens; `context` must not exceed
+    /// [`Config::max_context`].
+    pub fn new_cache(&self, context: usize) -> Result<KvCache> {
+        let limit = self.config.max_context();
+        if context > limit {
+            return Err(ModelError::ContextTooLarge {
+                requested: context,
+                limit,
+                hint: if self.config.rope_scaling.is_none() {
+                    " (YaRN rope scaling can extend it)"
+                } else {
+                    ""
+                },
+            });
+        }
+        if context == 0 {
+            return Err(ModelError::InvalidOption("context must be positive".into()));
+        }
+        KvCache::new(
+            self.config.num_layers,
+            self.config.num_kv_heads,
+            self.config.head_dim,
+            context,
+        )
+    }
+
+    /// Runs `tokens` after what `cache` holds and returns the logits of every new position,
+    /// `[tokens.len(), vocab_size]`.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden_states(tokens, cache)?;
+        Ok(self.lm_head.forward(&hidden)?)
+    }
+
+    /// Like [`Model::forward`] but returns only the last position's logits, `[vocab_size]`:
+    /// prefill then skips the vocabulary projection for every other position.
+    pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let hidden = self.hidden_states(tokens, cache)?;
+        let last = hidden.narrow(0, tokens.len() - 1, 1)?;
+        Ok(self.lm_head.forward(&last)?.squeeze(0)?)
+    }
+
+    /// Final-norm hidden states `[seq, hidden]` of `tokens`, appended to `cache`.
+    fn hidden_states(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if let Some(&token) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::TokenOutOfRange {
+                token,
+                vocab_size: self.config.vocab_size,
+            });
+        }
+        cache.reserve(tokens.len())?;
+        let seq = tokens.len();
+        let start = cache.len();
+        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let mut x = match &self.embedding {
+            TokenEmbedding::Quantized(q) => q.embedding(&ids)?,
+            TokenEmbedding::Dense(t) => t.embedding(&ids)?,
+        }; // [seq, hidden]
+        let (cos, sin) = self.rope.cos_sin(start, seq, &Device::Cpu)?;
+        let mask = causal_mask(seq, start)?;
+        let eps = self.config.rms_norm_eps as f32;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let a = layer
+                .attn
+                .forward(&h, &self.config, i, cache, &cos, &sin, mask.as_ref())?;
+            x = (x + a)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            x = (&x + layer.mlp.forward(&h)?)?;
+        }
+        cache.advance(seq);
+        Ok(candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?)
+    }
+}
+
+impl Attention {
+    /// `x`: `[seq, hidden]` -> `[seq, hidden]`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        c: &Config,
+        layer: usize,
+        cache: &mut KvCache,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let seq = x.dim(0)?;
+        let (heads, kv_heads, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let group = heads / kv_heads;
+        // [seq, n * hd] -> [1, n, seq, hd]
+        let split = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((1, seq, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let mut q = split(self.q.forward(x)?, heads)?;
+        let mut k = split(self.k.forward(x)?, kv_heads)?;
+        let v = split(self.v.forward(x)?, kv_heads)?;
+        if self.use_rope {
+            q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
+            k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
+        }
+        let (k_all, v_all) = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
+        let total = k_all.dim(1)?;
+        // GQA without repeating K/V: the `group` query heads of one KV head are stacked along
+        // the row axis, so each KV head is one matmul. [kv, group * seq, hd]
+        let q = (q.reshape((kv_heads, group * seq, hd))? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = q.matmul(&k_all.t()?)?; // [kv, group * seq, total]
+        let scores = match mask {
+            Some(m) => scores
+                .reshape((kv_heads, group, seq, total))?
+                .broadcast_add(m)?
+                .reshape((kv_heads, group * seq, total))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v_all)?; // [kv, group * seq, hd]
+        let out = out
+            .reshape((heads, seq, hd))?
+            .transpose(0, 1)?
+            .reshape((seq, heads * hd))?;
+        Ok(self.o.forward(&out)?)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        let up = self.up.forward(x)?;
+        Ok(self.down.forward(&(gate * up)?)?)
+    }
+}
+
+/// `[seq, start + seq]` additive mask hiding future positions; `None` for a single token.
+fn causal_mask(seq: usize, start: usize) -> Result<Option<Tensor>> {
+    if seq == 1 {
+        return Ok(None);
+    }
+    let total = start + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Some(Tensor::from_vec(mask, (seq, total), &Device::Cpu)?))
+}
+
+fn matmul(t: QTensor) -> Result<QMatMul> {
+    Ok(QMatMul::from_qtensor(t)?)
+}
+
+fn vector(t: QTensor) -> Result<Tensor> {
+    Ok(t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?)
+}
