@@ -1,0 +1,252 @@
+//! Every bad input gives a typed error that names the problem, never a panic.
+
+mod common;
+
+use candle_core::quantized::gguf_file::Value;
+use common::{temp_dir, write_tiny, TinySpec};
+use smollm3_model::{Model, ModelError};
+
+fn load_err(path: &std::path::Path) -> ModelError {
+    match Model::load(path) {
+        Ok(_) => panic!("loading {} should have failed", path.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let path = temp_dir("missing").join("nope.gguf");
+    let e = load_err(&path);
+    assert!(matches!(e, ModelError::Open { .. }), "{e:?}");
+    assert!(e.to_string().contains("nope.gguf"), "{e}");
+}
+
+#[test]
+fn wrong_magic_is_not_gguf() {
+    let path = temp_dir("magic").join("x.gguf");
+    std::fs::write(&path, b"PK\x03\x04 this is a zip file, not a model").unwrap();
+    let e = load_err(&path);
+    assert!(matches!(e, ModelError::NotGguf { .. }), "{e:?}");
+    assert!(e.to_string().contains("not a GGUF file"), "{e}");
+}
+
+#[test]
+fn empty_and_tiny_files_are_corrupt() {
+    let dir = temp_dir("tinyfile");
+    for (name, bytes) in [("empty.gguf", &b""[..]), ("three.gguf", &b"GGU"[..])] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let e = load_err(&path);
+        assert!(matches!(e, ModelError::Corrupt { .. }), "{name}: {e:?}");
+    }
+}
+
+#[test]
+fn truncated_file_is_reported_at_every_cut() {
+    let good = write_tiny("trunc-src", &TinySpec::default());
+    let bytes = std::fs::read(&good).unwrap();
+    assert!(Model::load(&good).is_ok());
+    let dir = temp_dir("trunc");
+    // Cut inside the header, inside the metadata, inside the tensor infos and inside the data.
+    for cut in [4, 8, 23, 100, 600, bytes.len() / 2, bytes.len() - 1] {
+        let path = dir.join(format!("cut{cut}.gguf"));
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let e = load_err(&path);
+        assert!(
+            matches!(e, ModelError::Corrupt { .. }),
+            "cut at {cut}: expected Corrupt, got {e:?}"
+        );
+        assert!(e.to_string().contains("truncated or corrupt"), "{e}");
+    }
+}
+
+#[test]
+fn garbage_after_magic_is_corrupt_not_a_panic() {
+    let dir = temp_dir("garbage");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    // Absurd tensor and metadata counts.
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    bytes.extend_from_slice(&[0xff; 64]);
+    let path = dir.join("garbage.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = load_err(&path);
+    assert!(matches!(e, ModelError::Corrupt { .. }), "{e:?}");
+}
+
+#[test]
+fn unsupported_architecture_names_the_supported_ones() {
+    let spec = TinySpec {
+        arch: "gpt2".into(),
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("arch", &spec));
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ModelError::UnsupportedArchitecture { .. }),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("gpt2") && msg.contains("smollm3") && msg.contains("llama"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let spec = TinySpec {
+        omit: vec!["blk.2.ffn_up.weight".into()],
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("missing-tensor", &spec));
+    assert!(matches!(e, ModelError::MissingTensor { .. }), "{e:?}");
+    assert!(e.to_string().contains("blk.2.ffn_up.weight"), "{e}");
+}
+
+#[test]
+fn wrong_shape_names_tensor_expected_and_actual() {
+    let spec = TinySpec {
+        reshape: vec![("blk.1.attn_k.weight".into(), vec![16, 64])],
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("shape", &spec));
+    let msg = e.to_string();
+    assert!(matches!(e, ModelError::TensorShape { .. }), "{e:?}");
+    assert!(
+        msg.contains("blk.1.attn_k.weight") && msg.contains("[32, 64]") && msg.contains("[16, 64]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_metadata_key_is_named() {
+    let spec = TinySpec::default();
+    let path = write_tiny("meta", &spec);
+    // Rewrite without the block count by renaming its key.
+    let bytes = std::fs::read(&path).unwrap();
+    let needle = b"smollm3.block_count";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let mut patched = bytes.clone();
+    patched[at..at + needle.len()].copy_from_slice(b"smollm3.blockXcount");
+    std::fs::write(&path, patched).unwrap();
+    let e = load_err(&path);
+    assert!(matches!(e, ModelError::MissingMetadata { .. }), "{e:?}");
+    assert!(e.to_string().contains("smollm3.block_count"), "{e}");
+}
+
+#[test]
+fn inconsistent_head_counts_are_rejected() {
+    let spec = TinySpec {
+        metadata: vec![("smollm3.attention.head_count_kv".into(), Value::U32(3))],
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("heads", &spec));
+    assert!(matches!(e, ModelError::InvalidConfig(_)), "{e:?}");
+    assert!(e.to_string().contains("KV head count 3"), "{e}");
+}
+
+#[test]
+fn wrong_metadata_type_is_named() {
+    let spec = TinySpec {
+        metadata: vec![("smollm3.block_count".into(), Value::String("four".into()))],
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("metatype", &spec));
+    assert!(matches!(e, ModelError::InvalidMetadata { .. }), "{e:?}");
+    assert!(e.to_string().contains("smollm3.block_count"), "{e}");
+}
+
+#[test]
+fn unknown_rope_scaling_is_rejected() {
+    let spec = TinySpec {
+        metadata: vec![(
+            "smollm3.rope.scaling.type".into(),
+            Value::String("longrope".into()),
+        )],
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("ropetype", &spec));
+    assert!(e.to_string().contains("longrope"), "{e}");
+}
+
+#[test]
+fn context_over_the_model_limit() {
+    let model = Model::load(write_tiny("ctx", &TinySpec::default())).unwrap();
+    let e = model.new_cache(129).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::ContextTooLarge {
+                requested: 129,
+                limit: 128,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("YaRN"), "{e}");
+    assert!(model.new_cache(0).is_err());
+}
+
+#[test]
+fn prompt_over_the_cache_capacity() {
+    let model = Model::load(write_tiny("overflow", &TinySpec::default())).unwrap();
+    let mut cache = model.new_cache(8).unwrap();
+    let tokens: Vec<u32> = (0..6).collect();
+    model.forward(&tokens, &mut cache).unwrap();
+    let e = model.forward(&tokens, &mut cache).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::ContextOverflow {
+                needed: 6,
+                used: 6,
+                capacity: 8
+            }
+        ),
+        "{e:?}"
+    );
+    // The failed call left the cache untouched: two more tokens still fit.
+    assert_eq!(cache.len(), 6);
+    model.forward(&[1, 2], &mut cache).unwrap();
+}
+
+#[test]
+fn token_out_of_range_and_empty_input() {
+    let model = Model::load(write_tiny("oob", &TinySpec::default())).unwrap();
+    let mut cache = model.new_cache(16).unwrap();
+    let e = model.forward(&[1, 96, 2], &mut cache).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ModelError::TokenOutOfRange {
+                token: 96,
+                vocab_size: 96
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(cache.len(), 0, "a rejected call must not advance the cache");
+    assert!(matches!(
+        model.forward(&[], &mut cache),
+        Err(ModelError::EmptyInput)
+    ));
+}
+
+#[test]
+fn truncate_beyond_end_is_an_error() {
+    let model = Model::load(write_tiny("truncate", &TinySpec::default())).unwrap();
+    let mut cache = model.new_cache(16).unwrap();
+    model.forward(&[1, 2, 3], &mut cache).unwrap();
+    assert!(matches!(
+        cache.truncate(4),
+        Err(ModelError::TruncateBeyondEnd {
+            requested: 4,
+            len: 3
+        })
+    ));
+}
