@@ -1,0 +1,225 @@
+//! The `smollm3` binary's test surface: `info`, `logits`, `greedy`, and clean failures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/gguf")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask gen-fixtures` first",
+        p.display()
+    );
+    p
+}
+
+fn smollm3(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smollm3"))
+        .args(args)
+        .output()
+        .expect("run smollm3")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = smollm3(args);
+    assert!(
+        out.status.success(),
+        "smollm3 {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = smollm3(args);
+    assert!(!out.status.success(), "smollm3 {args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !err.contains("panicked"),
+        "smollm3 {args:?} panicked: {err}"
+    );
+    assert!(err.starts_with("error:"), "unexpected stderr: {err}");
+    err
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("smollm3-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn info_json_describes_the_fixture() {
+    let m = fixture("smollm3-tiny-q4_k_m.gguf");
+    let v: Value =
+        serde_json::from_str(&ok(&["info", "--model", m.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(v["architecture"], "smollm3");
+    assert_eq!(v["config"]["num_layers"], 8);
+    assert_eq!(v["config"]["num_heads"], 8);
+    assert_eq!(v["config"]["num_kv_heads"], 2);
+    assert_eq!(v["config"]["nope_layers"], serde_json::json!([3, 7]));
+    assert_eq!(v["config"]["tied_embeddings"], true);
+    assert!(v["tensor_types"]["Q4K"].as_u64().unwrap() > 0);
+    assert!(v["tensor_types"]["Q6K"].as_u64().unwrap() > 0);
+    assert_eq!(v["tokenizer"]["model"], "gpt2");
+    assert_eq!(v["tokenizer"]["pre"], "smaug-bpe");
+    assert_eq!(v["tokenizer"]["eos"]["text"], "<|im_end|>");
+    assert_eq!(v["tokenizer"]["chat_template"], true);
+    let text = ok(&["info", "--model", m.to_str().unwrap()]);
+    assert!(text.contains("NoPE layers   [3, 7]"), "{text}");
+}
+
+#[test]
+fn logits_prints_one_sorted_line_per_position() {
+    let m = fixture("smollm3-tiny-q8_0.gguf");
+    let out = ok(&[
+        "logits",
+        "--model",
+        m.to_str().unwrap(),
+        "--tokens",
+        "5,17,300,42",
+        "--top",
+        "7",
+    ]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["pos"], i);
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 7);
+        let logits: Vec<f64> = top.iter().map(|p| p[1].as_f64().unwrap()).collect();
+        assert!(
+            logits.windows(2).all(|w| w[0] >= w[1]),
+            "not sorted: {logits:?}"
+        );
+    }
+    // Feeding the tokens one by one through the cache gives the same ranking.
+    let step = ok(&[
+        "logits",
+        "--model",
+        m.to_str().unwrap(),
+        "--tokens",
+        "5,17,300,42",
+        "--top",
+        "7",
+        "--step",
+    ]);
+    let step: Vec<Value> = step
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (a, b) in lines.iter().zip(&step) {
+        assert_eq!(a["top"][0][0], b["top"][0][0]);
+    }
+}
+
+#[test]
+fn greedy_prints_n_token_ids_that_follow_the_logits() {
+    let m = fixture("smollm3-tiny-f32.gguf");
+    let m = m.to_str().unwrap();
+    let ids: Vec<u32> = serde_json::from_str(&ok(&[
+        "greedy", "--model", m, "--tokens", "1,2,3", "-n", "5",
+    ]))
+    .unwrap();
+    assert_eq!(ids.len(), 5);
+    // The first generated token is the argmax of the prompt's last position.
+    let logits = ok(&["logits", "--model", m, "--tokens", "1,2,3", "--top", "1"]);
+    let last: Value = serde_json::from_str(logits.lines().last().unwrap()).unwrap();
+    assert_eq!(last["top"][0][0].as_u64().unwrap(), u64::from(ids[0]));
+    // And the second is the argmax after appending the first.
+    let with_first = format!("1,2,3,{}", ids[0]);
+    let logits = ok(&[
+        "logits",
+        "--model",
+        m,
+        "--tokens",
+        &with_first,
+        "--top",
+        "1",
+    ]);
+    let last: Value = serde_json::from_str(logits.lines().last().unwrap()).unwrap();
+    assert_eq!(last["top"][0][0].as_u64().unwrap(), u64::from(ids[1]));
+}
+
+#[test]
+fn bad_inputs_fail_with_a_named_error() {
+    let m = fixture("smollm3-tiny-q8_0.gguf");
+    let m = m.to_str().unwrap();
+
+    let err = fails(&["logits", "--model", m, "--tokens", "1,999999"]);
+    assert!(err.contains("token id 999999 is out of range"), "{err}");
+
+    let err = fails(&["logits", "--model", m, "--tokens", "1,x"]);
+    assert!(err.contains("invalid token id \"x\""), "{err}");
+
+    let err = fails(&[
+        "greedy", "--model", m, "--tokens", "1", "-n", "4", "--ctx", "100000",
+    ]);
+    assert!(err.contains("exceeds the model's limit of 1024"), "{err}");
+
+    let err = fails(&[
+        "greedy", "--model", m, "--tokens", "1,2,3", "-n", "4", "--ctx", "4",
+    ]);
+    assert!(err.contains("do not fit in a context of 4"), "{err}");
+
+    let bytes = std::fs::read(m).unwrap();
+    let cut = temp("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let err = fails(&["logits", "--model", cut.to_str().unwrap(), "--tokens", "1"]);
+    assert!(err.contains("truncated or corrupt"), "{err}");
+
+    let text = temp("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let err = fails(&["info", "--model", text.to_str().unwrap()]);
+    assert!(err.contains("not a GGUF file"), "{err}");
+
+    let err = fails(&["info", "--model", "/nonexistent/model.gguf"]);
+    assert!(err.contains("/nonexistent/model.gguf"), "{err}");
+}
+
+#[test]
+fn yarn_flags_change_the_logits_and_extend_the_context() {
+    let m = fixture("smollm3-tiny-f32.gguf");
+    let m = m.to_str().unwrap();
+    let tokens = (1..40)
+        .map(|i| (i * 7).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let plain = ok(&["logits", "--model", m, "--tokens", &tokens, "--top", "3"]);
+    let yarn_args = [
+        "--rope-scaling",
+        "yarn",
+        "--rope-scale",
+        "4",
+        "--yarn-orig-ctx",
+        "256",
+    ];
+    let mut args = vec!["logits", "--model", m, "--tokens", &tokens, "--top", "3"];
+    args.extend(yarn_args);
+    let yarn = ok(&args);
+    assert_ne!(plain, yarn);
+    // 4 x 256 = 1024 is within the file's own context; asking for more still fails clearly.
+    let mut args = vec![
+        "greedy", "--model", m, "--tokens", "1", "-n", "1", "--ctx", "1025",
+    ];
+    args.extend(yarn_args);
+    let err = fails(&args);
+    assert!(err.contains("1025"), "{err}");
+    let err = fails(&[
+        "logits",
+        "--model",
+        m,
+        "--tokens",
+        "1",
+        "--rope-scaling",
+        "yarn",
+    ]);
+    assert!(err.contains("--rope-scale"), "{err}");
+}
