@@ -1,1 +1,77 @@
-fn main() {}
+//! `cargo xtask <command>`: thin dispatcher; the work lives in the library modules.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use xtask::fixtures;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "smollm3-rs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the deterministic test GGUFs described in fixtures/README.md.
+    GenFixtures {
+        /// Output directory [default: <workspace>/fixtures/gguf].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only generate the fixture with this file name (repeatable).
+        #[arg(long, value_name = "FILE_NAME")]
+        only: Vec<String>,
+        /// Also write the ~1.9 GB random-weight GGUF with the real SmolLM3-3B shapes (Q4_K_M).
+        #[arg(long)]
+        with_3b: bool,
+    },
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask/ sits directly under the workspace root.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::GenFixtures { out, only, with_3b } => gen_fixtures(out, only, with_3b),
+    }
+}
+
+fn gen_fixtures(out: Option<PathBuf>, only: Vec<String>, with_3b: bool) -> Result<()> {
+    let out = out.unwrap_or_else(|| workspace_root().join(fixtures::DEFAULT_OUT_DIR));
+    let mut specs = fixtures::fixture_specs();
+    if with_3b {
+        specs.push(fixtures::smollm3_3b_spec());
+    }
+    if !only.is_empty() {
+        if let Some(bad) = only
+            .iter()
+            .find(|n| !specs.iter().any(|s| &s.file_name == *n))
+        {
+            bail!(
+                "unknown fixture {bad:?}; known: {:?}",
+                specs.iter().map(|s| &s.file_name).collect::<Vec<_>>()
+            );
+        }
+        specs.retain(|s| only.contains(&s.file_name));
+    }
+    let start = std::time::Instant::now();
+    let digests = fixtures::generate_all(&specs, &out)?;
+    println!(
+        "wrote {} file(s) to {} in {:.1?}",
+        digests.len(),
+        out.display(),
+        start.elapsed()
+    );
+    for d in &digests {
+        let name = d.path.file_name().unwrap_or_default().to_string_lossy();
+        println!("{name:<32} {:>12} {}", d.size, d.sha256);
+    }
+    Ok(())
+}
