@@ -184,7 +184,7 @@ fn info(path: &std::path::Path, as_json: bool) -> Result<()> {
         "rope          theta {}, scaling {scaling}",
         c.rope_theta
     )?;
-    writeln!(out, "rms norm eps  {:e}", c.rms_norm_eps)?;
+    writeln!(out, "rms norm eps  {:e}", c.rms_norm_eps as f32)?;
     writeln!(
         out,
         "embeddings    {}",
