@@ -2,10 +2,19 @@
 //! (`fixtures/reference/`). The goldens record the sha256 of the fixture they were made from, so
 //! a changed generator cannot silently compare against stale numbers.
 //!
-//! Tolerances: F32 fixtures vs HF (float64): max |ours - golden| / max |golden| <= 1e-4.
-//! Against llama.cpp (which quantizes activations and keeps an f16 KV cache): the same argmax at
-//! every position, greedy continuations equal token for token, and the max |logit difference|
-//! printed.
+//! Float (F32) fixtures are exact: max |ours - golden| / max |golden| <= 1e-4 against both HF
+//! (float64) and llama.cpp, the same argmax everywhere, greedy continuations equal token for
+//! token.
+//!
+//! Quantized fixtures: every engine quantizes activations to 8 bits before each matmul, and a
+//! one-ulp difference in float summation order flips an int8 rounding now and then, which moves
+//! logits by ~0.1 (llama.cpp's own batched and one-token paths differ by 0.09 on the Q4_K_M
+//! fixture; against the exact float64 answer llama.cpp itself is off by 0.3 and picks another
+//! top-1 at 3 of 16 positions). The random fixtures have many near-ties, so there the contract
+//! is: the same argmax wherever the reference's top-2 margin is at least `NEAR_TIE` logits,
+//! max |diff| vs llama.cpp <= 5% of the largest logit, our error vs HF at most 1.5x llama.cpp's, and
+//! greedy equal up to the first near-tie. The real trained SmolLM2 model (decisive logits) must
+//! match llama.cpp's greedy continuation token for token.
 
 use std::path::{Path, PathBuf};
 
@@ -54,24 +63,35 @@ fn smollm2_path(file: &str) -> Option<PathBuf> {
     None
 }
 
+/// Reference top-2 margin below which two candidates count as tied on quantized fixtures.
+const NEAR_TIE: f64 = 0.25;
+/// Largest max |logit difference| / max |logit| accepted against llama.cpp on a quantized
+/// model (observed: 2.5% Q8_0, 4.3% Q4_K_M fixtures, 2.1% SmolLM2 Q4_1 over 30 layers).
+const QUANT_MAX_REL: f64 = 0.05;
+
+#[derive(PartialEq)]
 enum Reference {
     Hf,
     LlamaCpp,
 }
 
+fn load_golden(name: &str) -> Option<Value> {
+    let path = golden_dir().join(name);
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
 /// Checks one golden; returns false when it was skipped (a file that is legitimately absent).
 fn check(golden_name: &str) -> bool {
-    let path = golden_dir().join(golden_name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read golden {}: {e}", path.display()));
-    let g: Value = serde_json::from_str(&text).unwrap();
+    let g = load_golden(golden_name).unwrap_or_else(|| panic!("cannot read golden {golden_name}"));
     let reference = if golden_name.contains(".hf") {
         Reference::Hf
     } else {
         Reference::LlamaCpp
     };
     let fixture = g["fixture"].as_str().unwrap();
-    let fixture_path = if fixture.starts_with("SmolLM2") {
+    let real_model = fixture.starts_with("SmolLM2");
+    let fixture_path = if real_model {
         match smollm2_path(fixture) {
             Some(p) => p,
             None => {
@@ -107,42 +127,71 @@ fn check(golden_name: &str) -> bool {
         )));
     }
     let model = Model::load_with(&fixture_path, &options).unwrap();
+    let exact = model.weights().tensor_types.iter().all(|(t, _)| t == "F32");
     let ctx = model.config().max_context().min(2048);
+    // llama.cpp's own error against HF on the same fixture, to hold ours to the same standard.
+    let llamacpp_twin = load_golden(&golden_name.replace(".hf", ".llamacpp"));
 
     let mut worst_rel = 0f64;
     let mut worst_abs = 0f64;
-    for case in g["cases"].as_array().unwrap() {
+    let mut near_ties = 0usize;
+    for (case_index, case) in g["cases"].as_array().unwrap().iter().enumerate() {
         let name = case["name"].as_str().unwrap();
         let tokens: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
         let expected_argmax: Vec<u32> = serde_json::from_value(case["argmax"].clone()).unwrap();
+        let rows = case["rows"].as_array().unwrap();
         let mut cache = model.new_cache(ctx).unwrap();
         let ours: Vec<Vec<f32>> = model
             .forward(&tokens, &mut cache)
             .unwrap()
             .to_vec2()
             .unwrap();
-        let our_argmax: Vec<u32> = ours.iter().map(|r| argmax(r)).collect();
 
-        let (rel, abs) = compare_rows(&ours, case["rows"].as_array().unwrap());
+        let (rel, abs) = compare_rows(&ours, rows);
         worst_rel = worst_rel.max(rel);
         worst_abs = worst_abs.max(abs);
-        match reference {
-            Reference::Hf => assert!(
+        if exact {
+            assert!(
                 rel <= 1e-4,
                 "{golden_name} {name}: relative error {rel:.2e} > 1e-4 (max abs {abs:.2e})"
-            ),
-            Reference::LlamaCpp => {}
+            );
+        } else if reference == Reference::LlamaCpp {
+            assert!(
+                rel <= QUANT_MAX_REL,
+                "{golden_name} {name}: relative logit error {rel:.3} > {QUANT_MAX_REL} (max abs {abs:.3})"
+            );
+        } else if let Some(twin) = &llamacpp_twin {
+            // Same prompt in both goldens: compare llama.cpp's error with ours.
+            let twin_case = &twin["cases"][case_index];
+            assert_eq!(twin_case["tokens"], case["tokens"]);
+            let their_abs = golden_vs_golden(twin_case["rows"].as_array().unwrap(), rows);
+            println!("{golden_name} {name}: vs HF ours {abs:.3}, llama.cpp {their_abs:.3}");
+            assert!(
+                abs <= 1.5 * their_abs + 0.05,
+                "{golden_name} {name}: our error vs HF {abs:.3} is well above llama.cpp's {their_abs:.3}"
+            );
         }
-        let mismatches: Vec<usize> = (0..tokens.len())
-            .filter(|&p| our_argmax[p] != expected_argmax[p])
-            .collect();
-        assert!(
-            mismatches.is_empty(),
-            "{golden_name} {name}: argmax differs at positions {mismatches:?} (max abs diff {abs:.3e})"
-        );
+
+        // Argmax: everywhere for exact fixtures; outside near-ties for quantized ones.
+        let margins = margins(rows);
+        for (p, &want) in expected_argmax.iter().enumerate() {
+            let got = argmax(&ours[p]);
+            if got == want {
+                continue;
+            }
+            let margin = margins.iter().find(|(pos, _)| *pos == p).map(|m| m.1);
+            let ours_gap = f64::from(ours[p][got as usize] - ours[p][want as usize]);
+            let tied = !exact && margin.is_none_or(|m| m < NEAR_TIE) && ours_gap < NEAR_TIE;
+            assert!(
+                tied,
+                "{golden_name} {name}: argmax at position {p} is {got}, reference says {want} \
+                 (reference margin {margin:?}, our gap {ours_gap:.3})"
+            );
+            near_ties += 1;
+        }
 
         // Decode one token at a time through the cache: the same numbers as the prefill.
-        if name == "prefill16" {
+        if case_index == 0 {
             let mut cache = model.new_cache(ctx).unwrap();
             for (p, &t) in tokens.iter().enumerate() {
                 let row: Vec<f32> = model
@@ -155,14 +204,15 @@ fn check(golden_name: &str) -> bool {
                     .zip(&ours[p])
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
+                let scale = ours[p].iter().fold(0f32, |m, x| m.max(x.abs()));
+                let tolerance = if exact {
+                    1e-3
+                } else {
+                    QUANT_MAX_REL as f32 * scale
+                };
                 assert!(
-                    d < 1e-3,
-                    "{golden_name}: decode at {p} differs from prefill by {d}"
-                );
-                assert_eq!(
-                    argmax(&row),
-                    expected_argmax[p],
-                    "{golden_name}: decode argmax at {p}"
+                    d <= tolerance,
+                    "{golden_name}: decode at {p} differs from prefill by {d} (tolerance {tolerance})"
                 );
             }
         }
@@ -178,21 +228,31 @@ fn check(golden_name: &str) -> bool {
             .to_vec1()
             .unwrap();
         let mut got = Vec::new();
-        while got.len() < expected.len() {
+        for (step, &want) in expected.iter().enumerate() {
             let next = argmax(&logits);
+            if next != want {
+                let gap = logits[next as usize] - logits[want as usize];
+                assert!(
+                    !(exact || real_model) && f64::from(gap) < NEAR_TIE,
+                    "{golden_name}: greedy step {step} gives {next}, reference {want} (our gap {gap:.3}); \
+                     so far {got:?}"
+                );
+                println!("{golden_name}: greedy follows the reference for {step} tokens, then a near-tie");
+                break;
+            }
             got.push(next);
-            logits = model
-                .forward_last(&[next], &mut cache)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            if got.len() < expected.len() {
+                logits = model
+                    .forward_last(&[next], &mut cache)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+            }
         }
-        assert_eq!(
-            got, expected,
-            "{golden_name}: greedy continuation differs from the reference"
-        );
     }
-    println!("{golden_name}: max |logit diff| {worst_abs:.3e}, relative {worst_rel:.3e}");
+    println!(
+        "{golden_name}: max |logit diff| {worst_abs:.3e}, relative {worst_rel:.3e}, near-tie argmax flips {near_ties}"
+    );
     true
 }
 
@@ -204,6 +264,41 @@ fn argmax(row: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// (position, top-1 minus top-2) of every stored row.
+fn margins(rows: &[Value]) -> Vec<(usize, f64)> {
+    rows.iter()
+        .map(|row| {
+            let mut l: Vec<f64> = serde_json::from_value(row["logits"].clone()).unwrap();
+            l.sort_by(|a, b| b.total_cmp(a));
+            (row["pos"].as_u64().unwrap() as usize, l[0] - l[1])
+        })
+        .collect()
+}
+
+/// Max |a - b| over the (position, token id) entries that both goldens store.
+fn golden_vs_golden(a: &[Value], b: &[Value]) -> f64 {
+    let entries = |rows: &[Value]| -> std::collections::HashMap<(u64, u64), f64> {
+        let mut map = std::collections::HashMap::new();
+        for row in rows {
+            let pos = row["pos"].as_u64().unwrap();
+            let logits: Vec<f64> = serde_json::from_value(row["logits"].clone()).unwrap();
+            let ids: Vec<u64> = match row.get("ids") {
+                Some(ids) => serde_json::from_value(ids.clone()).unwrap(),
+                None => (0..logits.len() as u64).collect(),
+            };
+            map.extend(ids.into_iter().zip(logits).map(|(id, l)| ((pos, id), l)));
+        }
+        map
+    };
+    let (a, b) = (entries(a), entries(b));
+    let shared: Vec<f64> = a
+        .iter()
+        .filter_map(|(k, x)| b.get(k).map(|y| (x - y).abs()))
+        .collect();
+    assert!(!shared.is_empty(), "the two goldens share no entries");
+    shared.into_iter().fold(0.0, f64::max)
 }
 
 /// (max |diff| / max |golden|, max |diff|) over the golden's stored entries.
@@ -251,6 +346,9 @@ golden_tests! {
     yarn_metadata_vs_hf => "smollm3-tiny-yarn-f32.hf.json",
     yarn_metadata_vs_llamacpp => "smollm3-tiny-yarn-f32.llamacpp.json",
     vocab128k_q8_0_vs_llamacpp => "smollm3-vocab128k-q8_0.llamacpp.json",
+    tiny_q8_0_vs_hf => "smollm3-tiny-q8_0.hf.json",
+    tiny_q4_k_m_vs_hf => "smollm3-tiny-q4_k_m.hf.json",
+    vocab128k_q8_0_vs_hf => "smollm3-vocab128k-q8_0.hf.json",
     smollm2_real_model_vs_llamacpp => "SmolLM2-135M-Instruct.Q4_1.llamacpp.json",
 }
 
