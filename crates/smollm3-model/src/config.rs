@@ -192,7 +192,7 @@ impl Config {
         let rms_norm_eps = gguf
             .get_f64(&key("attention.layer_norm_rms_epsilon"))?
             .ok_or_else(|| crate::gguf::missing(&key("attention.layer_norm_rms_epsilon")))?;
-        if !(rms_norm_eps > 0.0) {
+        if rms_norm_eps <= 0.0 {
             return Err(invalid(
                 &key("attention.layer_norm_rms_epsilon"),
                 format!("{rms_norm_eps} must be positive"),
