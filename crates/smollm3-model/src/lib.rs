@@ -5,18 +5,27 @@
 //! grouped-query attention without copying K/V, YaRN context extension and a KV cache that can
 //! be truncated to reuse a shared prefix.
 //!
-//! ```no_run
+//! ```
 //! use smollm3_model::Model;
 //!
 //! # fn main() -> Result<(), smollm3_model::ModelError> {
-//! let model = Model::load("SmolLM3-3B-Q4_K_M.gguf")?;
-//! let mut cache = model.new_cache(4096)?;
-//! // Prefill a prompt in one forward pass, then decode greedily one token at a time.
-//! let mut logits = model.forward_last(&[128011, 882, 198], &mut cache)?;
+//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/gguf/smollm3-tiny-q8_0.gguf");
+//! // e.g. "SmolLM3-3B-Q4_K_M.gguf"; this example runs on a test fixture.
+//! let model = Model::load(path)?;
+//! let mut cache = model.new_cache(256)?;
+//! // Prefill the prompt in one forward pass, then decode greedily one token at a time.
+//! let mut logits = model.forward_last(&[2011, 882, 198], &mut cache)?;
+//! let mut generated = Vec::new();
 //! for _ in 0..8 {
 //!     let next = logits.argmax(0)?.to_scalar::<u32>()?;
+//!     generated.push(next);
 //!     logits = model.forward_last(&[next], &mut cache)?;
 //! }
+//! assert_eq!(cache.len(), 3 + 8);
+//!
+//! // Start a new turn from the cached 3-token prompt without recomputing it.
+//! cache.truncate(3)?;
+//! let _ = model.forward_last(&[42], &mut cache)?;
 //! # Ok(())
 //! # }
 //! ```
