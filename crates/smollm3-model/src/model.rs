@@ -7,13 +7,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::{Config, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::linear::QLinear;
 use crate::rope::RopeTables;
 
 /// Options that change how a model is loaded.
@@ -31,7 +32,7 @@ pub struct Model {
     embedding: TokenEmbedding,
     layers: Vec<DecoderLayer>,
     output_norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: QLinear,
     rope: RopeTables,
     summary: WeightSummary,
 }
@@ -53,17 +54,17 @@ enum TokenEmbedding {
 }
 
 struct Attention {
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    o: QMatMul,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
     use_rope: bool,
 }
 
 struct Mlp {
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
 }
 
 struct DecoderLayer {
@@ -105,11 +106,11 @@ impl Model {
         let (embedding, tied_head) = match embd.dtype() {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 let dense = embd.dequantize(&Device::Cpu)?;
-                (TokenEmbedding::Dense(dense.clone()), QMatMul::Tensor(dense))
+                (TokenEmbedding::Dense(dense.clone()), QLinear::Dense(dense))
             }
             _ => {
                 let q = Arc::new(embd);
-                (TokenEmbedding::Quantized(q.clone()), QMatMul::from_arc(q)?)
+                (TokenEmbedding::Quantized(q.clone()), QLinear::new(q)?)
             }
         };
         let lm_head = if c.tied_embeddings {
@@ -121,7 +122,7 @@ impl Model {
 
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
-            let mut m = |suffix: &str, shape: &[usize]| -> Result<QMatMul> {
+            let mut m = |suffix: &str, shape: &[usize]| -> Result<QLinear> {
                 matmul(load(gguf, &format!("blk.{i}.{suffix}.weight"), shape)?)
             };
             let attn = Attention {
@@ -201,7 +202,7 @@ impl Model {
     /// `[tokens.len(), vocab_size]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.hidden_states(tokens, cache)?;
-        Ok(self.lm_head.forward(&hidden)?)
+        self.lm_head.forward(&hidden)
     }
 
     /// Like [`Model::forward`] but returns only the last position's logits, `[vocab_size]`:
@@ -297,7 +298,7 @@ impl Attention {
             .reshape((heads, seq, hd))?
             .transpose(0, 1)?
             .reshape((seq, heads * hd))?;
-        Ok(self.o.forward(&out)?)
+        self.o.forward(&out)
     }
 }
 
@@ -305,7 +306,7 @@ impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
         let up = self.up.forward(x)?;
-        Ok(self.down.forward(&(gate * up)?)?)
+        self.down.forward(&(gate * up)?)
     }
 }
 
@@ -329,8 +330,8 @@ fn causal_mask(seq: usize, start: usize) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(mask, (seq, total), &Device::Cpu)?))
 }
 
-fn matmul(t: QTensor) -> Result<QMatMul> {
-    Ok(QMatMul::from_qtensor(t)?)
+fn matmul(t: QTensor) -> Result<QLinear> {
+    QLinear::new(Arc::new(t))
 }
 
 fn vector(t: QTensor) -> Result<Tensor> {

@@ -1,0 +1,121 @@
+//! Quantized linear layers that compute straight from the GGUF's own blocks.
+//!
+//! candle's `QMatMul` repacks Q4_K/Q6_K/Q8_0 weights into wider x86 tiles on first use and keeps
+//! the tiles beside the originals: on a 3B Q4_K_M model that is ~1.9 GB of extra memory, and on
+//! AVX2 machines the tiles (3072 bytes per 16 rows x 256 values against 2304 for Q4_K) make the
+//! memory-bound decode step read 33% more bytes. `QLinear` calls candle's portable k-quant
+//! kernel (`k_quants::matmul`, ggml's AVX2 dot products on its thread pool) on the original
+//! blocks instead, so weights exist once and decode reads exactly the file's bytes.
+
+use std::sync::Arc;
+
+use candle_core::quantized::k_quants::{
+    self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8_0, GgmlType,
+};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
+
+/// `y = x W^T` with `W` `[out_features, in_features]` kept in its stored type.
+pub(crate) enum QLinear {
+    Quantized {
+        weight: Arc<QTensor>,
+        out_features: usize,
+        in_features: usize,
+    },
+    /// F32 / F16 / BF16 weights, held as an f32 `[out, in]` tensor.
+    Dense(Tensor),
+}
+
+impl QLinear {
+    pub(crate) fn new(weight: Arc<QTensor>) -> Result<Self> {
+        let (out_features, in_features) = weight.shape().dims2()?;
+        Ok(match weight.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                Self::Dense(weight.dequantize(&Device::Cpu)?)
+            }
+            _ => Self::Quantized {
+                weight,
+                out_features,
+                in_features,
+            },
+        })
+    }
+
+    /// `x`: `[m, in_features]` -> `[m, out_features]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => Ok(x.matmul(&w.t()?)?),
+            Self::Quantized {
+                weight,
+                out_features,
+                in_features,
+            } => {
+                let (m, k) = x.dims2()?;
+                if k != *in_features {
+                    return Err(candle_core::Error::ShapeMismatchBinaryOp {
+                        lhs: x.shape().clone(),
+                        rhs: weight.shape().clone(),
+                        op: "quantized matmul",
+                    }
+                    .into());
+                }
+                let n = *out_features;
+                let x = x.contiguous()?;
+                let lhs = x.to_vec2::<f32>()?.concat();
+                let mut dst = vec![0f32; m * n];
+                let bytes = weight.data()?;
+                let mkn = (m, k, n);
+                match weight.dtype() {
+                    GgmlDType::Q4K => run::<BlockQ4K>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q6K => run::<BlockQ6K>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q8_0 => run::<BlockQ8_0>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q5K => run::<BlockQ5K>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q4_0 => run::<BlockQ4_0>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q4_1 => run::<BlockQ4_1>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q5_0 => run::<BlockQ5_0>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q5_1 => run::<BlockQ5_1>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q3K => run::<BlockQ3K>(mkn, &lhs, &bytes, &mut dst)?,
+                    GgmlDType::Q2K => run::<BlockQ2K>(mkn, &lhs, &bytes, &mut dst)?,
+                    other => {
+                        return Err(candle_core::Error::Msg(format!(
+                            "{other:?} weights cannot be used in a matmul"
+                        ))
+                        .into())
+                    }
+                }
+                Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?)
+            }
+        }
+    }
+}
+
+fn run<T: GgmlType>(
+    mkn: (usize, usize, usize),
+    lhs: &[f32],
+    bytes: &[u8],
+    dst: &mut [f32],
+) -> Result<()> {
+    let (_, k, n) = mkn;
+    let blocks = blocks::<T>(bytes, n * k / T::BLCK_SIZE)?;
+    Ok(k_quants::matmul(mkn, lhs, blocks, dst)?)
+}
+
+/// Views a QTensor's bytes as its blocks. The bytes come from candle's own `Vec<T>` storage, so
+/// size and alignment hold; both are checked anyway rather than trusted.
+fn blocks<T: GgmlType>(bytes: &[u8], count: usize) -> Result<&[T]> {
+    let size = std::mem::size_of::<T>();
+    if bytes.len() != count * size || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+        return Err(candle_core::Error::Msg(format!(
+            "quantized weight storage of {} bytes does not hold {count} {:?} blocks",
+            bytes.len(),
+            T::DTYPE
+        ))
+        .into());
+    }
+    // SAFETY: length and alignment were checked above, and every k-quant block type is plain
+    // old data (integers and f16 only), valid for any bit pattern.
+    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, count) })
+}
