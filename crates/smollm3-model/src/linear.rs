@@ -107,7 +107,9 @@ fn run<T: GgmlType>(
 /// size and alignment hold; both are checked anyway rather than trusted.
 fn blocks<T: GgmlType>(bytes: &[u8], count: usize) -> Result<&[T]> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() != count * size || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+    if bytes.len() != count * size
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
         return Err(candle_core::Error::Msg(format!(
             "quantized weight storage of {} bytes does not hold {count} {:?} blocks",
             bytes.len(),
