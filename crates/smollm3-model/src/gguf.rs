@@ -2,21 +2,41 @@
 //! a [`ModelError`] that names the file and the problem.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
+use memmap2::Mmap;
 
 use crate::error::{ModelError, Result};
 
-/// An open GGUF file: parsed header plus a reader for tensor data.
+/// An open GGUF file: parsed header plus the whole file memory-mapped.
+///
+/// Weights are used in place from the mapping, so loading copies nothing and the pages are
+/// shared with the OS page cache (and with other processes running the same model). As with
+/// llama.cpp's default mmap loading, the file must not be modified while a model uses it.
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
-    reader: BufReader<File>,
+    mmap: Arc<Mmap>,
     file_len: u64,
+}
+
+/// The bytes of one tensor inside a memory-mapped GGUF file.
+#[derive(Clone)]
+pub(crate) struct TensorBytes {
+    mmap: Arc<Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl TensorBytes {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.mmap[self.start..self.start + self.len]
+    }
 }
 
 /// A metadata value in a form that does not tie callers to candle's GGUF types.
@@ -55,12 +75,14 @@ impl GgufFile {
                 found: magic,
             });
         }
-        file.seek(SeekFrom::Start(0)).map_err(open_err)?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let content = Content::read(&mut reader).map_err(|e| ModelError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!("header: {e}"),
-        })?;
+        // SAFETY: the mapping is read-only; like llama.cpp we rely on the file not being
+        // truncated while mapped (documented on `GgufFile`).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(open_err)?;
+        let content =
+            Content::read(&mut Cursor::new(&mmap[..])).map_err(|e| ModelError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("header: {e}"),
+            })?;
         if content.tensor_data_offset > file_len {
             return Err(ModelError::Corrupt {
                 path: path.to_path_buf(),
@@ -73,7 +95,7 @@ impl GgufFile {
         Ok(Self {
             path: path.to_path_buf(),
             content,
-            reader,
+            mmap: Arc::new(mmap),
             file_len,
         })
     }
@@ -219,8 +241,13 @@ impl GgufFile {
             })
     }
 
-    /// Reads a tensor after checking its shape and that its bytes lie inside the file.
-    pub fn load_tensor(&mut self, name: &str, expected: &[usize]) -> Result<QTensor> {
+    /// Locates a tensor's bytes after checking its shape, that they lie inside the file and
+    /// that they are aligned for the block type.
+    pub(crate) fn tensor_bytes(
+        &self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<(GgmlDType, TensorBytes)> {
         let (dtype, shape) = self.tensor_info(name)?;
         if shape != expected {
             return Err(ModelError::TensorShape {
@@ -229,26 +256,59 @@ impl GgufFile {
                 actual: shape,
             });
         }
-        let info = &self.content.tensor_infos[name];
+        let corrupt = |detail: String| ModelError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
         let elems: usize = shape.iter().product();
-        let bytes = (elems / dtype.block_size()) as u64 * dtype.type_size() as u64;
-        let start = self.content.tensor_data_offset.saturating_add(info.offset);
-        if start.saturating_add(bytes) > self.file_len {
-            return Err(ModelError::Corrupt {
-                path: self.path.clone(),
-                detail: format!(
-                    "tensor {name:?} needs bytes {start}..{} but the file ends at {}",
-                    start.saturating_add(bytes),
-                    self.file_len
-                ),
-            });
+        if !elems.is_multiple_of(dtype.block_size()) {
+            return Err(corrupt(format!(
+                "tensor {name:?} has {elems} elements, not a whole number of {dtype:?} blocks"
+            )));
         }
-        self.content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| ModelError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("tensor {name:?}: {e}"),
-            })
+        let len = (elems / dtype.block_size()) as u64 * dtype.type_size() as u64;
+        let start = self
+            .content
+            .tensor_data_offset
+            .saturating_add(self.content.tensor_infos[name].offset);
+        let end = start.saturating_add(len);
+        if end > self.file_len {
+            return Err(corrupt(format!(
+                "tensor {name:?} needs bytes {start}..{end} but the file ends at {}",
+                self.file_len
+            )));
+        }
+        // Every block type starts with an f16 or f32 field; GGUF aligns tensors to 32 bytes.
+        let align = if dtype == GgmlDType::F32 { 4 } else { 2 };
+        if !start.is_multiple_of(align) {
+            return Err(corrupt(format!(
+                "tensor {name:?} starts at byte {start}, not aligned to {align} bytes"
+            )));
+        }
+        Ok((
+            dtype,
+            TensorBytes {
+                mmap: self.mmap.clone(),
+                start: start as usize,
+                len: len as usize,
+            },
+        ))
+    }
+
+    /// Copies a tensor out of the file into a candle `QTensor` (used for small tensors and for
+    /// float weights that are converted anyway).
+    pub fn load_tensor(&self, name: &str, expected: &[usize]) -> Result<QTensor> {
+        let (dtype, bytes) = self.tensor_bytes(name, expected)?;
+        candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            bytes.bytes(),
+            expected.to_vec(),
+            &Device::Cpu,
+        )
+        .map_err(|e| ModelError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("tensor {name:?}: {e}"),
+        })
     }
 }
 

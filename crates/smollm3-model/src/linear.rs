@@ -5,23 +5,25 @@
 //! AVX2 machines the tiles (3072 bytes per 16 rows x 256 values against 2304 for Q4_K) make the
 //! memory-bound decode step read 33% more bytes. `QLinear` calls candle's portable k-quant
 //! kernel (`k_quants::matmul`, ggml's AVX2 dot products on its thread pool) on the original
-//! blocks instead, so weights exist once and decode reads exactly the file's bytes.
+//! blocks, read in place from the memory-mapped file: weights exist once (in the page cache),
+//! loading copies nothing, and decode reads exactly the file's bytes.
 
-use std::sync::Arc;
-
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::k_quants::{
     self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
     BlockQ6K, BlockQ8_0, GgmlType,
 };
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::gguf::TensorBytes;
 
 /// `y = x W^T` with `W` `[out_features, in_features]` kept in its stored type.
 pub(crate) enum QLinear {
     Quantized {
-        weight: Arc<QTensor>,
+        weight: TensorBytes,
+        dtype: GgmlDType,
         out_features: usize,
         in_features: usize,
     },
@@ -30,14 +32,20 @@ pub(crate) enum QLinear {
 }
 
 impl QLinear {
-    pub(crate) fn new(weight: Arc<QTensor>) -> Result<Self> {
-        let (out_features, in_features) = weight.shape().dims2()?;
-        Ok(match weight.dtype() {
+    /// A layer over `weight`, a `[out_features, in_features]` tensor of type `dtype`.
+    pub(crate) fn new(
+        weight: TensorBytes,
+        dtype: GgmlDType,
+        shape: (usize, usize),
+    ) -> Result<Self> {
+        let (out_features, in_features) = shape;
+        Ok(match dtype {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-                Self::Dense(weight.dequantize(&Device::Cpu)?)
+                Self::Dense(dense(&weight, dtype, &[out_features, in_features])?)
             }
             _ => Self::Quantized {
                 weight,
+                dtype,
                 out_features,
                 in_features,
             },
@@ -50,35 +58,34 @@ impl QLinear {
             Self::Dense(w) => Ok(x.matmul(&w.t()?)?),
             Self::Quantized {
                 weight,
+                dtype,
                 out_features,
                 in_features,
             } => {
                 let (m, k) = x.dims2()?;
                 if k != *in_features {
-                    return Err(candle_core::Error::ShapeMismatchBinaryOp {
-                        lhs: x.shape().clone(),
-                        rhs: weight.shape().clone(),
-                        op: "quantized matmul",
-                    }
+                    return Err(candle_core::Error::Msg(format!(
+                        "quantized matmul: input has {k} features, weight expects {in_features}"
+                    ))
                     .into());
                 }
                 let n = *out_features;
                 let x = x.contiguous()?;
                 let lhs = x.to_vec2::<f32>()?.concat();
                 let mut dst = vec![0f32; m * n];
-                let bytes = weight.data()?;
+                let bytes = weight.bytes();
                 let mkn = (m, k, n);
-                match weight.dtype() {
-                    GgmlDType::Q4K => run::<BlockQ4K>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q6K => run::<BlockQ6K>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q8_0 => run::<BlockQ8_0>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q5K => run::<BlockQ5K>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q4_0 => run::<BlockQ4_0>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q4_1 => run::<BlockQ4_1>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q5_0 => run::<BlockQ5_0>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q5_1 => run::<BlockQ5_1>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q3K => run::<BlockQ3K>(mkn, &lhs, &bytes, &mut dst)?,
-                    GgmlDType::Q2K => run::<BlockQ2K>(mkn, &lhs, &bytes, &mut dst)?,
+                match dtype {
+                    GgmlDType::Q4K => run::<BlockQ4K>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q6K => run::<BlockQ6K>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q8_0 => run::<BlockQ8_0>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q5K => run::<BlockQ5K>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q4_0 => run::<BlockQ4_0>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q4_1 => run::<BlockQ4_1>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q5_0 => run::<BlockQ5_0>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q5_1 => run::<BlockQ5_1>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q3K => run::<BlockQ3K>(mkn, &lhs, bytes, &mut dst)?,
+                    GgmlDType::Q2K => run::<BlockQ2K>(mkn, &lhs, bytes, &mut dst)?,
                     other => {
                         return Err(candle_core::Error::Msg(format!(
                             "{other:?} weights cannot be used in a matmul"
@@ -120,4 +127,71 @@ fn blocks<T: GgmlType>(bytes: &[u8], count: usize) -> Result<&[T]> {
     // SAFETY: length and alignment were checked above, and every k-quant block type is plain
     // old data (integers and f16 only), valid for any bit pattern.
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, count) })
+}
+
+/// A float tensor copied out of the file as f32 (norm weights, F32/F16/BF16 matrices).
+pub(crate) fn dense(bytes: &TensorBytes, dtype: GgmlDType, shape: &[usize]) -> Result<Tensor> {
+    let q = qtensor_from_ggml(dtype, bytes.bytes(), shape.to_vec(), &Device::Cpu)?;
+    Ok(q.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?)
+}
+
+/// A token-embedding table kept in its stored type: rows are dequantized at lookup, never the
+/// whole table (a dense f32 copy of SmolLM3's 128k x 2048 table would take 1 GB).
+pub(crate) enum Embedding {
+    Quantized {
+        table: TensorBytes,
+        dtype: GgmlDType,
+        hidden: usize,
+    },
+    Dense(Tensor),
+}
+
+impl Embedding {
+    /// Rows of `ids` (all `< vocab`, checked by the caller): `[ids.len(), hidden]`.
+    pub(crate) fn lookup(&self, ids: &[u32]) -> Result<Tensor> {
+        match self {
+            Self::Dense(t) => Ok(t.embedding(&Tensor::new(ids, &Device::Cpu)?)?),
+            Self::Quantized {
+                table,
+                dtype,
+                hidden,
+            } => {
+                let mut out = vec![0f32; ids.len() * hidden];
+                let bytes = table.bytes();
+                let h = *hidden;
+                match dtype {
+                    GgmlDType::Q4K => rows::<BlockQ4K>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q6K => rows::<BlockQ6K>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q8_0 => rows::<BlockQ8_0>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q5K => rows::<BlockQ5K>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q4_0 => rows::<BlockQ4_0>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q4_1 => rows::<BlockQ4_1>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q5_0 => rows::<BlockQ5_0>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q5_1 => rows::<BlockQ5_1>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q3K => rows::<BlockQ3K>(bytes, ids, h, &mut out)?,
+                    GgmlDType::Q2K => rows::<BlockQ2K>(bytes, ids, h, &mut out)?,
+                    other => {
+                        return Err(candle_core::Error::Msg(format!(
+                            "{other:?} token embeddings are not supported"
+                        ))
+                        .into())
+                    }
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), h), &Device::Cpu)?)
+            }
+        }
+    }
+}
+
+fn rows<T: GgmlType>(bytes: &[u8], ids: &[u32], hidden: usize, out: &mut [f32]) -> Result<()> {
+    let per_row = hidden / T::BLCK_SIZE;
+    let all = blocks::<T>(bytes, bytes.len() / std::mem::size_of::<T>())?;
+    for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(hidden)) {
+        let start = id as usize * per_row;
+        let row = all.get(start..start + per_row).ok_or_else(|| {
+            candle_core::Error::Msg(format!("token {id} is outside the embedding table"))
+        })?;
+        T::to_float(row, dst);
+    }
+    Ok(())
 }

@@ -5,16 +5,15 @@
 //! un-permuted weights. NoPE layers apply no rotation at all.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Device, Tensor};
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::{Config, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::linear::QLinear;
+use crate::linear::{dense, Embedding, QLinear};
 use crate::rope::RopeTables;
 
 /// Options that change how a model is loaded.
@@ -29,7 +28,7 @@ pub struct LoadOptions {
 /// conversation its own [`KvCache`].
 pub struct Model {
     config: Config,
-    embedding: TokenEmbedding,
+    embedding: Embedding,
     layers: Vec<DecoderLayer>,
     output_norm: Tensor,
     lm_head: QLinear,
@@ -44,13 +43,6 @@ pub struct WeightSummary {
     /// `(ggml type name, tensor count)`, most frequent first.
     pub tensor_types: Vec<(String, usize)>,
     pub file_bytes: u64,
-}
-
-/// Token embedding kept in its stored type: a quantized table is dequantized row by row at
-/// lookup time, never as a whole (a dense f32 copy of a 128k x 2048 table would cost 1 GB).
-enum TokenEmbedding {
-    Quantized(Arc<QTensor>),
-    Dense(Tensor),
 }
 
 struct Attention {
@@ -81,70 +73,75 @@ impl Model {
     }
 
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
-        let mut gguf = GgufFile::open(path.as_ref())?;
-        Self::from_gguf(&mut gguf, options)
+        let gguf = GgufFile::open(path.as_ref())?;
+        Self::from_gguf(&gguf, options)
     }
 
     /// Builds the model from an open GGUF file, checking every tensor's presence and shape.
-    pub fn from_gguf(gguf: &mut GgufFile, options: &LoadOptions) -> Result<Self> {
+    pub fn from_gguf(gguf: &GgufFile, options: &LoadOptions) -> Result<Self> {
         let mut config = Config::from_gguf(gguf)?;
         if let Some(scaling) = options.rope_scaling {
             config.set_rope_scaling(scaling)?;
         }
         let c = &config;
         let (h, hd) = (c.hidden_size, c.head_dim);
-        let mut types = std::collections::BTreeMap::<String, usize>::new();
-        let mut parameters = 0u64;
-        let mut load = |gguf: &mut GgufFile, name: &str, shape: &[usize]| -> Result<QTensor> {
-            let t = gguf.load_tensor(name, shape)?;
-            *types.entry(format!("{:?}", t.dtype())).or_default() += 1;
-            parameters += t.shape().elem_count() as u64;
-            Ok(t)
+        // Every tensor is located (shape and bounds checked) before any is used.
+        let matrix = |name: &str, shape: [usize; 2]| -> Result<QLinear> {
+            let (dtype, bytes) = gguf.tensor_bytes(name, &shape)?;
+            QLinear::new(bytes, dtype, (shape[0], shape[1]))
         };
 
-        let embd = load(gguf, "token_embd.weight", &[c.vocab_size, h])?;
-        let (embedding, tied_head) = match embd.dtype() {
+        let (embd_type, embd) = gguf.tensor_bytes("token_embd.weight", &[c.vocab_size, h])?;
+        let (embedding, tied_head) = match embd_type {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-                let dense = embd.dequantize(&Device::Cpu)?;
-                (TokenEmbedding::Dense(dense.clone()), QLinear::Dense(dense))
+                let table = dense(&embd, embd_type, &[c.vocab_size, h])?;
+                (Embedding::Dense(table.clone()), QLinear::Dense(table))
             }
-            _ => {
-                let q = Arc::new(embd);
-                (TokenEmbedding::Quantized(q.clone()), QLinear::new(q)?)
-            }
+            _ => (
+                Embedding::Quantized {
+                    table: embd.clone(),
+                    dtype: embd_type,
+                    hidden: h,
+                },
+                QLinear::new(embd, embd_type, (c.vocab_size, h))?,
+            ),
         };
         let lm_head = if c.tied_embeddings {
             tied_head
         } else {
-            matmul(load(gguf, "output.weight", &[c.vocab_size, h])?)?
+            matrix("output.weight", [c.vocab_size, h])?
         };
-        let output_norm = vector(load(gguf, "output_norm.weight", &[h])?)?;
+        let output_norm = vector(gguf, "output_norm.weight", h)?;
 
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
-            let mut m = |suffix: &str, shape: &[usize]| -> Result<QLinear> {
-                matmul(load(gguf, &format!("blk.{i}.{suffix}.weight"), shape)?)
+            let m = |suffix: &str, shape: [usize; 2]| -> Result<QLinear> {
+                matrix(&format!("blk.{i}.{suffix}.weight"), shape)
             };
             let attn = Attention {
-                q: m("attn_q", &[c.num_heads * hd, h])?,
-                k: m("attn_k", &[c.num_kv_heads * hd, h])?,
-                v: m("attn_v", &[c.num_kv_heads * hd, h])?,
-                o: m("attn_output", &[h, c.num_heads * hd])?,
+                q: m("attn_q", [c.num_heads * hd, h])?,
+                k: m("attn_k", [c.num_kv_heads * hd, h])?,
+                v: m("attn_v", [c.num_kv_heads * hd, h])?,
+                o: m("attn_output", [h, c.num_heads * hd])?,
                 use_rope: c.uses_rope(i),
             };
             let mlp = Mlp {
-                gate: m("ffn_gate", &[c.intermediate_size, h])?,
-                up: m("ffn_up", &[c.intermediate_size, h])?,
-                down: m("ffn_down", &[h, c.intermediate_size])?,
+                gate: m("ffn_gate", [c.intermediate_size, h])?,
+                up: m("ffn_up", [c.intermediate_size, h])?,
+                down: m("ffn_down", [h, c.intermediate_size])?,
             };
-            let attn_norm = vector(load(gguf, &format!("blk.{i}.attn_norm.weight"), &[h])?)?;
-            let ffn_norm = vector(load(gguf, &format!("blk.{i}.ffn_norm.weight"), &[h])?)?;
             layers.push(DecoderLayer {
-                attn_norm,
+                attn_norm: vector(gguf, &format!("blk.{i}.attn_norm.weight"), h)?,
                 attn,
-                ffn_norm,
+                ffn_norm: vector(gguf, &format!("blk.{i}.ffn_norm.weight"), h)?,
                 mlp,
             });
+        }
+        let mut types = std::collections::BTreeMap::<String, usize>::new();
+        let mut parameters = 0u64;
+        for (_, dtype, shape) in gguf.tensor_infos() {
+            *types.entry(format!("{dtype:?}")).or_default() += 1;
+            parameters += shape.iter().product::<usize>() as u64;
         }
         let mut tensor_types: Vec<_> = types.into_iter().collect();
         tensor_types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -230,11 +227,7 @@ impl Model {
         cache.reserve(tokens.len())?;
         let seq = tokens.len();
         let start = cache.len();
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = match &self.embedding {
-            TokenEmbedding::Quantized(q) => q.embedding(&ids)?,
-            TokenEmbedding::Dense(t) => t.embedding(&ids)?,
-        }; // [seq, hidden]
+        let mut x = self.embedding.lookup(tokens)?; // [seq, hidden]
         let (cos, sin) = self.rope.cos_sin(start, seq, &Device::Cpu)?;
         let mask = causal_mask(seq, start)?;
         let eps = self.config.rms_norm_eps as f32;
@@ -330,10 +323,8 @@ fn causal_mask(seq: usize, start: usize) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(mask, (seq, total), &Device::Cpu)?))
 }
 
-fn matmul(t: QTensor) -> Result<QLinear> {
-    QLinear::new(Arc::new(t))
-}
-
-fn vector(t: QTensor) -> Result<Tensor> {
-    Ok(t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?)
+/// A 1-D float tensor (norm weights), counted in the summary.
+fn vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Tensor> {
+    let (dtype, bytes) = gguf.tensor_bytes(name, &[len])?;
+    dense(&bytes, dtype, &[len])
 }

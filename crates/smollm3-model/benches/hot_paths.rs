@@ -1,0 +1,246 @@
+//! Criterion benches of the forward pass's hot paths, on SmolLM3-3B's per-layer shapes.
+//!
+//! The model is written by the bench itself into a temporary directory: two decoder layers with
+//! the real 3B shapes (hidden 2048, FFN 11008, 16 query / 4 KV heads of 128), every matrix Q4_K,
+//! a 1024-token vocabulary. Weights are random Q4_K blocks (speed does not depend on the
+//! values), so setup takes well under a second. The Q4_K matvec 2048x11008 (FFN down) is timed
+//! alone too, through `QMatMul` (candle repacks Q4_K into tiles on x86) and through
+//! `k_quants::matmul` on the compact GGUF blocks, for one token and for 64. A full run takes
+//! about 45 seconds:
+//!
+//! ```sh
+//! cargo bench -p smollm3-model                   # everything
+//! cargo bench -p smollm3-model -- decode         # one group, by name filter
+//! ```
+//!
+//! Threads: candle's kernels read RAYON_NUM_THREADS / CANDLE_NUM_THREADS (default: physical
+//! cores). End-to-end numbers on the full 36-layer model come from `cargo xtask bench`.
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::k_quants::{self, BlockQ4K, GgmlType};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{Device, Module, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use smollm3_model::Model;
+
+const HIDDEN: usize = 2048;
+const FFN: usize = 11008;
+const HEADS: usize = 16;
+const KV_HEADS: usize = 4;
+const HEAD_DIM: usize = HIDDEN / HEADS;
+const LAYERS: usize = 2;
+const VOCAB: usize = 1024;
+const CTX: usize = 4096;
+/// Tokens in the cache when one decode step is timed.
+const DECODE_CACHE: usize = 512;
+const PREFILL: usize = 64;
+
+/// Deterministic 64-bit LCG (Knuth's MMIX constants).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 32) as u32
+    }
+
+    /// Uniform in [-1, 1).
+    fn next_f32(&mut self) -> f32 {
+        (self.next_u32() >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+    }
+}
+
+/// A `rows x cols` Q4_K matrix filled with random blocks: a pool of 4096 genuinely quantized
+/// blocks is cycled with an odd stride, which is as good as fresh random data for timing and
+/// avoids quantizing ~150M values at every bench start.
+fn random_q4k(rows: usize, cols: usize, pool: &[u8], rng: &mut Lcg) -> QTensor {
+    let block = GgmlDType::Q4K.type_size();
+    let n_pool = pool.len() / block;
+    let n_blocks = rows * cols / GgmlDType::Q4K.block_size();
+    let mut bytes = Vec::with_capacity(n_blocks * block);
+    let mut i = rng.next_u32() as usize % n_pool;
+    for _ in 0..n_blocks {
+        bytes.extend_from_slice(&pool[i * block..(i + 1) * block]);
+        i = (i + 1031) % n_pool;
+    }
+    let storage = QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, GgmlDType::Q4K).unwrap();
+    QTensor::new(storage, (rows, cols)).unwrap()
+}
+
+/// 4096 Q4_K blocks of N(0, ~0.05)-ish uniform values.
+fn block_pool(rng: &mut Lcg) -> Vec<u8> {
+    let n = 4096 * GgmlDType::Q4K.block_size();
+    let data: Vec<f32> = (0..n).map(|_| 0.08 * rng.next_f32()).collect();
+    let t = Tensor::from_vec(data, (16, n / 16), &Device::Cpu).unwrap();
+    QTensor::quantize(&t, GgmlDType::Q4K)
+        .unwrap()
+        .data()
+        .unwrap()
+        .into_owned()
+}
+
+fn norm(rng: &mut Lcg) -> QTensor {
+    let data: Vec<f32> = (0..HIDDEN).map(|_| 1.0 + 0.1 * rng.next_f32()).collect();
+    QTensor::quantize(
+        &Tensor::from_vec(data, HIDDEN, &Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap()
+}
+
+/// Writes the two-layer 3B-shaped model with candle's GGUF writer.
+fn write_model(path: &Path) {
+    let mut rng = Lcg(0x5eed);
+    let pool = block_pool(&mut rng);
+    let (nq, nkv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
+    let mut tensors: Vec<(String, QTensor)> = vec![(
+        "token_embd.weight".into(),
+        random_q4k(VOCAB, HIDDEN, &pool, &mut rng),
+    )];
+    for l in 0..LAYERS {
+        let p = |s: &str| format!("blk.{l}.{s}.weight");
+        tensors.push((p("attn_norm"), norm(&mut rng)));
+        tensors.push((p("attn_q"), random_q4k(nq, HIDDEN, &pool, &mut rng)));
+        tensors.push((p("attn_k"), random_q4k(nkv, HIDDEN, &pool, &mut rng)));
+        tensors.push((p("attn_v"), random_q4k(nkv, HIDDEN, &pool, &mut rng)));
+        tensors.push((p("attn_output"), random_q4k(HIDDEN, nq, &pool, &mut rng)));
+        tensors.push((p("ffn_norm"), norm(&mut rng)));
+        tensors.push((p("ffn_gate"), random_q4k(FFN, HIDDEN, &pool, &mut rng)));
+        tensors.push((p("ffn_up"), random_q4k(FFN, HIDDEN, &pool, &mut rng)));
+        tensors.push((p("ffn_down"), random_q4k(HIDDEN, FFN, &pool, &mut rng)));
+    }
+    tensors.push(("output_norm.weight".into(), norm(&mut rng)));
+
+    let a = "smollm3";
+    let u = |x: usize| Value::U32(x as u32);
+    let metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(a.into())),
+        (format!("{a}.vocab_size"), u(VOCAB)),
+        (format!("{a}.context_length"), u(CTX)),
+        (format!("{a}.embedding_length"), u(HIDDEN)),
+        (format!("{a}.feed_forward_length"), u(FFN)),
+        (format!("{a}.block_count"), u(LAYERS)),
+        (format!("{a}.attention.head_count"), u(HEADS)),
+        (format!("{a}.attention.head_count_kv"), u(KV_HEADS)),
+        (format!("{a}.rope.freq_base"), Value::F32(5_000_000.0)),
+        (format!("{a}.rope.dimension_count"), u(HEAD_DIM)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        ),
+    ];
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    gguf_file::write(&mut f, &md, &ts).unwrap();
+}
+
+fn tokens(n: usize, rng: &mut Lcg) -> Vec<u32> {
+    (0..n).map(|_| rng.next_u32() % VOCAB as u32).collect()
+}
+
+fn model_benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smollm3-3b-shapes-2-layers-q4k.gguf");
+    write_model(&path);
+    let model = Model::load(&path).unwrap();
+    let mut rng = Lcg(42);
+
+    // One decode step with 512 tokens already cached; truncating back keeps the cache length
+    // (and so the attention cost) the same at every iteration.
+    let mut cache = model.new_cache(CTX).unwrap();
+    model
+        .forward_last(&tokens(DECODE_CACHE, &mut rng), &mut cache)
+        .unwrap();
+    let next = tokens(1, &mut rng);
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("forward_last_1_token_512_cached_2_layers", |b| {
+        b.iter(|| {
+            let logits = model.forward_last(black_box(&next), &mut cache).unwrap();
+            cache.truncate(DECODE_CACHE).unwrap();
+            logits
+        })
+    });
+    g.finish();
+
+    // Prefill of 64 tokens into an empty cache.
+    let prompt = tokens(PREFILL, &mut rng);
+    let mut cache = model.new_cache(CTX).unwrap();
+    let mut g = c.benchmark_group("prefill");
+    g.throughput(Throughput::Elements(PREFILL as u64));
+    g.sample_size(10);
+    g.bench_function("forward_last_64_tokens_2_layers", |b| {
+        b.iter(|| {
+            cache.reset();
+            model.forward_last(black_box(&prompt), &mut cache).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn matvec_benches(c: &mut Criterion) {
+    // The FFN down projection: 2048 outputs over 11008 inputs.
+    let mut rng = Lcg(7);
+    let pool = block_pool(&mut rng);
+    let q = random_q4k(HIDDEN, FFN, &pool, &mut rng);
+    // The same blocks as a plain slice, for candle's compact (non-repacked) kernel.
+    let bytes = q.data().unwrap();
+    let n_blocks = bytes.len() / std::mem::size_of::<BlockQ4K>();
+    let mut blocks = vec![BlockQ4K::zeros(); n_blocks];
+    // SAFETY: BlockQ4K is repr(C) plain data (f16s and bytes), the GGUF block layout, and
+    // `blocks` has exactly `bytes.len()` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            blocks.as_mut_ptr() as *mut u8,
+            n_blocks * std::mem::size_of::<BlockQ4K>(),
+        )
+    };
+    let w = QMatMul::from_qtensor(q).unwrap();
+    let weight_bytes =
+        (HIDDEN * FFN / GgmlDType::Q4K.block_size() * GgmlDType::Q4K.type_size()) as u64;
+
+    let mut g = c.benchmark_group("matvec");
+    g.measurement_time(Duration::from_secs(3));
+    for m in [1, PREFILL] {
+        let x: Vec<f32> = (0..m * FFN).map(|_| rng.next_f32()).collect();
+        let xt = Tensor::from_vec(x.clone(), (m, FFN), &Device::Cpu).unwrap();
+        // Bytes of Q4_K weights per call: the roofline of a memory-bound matvec.
+        g.throughput(Throughput::Bytes(weight_bytes));
+        // QMatMul::forward: on x86 with AVX2 candle repacks Q4_K into 16-row tiles on first use
+        // (kept next to the original blocks) and runs its tile kernel.
+        g.bench_function(format!("q4k_2048x11008_m{m}_qmatmul"), |b| {
+            b.iter(|| w.forward(black_box(&xt)).unwrap())
+        });
+        // k_quants::matmul on the compact GGUF blocks (llama.cpp's layout, no repacking).
+        let mut dst = vec![0f32; m * HIDDEN];
+        g.bench_function(format!("q4k_2048x11008_m{m}_compact"), |b| {
+            b.iter(|| {
+                k_quants::matmul((m, FFN, HIDDEN), black_box(&x), &blocks, &mut dst).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = matvec_benches, model_benches
+}
+criterion_main!(benches);
