@@ -73,22 +73,21 @@ fn info_json_describes_the_fixture() {
     assert!(text.contains("NoPE layers   [3, 7]"), "{text}");
 }
 
-#[test]
-fn logits_prints_one_sorted_line_per_position() {
+/// `smollm3 logits` on the q8_0 fixture, one parsed JSON object per output line.
+fn logits_lines(extra: &[&str]) -> Vec<Value> {
     let m = fixture("smollm3-tiny-q8_0.gguf");
-    let out = ok(&[
-        "logits",
-        "--model",
-        m.to_str().unwrap(),
-        "--tokens",
-        "5,17,300,42",
-        "--top",
-        "7",
-    ]);
-    let lines: Vec<Value> = out
+    let mut args = vec!["logits", "--model", m.to_str().unwrap()];
+    args.extend(["--tokens", "5,17,300,42", "--top", "7"]);
+    args.extend(extra);
+    ok(&args)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn logits_prints_one_sorted_line_per_position() {
+    let lines = logits_lines(&[]);
     assert_eq!(lines.len(), 4);
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["pos"], i);
@@ -101,20 +100,7 @@ fn logits_prints_one_sorted_line_per_position() {
         );
     }
     // Feeding the tokens one by one through the cache gives the same ranking.
-    let step = ok(&[
-        "logits",
-        "--model",
-        m.to_str().unwrap(),
-        "--tokens",
-        "5,17,300,42",
-        "--top",
-        "7",
-        "--step",
-    ]);
-    let step: Vec<Value> = step
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let step = logits_lines(&["--step"]);
     for (a, b) in lines.iter().zip(&step) {
         assert_eq!(a["top"][0][0], b["top"][0][0]);
     }

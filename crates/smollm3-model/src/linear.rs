@@ -19,6 +19,62 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::Result;
 use crate::gguf::TensorBytes;
 
+/// Runs `$body` with `$T` bound to the block type of `$dtype` (every GGUF quantization that
+/// can hold weights), or returns an error naming the unsupported type.
+macro_rules! with_block_type {
+    ($dtype:expr, $T:ident => $body:expr, $role:literal) => {
+        match $dtype {
+            GgmlDType::Q4K => {
+                type $T = BlockQ4K;
+                $body
+            }
+            GgmlDType::Q6K => {
+                type $T = BlockQ6K;
+                $body
+            }
+            GgmlDType::Q8_0 => {
+                type $T = BlockQ8_0;
+                $body
+            }
+            GgmlDType::Q5K => {
+                type $T = BlockQ5K;
+                $body
+            }
+            GgmlDType::Q4_0 => {
+                type $T = BlockQ4_0;
+                $body
+            }
+            GgmlDType::Q4_1 => {
+                type $T = BlockQ4_1;
+                $body
+            }
+            GgmlDType::Q5_0 => {
+                type $T = BlockQ5_0;
+                $body
+            }
+            GgmlDType::Q5_1 => {
+                type $T = BlockQ5_1;
+                $body
+            }
+            GgmlDType::Q3K => {
+                type $T = BlockQ3K;
+                $body
+            }
+            GgmlDType::Q2K => {
+                type $T = BlockQ2K;
+                $body
+            }
+            other => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{other:?} tensors cannot be used in {}",
+                    $role
+                ))
+                .into())
+            }
+        }
+    };
+}
+
 /// `y = x W^T` with `W` `[out_features, in_features]` kept in its stored type.
 pub(crate) enum QLinear {
     Quantized {
@@ -75,24 +131,7 @@ impl QLinear {
                 let mut dst = vec![0f32; m * n];
                 let bytes = weight.bytes();
                 let mkn = (m, k, n);
-                match dtype {
-                    GgmlDType::Q4K => run::<BlockQ4K>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q6K => run::<BlockQ6K>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q8_0 => run::<BlockQ8_0>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q5K => run::<BlockQ5K>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q4_0 => run::<BlockQ4_0>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q4_1 => run::<BlockQ4_1>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q5_0 => run::<BlockQ5_0>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q5_1 => run::<BlockQ5_1>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q3K => run::<BlockQ3K>(mkn, &lhs, bytes, &mut dst)?,
-                    GgmlDType::Q2K => run::<BlockQ2K>(mkn, &lhs, bytes, &mut dst)?,
-                    other => {
-                        return Err(candle_core::Error::Msg(format!(
-                            "{other:?} weights cannot be used in a matmul"
-                        ))
-                        .into())
-                    }
-                }
+                with_block_type!(*dtype, T => run::<T>(mkn, &lhs, bytes, &mut dst)?, "a matmul");
                 Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?)
             }
         }
@@ -159,24 +198,7 @@ impl Embedding {
                 let mut out = vec![0f32; ids.len() * hidden];
                 let bytes = table.bytes();
                 let h = *hidden;
-                match dtype {
-                    GgmlDType::Q4K => rows::<BlockQ4K>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q6K => rows::<BlockQ6K>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q8_0 => rows::<BlockQ8_0>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q5K => rows::<BlockQ5K>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q4_0 => rows::<BlockQ4_0>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q4_1 => rows::<BlockQ4_1>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q5_0 => rows::<BlockQ5_0>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q5_1 => rows::<BlockQ5_1>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q3K => rows::<BlockQ3K>(bytes, ids, h, &mut out)?,
-                    GgmlDType::Q2K => rows::<BlockQ2K>(bytes, ids, h, &mut out)?,
-                    other => {
-                        return Err(candle_core::Error::Msg(format!(
-                            "{other:?} token embeddings are not supported"
-                        ))
-                        .into())
-                    }
-                }
+                with_block_type!(*dtype, T => rows::<T>(bytes, ids, h, &mut out)?, "an embedding");
                 Ok(Tensor::from_vec(out, (ids.len(), h), &Device::Cpu)?)
             }
         }
