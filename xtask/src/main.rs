@@ -1,5 +1,8 @@
 //! `cargo xtask <command>`: thin dispatcher; the work lives in the library modules.
 
+mod bench;
+mod bench_child;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -27,6 +30,12 @@ enum Command {
         #[arg(long)]
         with_3b: bool,
     },
+    /// Measure load time, time to first token, prefill and decode speed and peak RSS
+    /// (docs/performance.md).
+    Bench(bench::BenchArgs),
+    /// One measured run in a fresh process (spawned by `bench`).
+    #[command(hide = true)]
+    BenchChild(bench_child::ChildArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -40,6 +49,8 @@ fn workspace_root() -> PathBuf {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::GenFixtures { out, only, with_3b } => gen_fixtures(out, only, with_3b),
+        Command::Bench(args) => bench::run(args, &workspace_root()),
+        Command::BenchChild(args) => bench_child::run(args),
     }
 }
 

@@ -5,8 +5,8 @@
 //! a 1024-token vocabulary. Weights are random Q4_K blocks (speed does not depend on the
 //! values), so setup takes well under a second. The Q4_K matvec 2048x11008 (FFN down) is timed
 //! alone too, through `QMatMul` (candle repacks Q4_K into tiles on x86) and through
-//! `k_quants::matmul` on the compact GGUF blocks, for one token and for 64. A full run takes
-//! about 45 seconds:
+//! `k_quants::matmul` on the compact GGUF blocks, for one token (weights streamed from DRAM)
+//! and for 64 (weights in cache). A full run takes about 45 seconds:
 //!
 //! ```sh
 //! cargo bench -p smollm3-model                   # everything
@@ -187,17 +187,64 @@ fn model_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Copies of the down projection that one matvec bench cycles through: 8 x 12.7 MB (plus
+/// candle's 16.9 MB repacked copy of each) is well past a 32 MB L3, so every call streams its
+/// weights from DRAM as in a real decode step, where 1.9 GB of weights pass once per token.
+const STREAM_COPIES: usize = 8;
+
 fn matvec_benches(c: &mut Criterion) {
     // The FFN down projection: 2048 outputs over 11008 inputs.
     let mut rng = Lcg(7);
     let pool = block_pool(&mut rng);
-    let q = random_q4k(HIDDEN, FFN, &pool, &mut rng);
-    // The same blocks as a plain slice, for candle's compact (non-repacked) kernel.
+    let mut qmatmuls = Vec::new();
+    let mut compact = Vec::new();
+    for _ in 0..STREAM_COPIES {
+        let q = random_q4k(HIDDEN, FFN, &pool, &mut rng);
+        compact.push(compact_blocks(&q));
+        qmatmuls.push(QMatMul::from_qtensor(q).unwrap());
+    }
+    let weight_bytes =
+        (HIDDEN * FFN / GgmlDType::Q4K.block_size() * GgmlDType::Q4K.type_size()) as u64;
+
+    let mut g = c.benchmark_group("matvec");
+    g.measurement_time(Duration::from_secs(3));
+    // Bytes of Q4_K weights per call (GGUF size): the roofline of a memory-bound matvec.
+    g.throughput(Throughput::Bytes(weight_bytes));
+    for m in [1, PREFILL] {
+        // One token streams the weights from DRAM (decode); 64 tokens reuse one matrix, which
+        // stays in cache, to time the compute (prefill).
+        let copies = if m == 1 { STREAM_COPIES } else { 1 };
+        let what = if m == 1 { "dram" } else { "cached" };
+        let x: Vec<f32> = (0..m * FFN).map(|_| rng.next_f32()).collect();
+        let xt = Tensor::from_vec(x.clone(), (m, FFN), &Device::Cpu).unwrap();
+        // QMatMul::forward: on x86 with AVX2 candle repacks Q4_K into 16-row tiles on first use
+        // (kept next to the original blocks) and runs its tile kernel.
+        let mut i = 0;
+        g.bench_function(format!("q4k_2048x11008_m{m}_{what}_qmatmul"), |b| {
+            b.iter(|| {
+                i = (i + 1) % copies;
+                qmatmuls[i].forward(black_box(&xt)).unwrap()
+            })
+        });
+        // k_quants::matmul on the compact GGUF blocks (llama.cpp's layout, no repacking).
+        let mut dst = vec![0f32; m * HIDDEN];
+        g.bench_function(format!("q4k_2048x11008_m{m}_{what}_compact"), |b| {
+            b.iter(|| {
+                i = (i + 1) % copies;
+                k_quants::matmul((m, FFN, HIDDEN), black_box(&x), &compact[i], &mut dst).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The blocks of a Q4_K tensor as a slice, for candle's compact (non-repacked) kernel.
+fn compact_blocks(q: &QTensor) -> Vec<BlockQ4K> {
     let bytes = q.data().unwrap();
     let n_blocks = bytes.len() / std::mem::size_of::<BlockQ4K>();
     let mut blocks = vec![BlockQ4K::zeros(); n_blocks];
-    // SAFETY: BlockQ4K is repr(C) plain data (f16s and bytes), the GGUF block layout, and
-    // `blocks` has exactly `bytes.len()` bytes.
+    // SAFETY: BlockQ4K is repr(C) plain data (f16s and bytes) in the GGUF block layout, and
+    // `blocks` has room for exactly `n_blocks` blocks.
     unsafe {
         std::ptr::copy_nonoverlapping(
             bytes.as_ptr(),
@@ -205,31 +252,7 @@ fn matvec_benches(c: &mut Criterion) {
             n_blocks * std::mem::size_of::<BlockQ4K>(),
         )
     };
-    let w = QMatMul::from_qtensor(q).unwrap();
-    let weight_bytes =
-        (HIDDEN * FFN / GgmlDType::Q4K.block_size() * GgmlDType::Q4K.type_size()) as u64;
-
-    let mut g = c.benchmark_group("matvec");
-    g.measurement_time(Duration::from_secs(3));
-    for m in [1, PREFILL] {
-        let x: Vec<f32> = (0..m * FFN).map(|_| rng.next_f32()).collect();
-        let xt = Tensor::from_vec(x.clone(), (m, FFN), &Device::Cpu).unwrap();
-        // Bytes of Q4_K weights per call: the roofline of a memory-bound matvec.
-        g.throughput(Throughput::Bytes(weight_bytes));
-        // QMatMul::forward: on x86 with AVX2 candle repacks Q4_K into 16-row tiles on first use
-        // (kept next to the original blocks) and runs its tile kernel.
-        g.bench_function(format!("q4k_2048x11008_m{m}_qmatmul"), |b| {
-            b.iter(|| w.forward(black_box(&xt)).unwrap())
-        });
-        // k_quants::matmul on the compact GGUF blocks (llama.cpp's layout, no repacking).
-        let mut dst = vec![0f32; m * HIDDEN];
-        g.bench_function(format!("q4k_2048x11008_m{m}_compact"), |b| {
-            b.iter(|| {
-                k_quants::matmul((m, FFN, HIDDEN), black_box(&x), &blocks, &mut dst).unwrap();
-            })
-        });
-    }
-    g.finish();
+    blocks
 }
 
 fn config() -> Criterion {

@@ -1,0 +1,483 @@
+//! `cargo xtask bench`: end-to-end speed and memory of the engine on a SmolLM3-3B-shaped GGUF.
+//!
+//! The parent (this module) makes sure a model file exists (by default the synthetic 3B GGUF,
+//! generated once into `target/bench/`), then runs every repetition in a fresh child process
+//! (`xtask bench-child`, see [`crate::bench_child`]) so that load time, first-call costs and
+//! peak RSS are those of the engine alone, not of the generator or of earlier repetitions.
+//! Medians over the repetitions go to stdout (a table, or JSON with `--json`) and always to
+//! `target/bench/last.json`.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::quantized::gguf_file::Content;
+use serde::Serialize;
+use xtask::fixtures::{self, FixtureSpec};
+
+use crate::bench_child::ChildReport;
+
+/// File name of the cached synthetic model under `target/bench/`.
+pub const SYNTHETIC_FILE_NAME: &str = "smollm3-3b-synthetic-q4_k_m.gguf";
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Compute threads (sets RAYON_NUM_THREADS and CANDLE_NUM_THREADS for the engine)
+    /// [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Prompt length of the prefill measurement (one forward pass).
+    #[arg(long, default_value_t = 512)]
+    pub prompt: usize,
+    /// Tokens decoded greedily, one forward pass each.
+    #[arg(long, default_value_t = 128)]
+    pub gen: usize,
+    /// Context size of the KV cache.
+    #[arg(long, default_value_t = 4096)]
+    pub ctx: usize,
+    /// Prompt length of the time-to-first-token measurement (the first forward pass after load).
+    #[arg(long, default_value_t = 1)]
+    pub ttft_prompt: usize,
+    /// Repetitions, each in a fresh process; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// GGUF to measure [default: the synthetic SmolLM3-3B Q4_K_M file in target/bench/,
+    /// generated on first use].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Medians (and spread) of one quantity over the repetitions.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Self {
+            median,
+            min: v.first().copied().unwrap_or(f64::NAN),
+            max: v.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub load_s: Stat,
+    pub ttft_s: Stat,
+    pub load_to_first_token_s: Stat,
+    /// Steady state (second prompt-sized call of the process).
+    pub prefill_tok_s: Stat,
+    /// First prompt-sized call of the process (includes candle's lazy Q6_K repacking).
+    pub prefill_first_tok_s: Stat,
+    pub decode_tok_s: Stat,
+    pub decode_step_ms: Stat,
+    pub peak_rss_mb: Stat,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub logical_cpus: usize,
+    /// SIMD features relevant to the quantized kernels that the CPU reports.
+    pub simd_flags: Vec<String>,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: PathBuf,
+    pub file_bytes: u64,
+    pub synthetic: bool,
+    pub threads: usize,
+    pub prompt: usize,
+    pub gen: usize,
+    pub ctx: usize,
+    pub ttft_prompt: usize,
+    pub reps: usize,
+    pub machine: Machine,
+    pub median: Summary,
+    /// KV cache bytes allocated at the end of a run (it grows by doubling).
+    pub kv_cache_bytes: u64,
+    /// The peak-RSS target: (file + KV cache) * 1.1, in MB (10^6 bytes).
+    pub rss_budget_mb: f64,
+    pub runs: Vec<ChildReport>,
+}
+
+pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
+    ensure!(args.reps > 0, "--reps must be at least 1");
+    ensure!(
+        args.prompt > 0 && args.gen > 0 && args.ttft_prompt > 0,
+        "--prompt, --gen and --ttft-prompt must be positive"
+    );
+    ensure!(
+        args.prompt + args.gen <= args.ctx && args.ttft_prompt <= args.ctx,
+        "--ctx {} is too small for --prompt {} + --gen {}",
+        args.ctx,
+        args.prompt,
+        args.gen
+    );
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let bench_dir = workspace.join("target").join("bench");
+    let (model, synthetic) = match &args.model {
+        Some(p) => (p.clone(), false),
+        None => (ensure_synthetic_model(&bench_dir)?, true),
+    };
+    let file_bytes = std::fs::metadata(&model)
+        .with_context(|| format!("reading {}", model.display()))?
+        .len();
+
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let loadavg_before = loadavg();
+    let mut runs = Vec::with_capacity(args.reps);
+    for rep in 0..args.reps {
+        eprintln!(
+            "bench: run {}/{} ({threads} threads, load {loadavg_before})",
+            rep + 1,
+            args.reps
+        );
+        let warm = warm_page_cache(&model)?;
+        eprintln!("bench:   page cache warm read {warm:.2} s");
+        let report = run_child(&exe, &model, &args, threads)?;
+        eprintln!(
+            "bench:   load {:.2} s, ttft {:.3} s, prefill {:.1} tok/s (first call {:.1}), \
+             decode {:.2} tok/s, peak RSS {:.0} MB",
+            report.load_s,
+            report.ttft_s,
+            report.prefill_tok_s,
+            report.prefill_first_tok_s,
+            report.decode_tok_s,
+            report.vm_hwm_bytes as f64 / 1e6
+        );
+        runs.push(report);
+    }
+    let kv_cache_bytes = runs.iter().map(|r| r.kv_cache_bytes).max().unwrap_or(0);
+    let report = Report {
+        model,
+        file_bytes,
+        synthetic,
+        threads,
+        prompt: args.prompt,
+        gen: args.gen,
+        ctx: args.ctx,
+        ttft_prompt: args.ttft_prompt,
+        reps: args.reps,
+        machine: Machine {
+            cpu: cpu_model_name(),
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            simd_flags: simd_flags(),
+            loadavg_before,
+            loadavg_after: loadavg(),
+        },
+        median: summarize(&runs),
+        kv_cache_bytes,
+        rss_budget_mb: (file_bytes + kv_cache_bytes) as f64 * 1.1 / 1e6,
+        runs,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::create_dir_all(&bench_dir)?;
+    let last = bench_dir.join("last.json");
+    std::fs::write(&last, format!("{json}\n"))
+        .with_context(|| format!("writing {}", last.display()))?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print_table(&report);
+        println!("(JSON: {})", last.display());
+    }
+    Ok(())
+}
+
+fn summarize(runs: &[ChildReport]) -> Summary {
+    let stat = |f: fn(&ChildReport) -> f64| Stat::of(runs.iter().map(f));
+    Summary {
+        load_s: stat(|r| r.load_s),
+        ttft_s: stat(|r| r.ttft_s),
+        load_to_first_token_s: stat(|r| r.load_s + r.ttft_s),
+        prefill_tok_s: stat(|r| r.prefill_tok_s),
+        prefill_first_tok_s: stat(|r| r.prefill_first_tok_s),
+        decode_tok_s: stat(|r| r.decode_tok_s),
+        decode_step_ms: stat(|r| r.decode_step_ms_median),
+        peak_rss_mb: stat(|r| r.vm_hwm_bytes as f64 / 1e6),
+    }
+}
+
+fn print_table(r: &Report) {
+    let m = &r.machine;
+    println!(
+        "model   {} ({:.2} GB{})",
+        r.model.display(),
+        r.file_bytes as f64 / 1e9,
+        if r.synthetic { ", synthetic" } else { "" }
+    );
+    println!(
+        "machine {} | {} logical CPUs | {} | load avg {} -> {}",
+        m.cpu,
+        m.logical_cpus,
+        m.simd_flags.join(" "),
+        m.loadavg_before,
+        m.loadavg_after
+    );
+    println!(
+        "run     {} threads, prompt {}, gen {}, ctx {}, ttft prompt {}, {} reps (fresh process each)",
+        r.threads, r.prompt, r.gen, r.ctx, r.ttft_prompt, r.reps
+    );
+    println!();
+    println!(
+        "{:<30} {:>10} {:>10} {:>10}",
+        "metric", "median", "min", "max"
+    );
+    let s = &r.median;
+    let row = |name: &str, st: &Stat, prec: usize| {
+        println!(
+            "{name:<30} {:>10.prec$} {:>10.prec$} {:>10.prec$}",
+            st.median, st.min, st.max
+        );
+    };
+    row("load (s)", &s.load_s, 3);
+    row(
+        &format!("TTFT, {}-token prompt (s)", r.ttft_prompt),
+        &s.ttft_s,
+        3,
+    );
+    row("load + TTFT (s)", &s.load_to_first_token_s, 3);
+    row(
+        &format!("prefill @{} (tok/s)", r.prompt),
+        &s.prefill_tok_s,
+        1,
+    );
+    row(
+        &format!("prefill @{}, first call (tok/s)", r.prompt),
+        &s.prefill_first_tok_s,
+        1,
+    );
+    row(&format!("decode @{} (tok/s)", r.gen), &s.decode_tok_s, 2);
+    row("decode step, median (ms)", &s.decode_step_ms, 1);
+    row("peak RSS (MB)", &s.peak_rss_mb, 0);
+    println!(
+        "{:<30} {:>10.0}   (file {:.0} MB + KV cache {:.0} MB, +10%)",
+        "peak RSS budget (MB)",
+        r.rss_budget_mb,
+        r.file_bytes as f64 / 1e6,
+        r.kv_cache_bytes as f64 / 1e6
+    );
+}
+
+/// Runs one repetition in a child process and parses its JSON report (its last stdout line).
+fn run_child(exe: &Path, model: &Path, args: &BenchArgs, threads: usize) -> Result<ChildReport> {
+    let n = threads.to_string();
+    let output = Command::new(exe)
+        .arg("bench-child")
+        .arg("--model")
+        .arg(model)
+        .args(["--prompt", &args.prompt.to_string()])
+        .args(["--gen", &args.gen.to_string()])
+        .args(["--ctx", &args.ctx.to_string()])
+        .args(["--ttft-prompt", &args.ttft_prompt.to_string()])
+        // candle 0.11.1: its rayon pool and rayon's global pool size themselves from
+        // RAYON_NUM_THREADS; the spin-barrier pool of the quantized matmuls from
+        // CANDLE_NUM_THREADS (falling back to RAYON_NUM_THREADS, then physical cores).
+        .env("RAYON_NUM_THREADS", &n)
+        .env("CANDLE_NUM_THREADS", &n)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} bench-child", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("bench-child failed ({}):\n{stdout}", output.status);
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| format!("bench-child printed no JSON report:\n{stdout}"))?;
+    serde_json::from_str(line).with_context(|| format!("parsing bench-child report {line:?}"))
+}
+
+/// Reads the whole file once so that the timed load reads from the page cache.
+pub fn warm_page_cache(path: &Path) -> Result<f64> {
+    let start = Instant::now();
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; 8 << 20];
+    while f.read(&mut buf)? > 0 {}
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The synthetic SmolLM3-3B spec, under the bench cache's file name.
+pub fn synthetic_spec() -> FixtureSpec {
+    FixtureSpec {
+        file_name: SYNTHETIC_FILE_NAME.to_string(),
+        ..fixtures::smollm3_3b_spec()
+    }
+}
+
+/// Returns the cached synthetic 3B GGUF, generating it (atomically) if it is missing or does
+/// not match the generator's tensor plan.
+fn ensure_synthetic_model(dir: &Path) -> Result<PathBuf> {
+    let spec = synthetic_spec();
+    let path = dir.join(&spec.file_name);
+    if path.exists() {
+        match check_complete(&path, &spec) {
+            Ok(()) => {
+                eprintln!("bench: reusing {}", path.display());
+                return Ok(path);
+            }
+            Err(e) => eprintln!("bench: regenerating {}: {e:#}", path.display()),
+        }
+    }
+    eprintln!(
+        "bench: generating {} (~1.9 GB, random weights, real SmolLM3-3B shapes; once)",
+        path.display()
+    );
+    let start = Instant::now();
+    let written = fixtures::generate(&spec, dir)?;
+    check_complete(&written, &spec).context("the freshly generated file fails its check")?;
+    eprintln!("bench: generated in {:.0?}", start.elapsed());
+    Ok(written)
+}
+
+/// A file is reusable when its header lists exactly the tensors of the spec's plan (names,
+/// shapes, types) and the file holds every tensor's bytes. The weights themselves do not
+/// matter for speed. Generation writes to a temporary file and renames it, so a file that
+/// exists was written completely; this also catches a file from an older generator.
+fn check_complete(path: &Path, spec: &FixtureSpec) -> Result<()> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let content = Content::read(&mut f).context("parsing the GGUF header")?;
+    let plan = fixtures::tensor_plan(spec);
+    ensure!(
+        content.tensor_infos.len() == plan.len(),
+        "{} tensors, the plan has {}",
+        content.tensor_infos.len(),
+        plan.len()
+    );
+    let mut end = 0u64;
+    for t in &plan {
+        let info = content
+            .tensor_infos
+            .get(&t.name)
+            .with_context(|| format!("tensor {} missing", t.name))?;
+        ensure!(
+            info.shape.dims() == t.shape.as_slice() && info.ggml_dtype == t.dtype,
+            "tensor {}: {:?} {:?}, the plan has {:?} {:?}",
+            t.name,
+            info.shape.dims(),
+            info.ggml_dtype,
+            t.shape,
+            t.dtype
+        );
+        let bytes = (info.shape.elem_count() / t.dtype.block_size() * t.dtype.type_size()) as u64;
+        end = end.max(content.tensor_data_offset + info.offset + bytes);
+    }
+    ensure!(end <= len, "file has {len} bytes, tensors need {end}");
+    Ok(())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn cpuinfo_field(field: &str) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == field).then(|| v.trim().to_string())
+    })
+}
+
+fn cpu_model_name() -> String {
+    cpuinfo_field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn simd_flags() -> Vec<String> {
+    const INTERESTING: &[&str] = &[
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx_vnni",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_int8",
+        "asimddp",
+        "i8mm",
+    ];
+    let flags = cpuinfo_field("flags")
+        .or_else(|| cpuinfo_field("Features"))
+        .unwrap_or_default();
+    let present: Vec<&str> = flags.split_whitespace().collect();
+    INTERESTING
+        .iter()
+        .filter(|f| present.contains(f))
+        .map(|f| f.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        let s = Stat::of([3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Stat::of([4.0, 1.0, 3.0, 2.0]).median, 2.5);
+        assert!(Stat::of([]).median.is_nan());
+    }
+
+    #[test]
+    fn a_truncated_file_is_not_reused() {
+        let spec = FixtureSpec::tiny(
+            "bench-check.gguf",
+            fixtures::QuantScheme::Q4KM,
+            fixtures::smollm3_3b_spec().seed,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixtures::generate(&spec, dir.path()).unwrap();
+        check_complete(&path, &spec).unwrap();
+        // Another plan (other layer count) is rejected.
+        let other = FixtureSpec {
+            layers: spec.layers + 1,
+            ..spec.clone()
+        };
+        assert!(check_complete(&path, &other).is_err());
+        // A file cut short is rejected.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 100).unwrap();
+        assert!(check_complete(&path, &spec).is_err());
+    }
+}
