@@ -1,0 +1,306 @@
+//! The chat template, rendered with minijinja configured as Hugging Face configures Jinja2 in
+//! `transformers.apply_chat_template`.
+
+use std::sync::Arc;
+
+use minijinja::value::{Kwargs, Value, ValueKind};
+use minijinja::{Environment, ErrorKind};
+
+use crate::gguf_meta::read_content;
+use crate::pyrepr::{py_json, py_str};
+use crate::time::{Clock, SystemClock};
+use crate::{Error, Result, TemplateError};
+
+/// The official SmolLM3 chat template (initial release), verbatim.
+pub const OFFICIAL_TEMPLATE: &str = include_str!("smollm3_chat_template.jinja");
+
+pub(crate) const RAISE_MARKER: &str = "raise_exception: ";
+
+/// Everything a chat template reads.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    /// OpenAI-style messages (`role`, `content`, any other fields), in order.
+    pub messages: Vec<Value>,
+    /// End the prompt with the assistant header (`<|im_start|>assistant\n...`).
+    pub add_generation_prompt: bool,
+    /// `enable_thinking`; `None` leaves it undefined (the template defaults to thinking).
+    pub enable_thinking: Option<bool>,
+    /// SmolLM3's `xml_tools` (function definitions).
+    pub xml_tools: Option<Value>,
+    /// SmolLM3's `python_tools`.
+    pub python_tools: Option<Value>,
+    /// An OpenAI-style `tools` list, passed to the template as `tools` (as HF does) and,
+    /// unless `xml_tools` is set, also as `xml_tools`, each `{"type": "function", "function":
+    /// F}` unwrapped to `F` (the form of SmolLM3's model card).
+    pub tools: Option<Value>,
+    /// Keep `<think>...</think>` reasoning in assistant turns before the last user message
+    /// (by default it is stripped, as chat clients do).
+    pub keep_reasoning: bool,
+    /// Other template variables (e.g. `bos_token`).
+    pub extra: Vec<(String, Value)>,
+}
+
+fn json_value(json: &str, what: &str) -> Result<Value> {
+    serde_json::from_str::<Value>(json).map_err(|e| Error::Messages(format!("{what}: {e}")))
+}
+
+impl ChatRequest {
+    /// Messages from an OpenAI-style JSON array (`[{"role": "user", "content": "hi"}]`).
+    pub fn from_messages_json(json: &str) -> Result<Self> {
+        let v = json_value(json, "messages JSON")?;
+        if v.kind() != ValueKind::Seq {
+            return Err(Error::Messages("expected a JSON array of messages".into()));
+        }
+        let messages: Vec<Value> = v
+            .try_iter()
+            .map_err(|e| Error::Messages(e.to_string()))?
+            .collect();
+        for (i, m) in messages.iter().enumerate() {
+            if m.kind() != ValueKind::Map {
+                return Err(Error::Messages(format!("message {i} is not an object")));
+            }
+            let role = m.get_attr("role").unwrap_or_default();
+            if role.as_str().is_none() {
+                return Err(Error::Messages(format!("message {i} has no string `role`")));
+            }
+        }
+        Ok(ChatRequest {
+            messages,
+            ..Default::default()
+        })
+    }
+
+    /// Sets `tools` from an OpenAI-style JSON array.
+    pub fn tools_from_json(&mut self, json: &str) -> Result<()> {
+        let v = json_value(json, "tools JSON")?;
+        if v.kind() != ValueKind::Seq {
+            return Err(Error::Messages("tools: expected a JSON array".into()));
+        }
+        self.tools = Some(v);
+        Ok(())
+    }
+
+    /// Adds one message.
+    pub fn push(&mut self, role: &str, content: &str) {
+        self.messages.push(Value::from_iter([
+            ("role", Value::from(role)),
+            ("content", Value::from(content)),
+        ]));
+    }
+
+    /// The messages as the template sees them: reasoning stripped from earlier assistant
+    /// turns unless `keep_reasoning`.
+    fn template_messages(&self) -> Vec<Value> {
+        if self.keep_reasoning {
+            return self.messages.clone();
+        }
+        let last_user = self.messages.iter().rposition(|m| {
+            m.get_attr("role").ok().as_ref().and_then(Value::as_str) == Some("user")
+        });
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let is_assistant =
+                    m.get_attr("role").ok().as_ref().and_then(Value::as_str) == Some("assistant");
+                let content = m.get_attr("content").unwrap_or_default();
+                match (
+                    is_assistant && last_user.is_some_and(|u| i < u),
+                    content.as_str(),
+                ) {
+                    (true, Some(text)) if text.contains("</think>") => {
+                        let after = text.rsplit("</think>").next().unwrap_or("");
+                        with_field(m, "content", Value::from(after.trim_start_matches('\n')))
+                    }
+                    _ => m.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn xml_tools(&self) -> Option<Value> {
+        if self.xml_tools.is_some() {
+            return self.xml_tools.clone();
+        }
+        let tools = self.tools.as_ref()?;
+        let unwrapped: Vec<Value> = tools
+            .try_iter()
+            .ok()?
+            .map(|t| {
+                let is_fn =
+                    t.get_attr("type").ok().as_ref().and_then(Value::as_str) == Some("function");
+                match t.get_attr("function") {
+                    Ok(f) if is_fn && f.kind() == ValueKind::Map => f,
+                    _ => t,
+                }
+            })
+            .collect();
+        Some(Value::from(unwrapped))
+    }
+
+    /// All template variables, in a fixed order.
+    pub(crate) fn variables(&self) -> Vec<(String, Value)> {
+        let mut vars = vec![
+            (
+                "messages".to_string(),
+                Value::from(self.template_messages()),
+            ),
+            (
+                "tools".to_string(),
+                self.tools.clone().unwrap_or(Value::from(())),
+            ),
+            ("documents".to_string(), Value::from(())),
+            (
+                "add_generation_prompt".to_string(),
+                Value::from(self.add_generation_prompt),
+            ),
+        ];
+        if let Some(t) = self.enable_thinking {
+            vars.push(("enable_thinking".into(), Value::from(t)));
+        }
+        if let Some(x) = self.xml_tools() {
+            vars.push(("xml_tools".into(), x));
+        }
+        if let Some(p) = &self.python_tools {
+            vars.push(("python_tools".into(), p.clone()));
+        }
+        vars.extend(self.extra.iter().cloned());
+        vars
+    }
+}
+
+fn with_field(map: &Value, key: &str, value: Value) -> Value {
+    let keys: Vec<Value> = map.try_iter().map(|i| i.collect()).unwrap_or_default();
+    Value::from_iter(keys.into_iter().map(|k| {
+        let v = if k.as_str() == Some(key) {
+            value.clone()
+        } else {
+            map.get_item(&k).unwrap_or_default()
+        };
+        (k, v)
+    }))
+}
+
+/// HF's `{% generation %}...{% endgeneration %}` (assistant-mask tracking) renders its body:
+/// rewrite the tags as an always-true `if` with the same whitespace control, keeping lines.
+fn rewrite_generation_tags(source: &str) -> String {
+    let re = regex::Regex::new(r"\{%([-+]?)\s*(end)?generation\s*([-+]?)%\}");
+    match re {
+        Ok(re) => re
+            .replace_all(source, |c: &regex::Captures| {
+                let body = if c.get(2).is_some() {
+                    "endif"
+                } else {
+                    "if true"
+                };
+                format!("{{%{} {body} {}%}}", &c[1], &c[3])
+            })
+            .into_owned(),
+        Err(_) => source.to_string(),
+    }
+}
+
+/// A compiled chat template.
+#[derive(Clone)]
+pub struct ChatTemplate {
+    source: String,
+    env: Arc<Environment<'static>>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("source_len", &self.source.len())
+            .finish()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles a template; syntax errors name the line.
+    pub fn new(source: &str) -> Result<Self> {
+        Self::with_clock(source, Arc::new(SystemClock))
+    }
+
+    /// The official SmolLM3 template built into the crate.
+    pub fn official() -> Result<Self> {
+        Self::new(OFFICIAL_TEMPLATE)
+    }
+
+    /// The template stored in a GGUF file (`tokenizer.chat_template`), or the official one
+    /// when the file has none.
+    pub fn from_gguf(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let content = read_content(path.as_ref())?;
+        match crate::gguf_meta::chat_template(&content)? {
+            Some(t) => Self::new(&t),
+            None => Self::official(),
+        }
+    }
+
+    /// Compiles a template whose `strftime_now` reads `clock`.
+    pub fn with_clock(source: &str, clock: Arc<dyn Clock>) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_keep_trailing_newline(false);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{RAISE_MARKER}{msg}"),
+                ))
+            },
+        );
+        let c = clock;
+        env.add_function("strftime_now", move |format: String| {
+            c.now().strftime(&format)
+        });
+        env.add_filter("string", |v: Value| py_str(&v));
+        env.add_filter(
+            "tojson",
+            |v: Value, kwargs: Kwargs| -> Result<String, minijinja::Error> {
+                let indent: Option<usize> = kwargs.get("indent")?;
+                let _: Option<bool> = kwargs.get("ensure_ascii")?;
+                let _: Option<bool> = kwargs.get("sort_keys")?;
+                kwargs.assert_all_used()?;
+                let mut out = String::new();
+                py_json(&v, indent, 0, &mut out);
+                Ok(out)
+            },
+        );
+        let rewritten = rewrite_generation_tags(source);
+        env.add_template_owned("chat_template", rewritten)
+            .map_err(|e| TemplateError::from_minijinja(&e, source))?;
+        Ok(ChatTemplate {
+            source: source.to_string(),
+            env: Arc::new(env),
+        })
+    }
+
+    /// The same template with another clock.
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) -> Result<()> {
+        *self = Self::with_clock(&self.source, clock)?;
+        Ok(())
+    }
+
+    /// The template source as given.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders a conversation to the prompt text.
+    pub fn render(&self, request: &ChatRequest) -> Result<String> {
+        self.render_vars(request.variables())
+    }
+
+    pub(crate) fn render_vars(&self, vars: Vec<(String, Value)>) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat_template")
+            .map_err(|e| TemplateError::from_minijinja(&e, &self.source))?;
+        let ctx = Value::from_iter(vars);
+        tmpl.render(ctx)
+            .map_err(|e| TemplateError::from_minijinja(&e, &self.source).into())
+    }
+}
