@@ -1,5 +1,6 @@
 //! `smollm3`: inspect and run SmolLM3 GGUF models from the command line.
 
+mod chat_cmds;
 mod model_args;
 
 use std::io::Write;
@@ -58,6 +59,12 @@ enum Command {
         #[arg(short = 'n', long = "n", default_value_t = 32)]
         n: usize,
     },
+    /// Token ids of a text, with the GGUF's own tokenizer.
+    Tokenize(chat_cmds::TokenizeArgs),
+    /// Text of comma-separated token ids.
+    Detokenize(chat_cmds::DetokenizeArgs),
+    /// Render a conversation with the GGUF's chat template (or its token ids with --tokens).
+    Template(chat_cmds::TemplateArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +95,9 @@ fn run(cli: Cli) -> Result<()> {
             step,
         } => logits(&model, &tokens, top, step),
         Command::Greedy { model, tokens, n } => greedy(&model, &tokens, n),
+        Command::Tokenize(a) => chat_cmds::tokenize(&a),
+        Command::Detokenize(a) => chat_cmds::detokenize(&a),
+        Command::Template(a) => chat_cmds::template(&a),
     }
 }
 
