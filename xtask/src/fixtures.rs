@@ -145,19 +145,19 @@ impl FixtureSpec {
             "{name}: sizes must be positive"
         );
         ensure!(
-            self.hidden % self.heads == 0,
+            self.hidden.is_multiple_of(self.heads),
             "{name}: hidden {} not divisible by heads {}",
             self.hidden,
             self.heads
         );
         ensure!(
-            self.heads % self.kv_heads == 0,
+            self.heads.is_multiple_of(self.kv_heads),
             "{name}: heads {} not a multiple of kv_heads {}",
             self.heads,
             self.kv_heads
         );
         ensure!(
-            self.head_dim() % 2 == 0,
+            self.head_dim().is_multiple_of(2),
             "{name}: head_dim must be even for RoPE"
         );
         ensure!(
