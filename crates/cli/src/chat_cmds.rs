@@ -16,6 +16,9 @@ use crate::model_args::parse_tokens;
 pub struct TokenizeArgs {
     #[arg(long, value_name = "FILE.gguf")]
     model: PathBuf,
+    /// A Hugging Face tokenizer.json to use instead of the GGUF's own tokenizer.
+    #[arg(long, value_name = "tokenizer.json")]
+    tokenizer: Option<PathBuf>,
     /// Text to tokenize.
     #[arg(long, conflicts_with = "file")]
     text: Option<String>,
@@ -34,6 +37,9 @@ pub struct TokenizeArgs {
 pub struct DetokenizeArgs {
     #[arg(long, value_name = "FILE.gguf")]
     model: PathBuf,
+    /// A Hugging Face tokenizer.json to use instead of the GGUF's own tokenizer.
+    #[arg(long, value_name = "tokenizer.json")]
+    tokenizer: Option<PathBuf>,
     /// Comma-separated token ids.
     #[arg(long, value_name = "IDS")]
     tokens: String,
@@ -43,6 +49,9 @@ pub struct DetokenizeArgs {
 pub struct TemplateArgs {
     #[arg(long, value_name = "FILE.gguf")]
     model: PathBuf,
+    /// A Hugging Face tokenizer.json to use instead of the GGUF's own tokenizer.
+    #[arg(long, value_name = "tokenizer.json")]
+    tokenizer: Option<PathBuf>,
     /// OpenAI-style messages array (JSON file).
     #[arg(long, value_name = "conv.json")]
     messages: PathBuf,
@@ -63,6 +72,18 @@ pub struct TemplateArgs {
     no_generation_prompt: bool,
 }
 
+/// The GGUF's tokenizer, or the user's tokenizer.json (keeping the GGUF's bos / eos ids).
+fn load_tokenizer(model: &PathBuf, tokenizer_json: Option<&PathBuf>) -> Result<Tokenizer> {
+    let from_gguf = Tokenizer::from_gguf(model)?;
+    Ok(match tokenizer_json {
+        None => from_gguf,
+        Some(path) => {
+            let (bos, eos) = from_gguf.bos_eos();
+            Tokenizer::from_tokenizer_json(path, bos, eos)?
+        }
+    })
+}
+
 fn read(path: &PathBuf) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))
 }
@@ -73,7 +94,7 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
         (None, Some(f)) => read(f)?,
         _ => bail!("give exactly one of --text or --file"),
     };
-    let tok = Tokenizer::from_gguf(&a.model)?;
+    let tok = load_tokenizer(&a.model, a.tokenizer.as_ref())?;
     let ids = tok.encode(&text, a.special)?;
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -93,7 +114,7 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
 
 pub fn detokenize(a: &DetokenizeArgs) -> Result<()> {
     let ids = parse_tokens(&a.tokens)?;
-    let tok = Tokenizer::from_gguf(&a.model)?;
+    let tok = load_tokenizer(&a.model, a.tokenizer.as_ref())?;
     let text = tok.decode(&ids, false)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{text}")?;
@@ -119,7 +140,7 @@ pub fn template(a: &TemplateArgs) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     if a.tokens {
-        let tok = Tokenizer::from_gguf(&a.model)?;
+        let tok = load_tokenizer(&a.model, a.tokenizer.as_ref())?;
         let p = encode_chat(&template, &tok, &req)?;
         writeln!(out, "{}", serde_json::to_string(&p.ids)?)?;
     } else {

@@ -146,3 +146,39 @@ fn bad_input_is_a_clean_error() {
         );
     }
 }
+
+#[test]
+fn tokenizer_json_overrides_the_gguf_tokenizer() {
+    // Export the small-vocabulary fixture's tokenizer, then use it with the 128k-vocab model:
+    // the ids must be the small tokenizer's, not the GGUF's own.
+    let small = smollm3_chat::Tokenizer::from_gguf(fixture("smollm3-tiny-f32.gguf")).unwrap();
+    let json = temp("small-tokenizer.json", "");
+    small.save_tokenizer_json(&json).unwrap();
+    let m = fixture("smollm3-vocab128k-q8_0.gguf");
+    let text = "Hello world, tokenizers!";
+    let own: Vec<u32> =
+        serde_json::from_str(&ok(&["tokenize", "--model", &m, "--text", text])).unwrap();
+    let overridden: Vec<u32> = serde_json::from_str(&ok(&[
+        "tokenize",
+        "--model",
+        &m,
+        "--tokenizer",
+        json.to_str().unwrap(),
+        "--text",
+        text,
+    ]))
+    .unwrap();
+    assert_eq!(overridden, small.encode(text, false).unwrap());
+    assert_ne!(overridden, own);
+    let out = smollm3(&[
+        "tokenize",
+        "--model",
+        &m,
+        "--tokenizer",
+        "/nonexistent.json",
+        "--text",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"));
+}

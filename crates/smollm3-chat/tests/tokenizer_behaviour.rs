@@ -131,3 +131,38 @@ fn without_injected_markers_safe_encoding_equals_hf_style_encoding() {
         .unwrap()
         .contains("<think>\nadd\n</think>\n4"));
 }
+
+#[test]
+fn tokenizer_json_export_loads_back_with_the_same_ids() {
+    let gguf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/gguf/smollm3-vocab128k-q8_0.gguf");
+    let tok = smollm3_chat::Tokenizer::from_gguf(&gguf).unwrap();
+    let dir = std::env::temp_dir().join(format!("smollm3-chat-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("tokenizer.json");
+    tok.save_tokenizer_json(&json).unwrap();
+    let (bos, eos) = tok.bos_eos();
+    let loaded = smollm3_chat::Tokenizer::from_tokenizer_json(&json, bos, eos).unwrap();
+    for text in [
+        "Hello, world!  Tabs\tand\r\nnewlines 12345 café 東京 🦀",
+        "<|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>\n",
+        "fn main() { println!(\"{}\", 1 + 2); }",
+    ] {
+        for special in [false, true] {
+            assert_eq!(
+                loaded.encode(text, special).unwrap(),
+                tok.encode(text, special).unwrap(),
+                "{text:?} special={special}"
+            );
+        }
+    }
+    assert_eq!(loaded.bos_eos(), (bos, eos));
+    assert_eq!(
+        loaded.special_token("<|im_end|>"),
+        tok.special_token("<|im_end|>")
+    );
+    let e = smollm3_chat::Tokenizer::from_tokenizer_json(dir.join("missing.json"), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.json"), "{e}");
+}
