@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// Print the JSON report on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Before each run, wait up to this many seconds for the machine to be idle (CPUs at least
+    /// 90% idle over 3 s), so that other processes do not share the cores with the measured one.
+    /// 0: do not wait.
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub wait_idle: u64,
 }
 
 /// Medians (and spread) of one quantity over the repetitions.
@@ -87,12 +92,14 @@ pub struct Summary {
     pub load_s: Stat,
     pub ttft_s: Stat,
     pub load_to_first_token_s: Stat,
-    /// Steady state (second prompt-sized call of the process).
+    /// One forward pass over the prompt, after a 2-token warm-up.
     pub prefill_tok_s: Stat,
-    /// First prompt-sized call of the process (includes candle's lazy Q6_K repacking).
-    pub prefill_first_tok_s: Stat,
+    /// The 2-token warm-up: one-time costs of the first multi-token call.
+    pub warmup_s: Stat,
     pub decode_tok_s: Stat,
     pub decode_step_ms: Stat,
+    /// CPU seconds per wall second while decoding (about the thread count on an idle machine).
+    pub decode_cpu_util: Stat,
     pub peak_rss_mb: Stat,
 }
 
@@ -157,23 +164,34 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
     let loadavg_before = loadavg();
     let mut runs = Vec::with_capacity(args.reps);
     for rep in 0..args.reps {
+        let load = loadavg();
         eprintln!(
-            "bench: run {}/{} ({threads} threads, load {loadavg_before})",
+            "bench: run {}/{} ({threads} threads, load average {load})",
             rep + 1,
             args.reps
         );
+        if args.wait_idle > 0 {
+            let (idle, waited) = wait_for_idle(args.wait_idle)?;
+            eprintln!(
+                "bench:   CPUs {:.0}% idle after waiting {waited:.0} s",
+                idle * 100.0
+            );
+        }
         let warm = warm_page_cache(&model)?;
         eprintln!("bench:   page cache warm read {warm:.2} s");
-        let report = run_child(&exe, &model, &args, threads)?;
+        let mut report = run_child(&exe, &model, &args, threads)?;
+        report.loadavg_before = Some(load);
         eprintln!(
-            "bench:   load {:.2} s, ttft {:.3} s, prefill {:.1} tok/s (first call {:.1}), \
-             decode {:.2} tok/s, peak RSS {:.0} MB",
+            "bench:   load {:.2} s, ttft {:.3} s, warm-up {:.3} s, prefill {:.1} tok/s, \
+             decode {:.2} tok/s, peak RSS {:.0} MB, CPU use prefill {:.2} decode {:.2}",
             report.load_s,
             report.ttft_s,
+            report.warmup_s,
             report.prefill_tok_s,
-            report.prefill_first_tok_s,
             report.decode_tok_s,
-            report.vm_hwm_bytes as f64 / 1e6
+            report.vm_hwm_bytes as f64 / 1e6,
+            report.prefill_cpu_util,
+            report.decode_cpu_util,
         );
         runs.push(report);
     }
@@ -214,6 +232,38 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Idle and total jiffies of all CPUs (`/proc/stat`, first line).
+fn cpu_jiffies() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .context("empty /proc/stat")?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    ensure!(fields.len() >= 5, "unexpected /proc/stat");
+    // user nice system idle iowait irq softirq steal ...
+    Ok((fields[3] + fields[4], fields.iter().take(8).sum()))
+}
+
+/// Waits until the CPUs were at least 90% idle over a 3-second window, or `limit_s` passed.
+/// Returns the last idle fraction and the seconds waited.
+fn wait_for_idle(limit_s: u64) -> Result<(f64, f64)> {
+    let start = Instant::now();
+    loop {
+        let (i0, t0) = cpu_jiffies()?;
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let (i1, t1) = cpu_jiffies()?;
+        let idle = (i1 - i0) as f64 / (t1 - t0).max(1) as f64;
+        let waited = start.elapsed().as_secs_f64();
+        if idle >= 0.9 || waited >= limit_s as f64 {
+            return Ok((idle, waited));
+        }
+    }
+}
+
 fn summarize(runs: &[ChildReport]) -> Summary {
     let stat = |f: fn(&ChildReport) -> f64| Stat::of(runs.iter().map(f));
     Summary {
@@ -221,9 +271,10 @@ fn summarize(runs: &[ChildReport]) -> Summary {
         ttft_s: stat(|r| r.ttft_s),
         load_to_first_token_s: stat(|r| r.load_s + r.ttft_s),
         prefill_tok_s: stat(|r| r.prefill_tok_s),
-        prefill_first_tok_s: stat(|r| r.prefill_first_tok_s),
+        warmup_s: stat(|r| r.warmup_s),
         decode_tok_s: stat(|r| r.decode_tok_s),
         decode_step_ms: stat(|r| r.decode_step_ms_median),
+        decode_cpu_util: stat(|r| r.decode_cpu_util),
         peak_rss_mb: stat(|r| r.vm_hwm_bytes as f64 / 1e6),
     }
 }
@@ -272,14 +323,24 @@ fn print_table(r: &Report) {
         &s.prefill_tok_s,
         1,
     );
-    row(
-        &format!("prefill @{}, first call (tok/s)", r.prompt),
-        &s.prefill_first_tok_s,
-        1,
-    );
+    row("first 2-token call (s)", &s.warmup_s, 3);
     row(&format!("decode @{} (tok/s)", r.gen), &s.decode_tok_s, 2);
     row("decode step, median (ms)", &s.decode_step_ms, 1);
+    row("decode CPU use (cores)", &s.decode_cpu_util, 2);
     row("peak RSS (MB)", &s.peak_rss_mb, 0);
+    let noisy = r
+        .runs
+        .iter()
+        .filter(|run| run.decode_cpu_util < 0.8 * r.threads as f64)
+        .count();
+    if noisy > 0 {
+        println!(
+            "warning: in {noisy} of {} runs the decode got less than 80% of {} cores: other \
+             processes shared the CPUs (see --wait-idle)",
+            r.runs.len(),
+            r.threads
+        );
+    }
     println!(
         "{:<30} {:>10.0}   (file {:.0} MB + KV cache {:.0} MB, +10%)",
         "peak RSS budget (MB)",

@@ -4,9 +4,9 @@
 //! 1. `Model::load_with`,
 //! 2. time to first token: the first forward pass of the process (`--ttft-prompt` tokens, with
 //!    whatever one-time costs the first call has) and the argmax of its logits,
-//! 3. prefill: one `forward_last` over `--prompt` tokens on an emptied cache, plus argmax, twice:
-//!    the first such call of the process, then the steady state,
-//! 4. decode: `--gen` greedy steps of `forward_last` over one token each, plus argmax,
+//! 3. warm-up: a 2-token forward pass (the first multi-token call may have one-time costs),
+//! 4. prefill: one `forward_last` over `--prompt` tokens on an emptied cache, plus argmax,
+//! 5. decode: `--gen` greedy steps of `forward_last` over one token each, plus argmax,
 //!
 //! and finally reads its own peak RSS (`VmHWM`). Prints one JSON line ([`ChildReport`]).
 //! Thread counts come from the environment (`RAYON_NUM_THREADS`, `CANDLE_NUM_THREADS`), set by
@@ -42,16 +42,20 @@ pub struct ChildArgs {
 pub struct ChildReport {
     pub load_s: f64,
     pub ttft_s: f64,
-    /// The first prompt-sized forward pass of the process.
-    pub prefill_first_s: f64,
-    pub prefill_first_tok_s: f64,
-    /// The second, identical one (steady state).
+    /// The first 2-token forward pass (after the TTFT one): one-time multi-row costs.
+    pub warmup_s: f64,
+    /// One forward pass over the prompt, after the warm-up.
     pub prefill_s: f64,
     pub prefill_tok_s: f64,
     pub decode_s: f64,
     pub decode_tok_s: f64,
     pub decode_step_ms_median: f64,
     pub decode_step_ms_max: f64,
+    /// CPU seconds of all threads per wall second during the (steady) prefill and the decode.
+    /// candle's pools spin while they wait, so on an idle machine this is close to the thread
+    /// count; clearly less means other processes took the cores (a noisy measurement).
+    pub prefill_cpu_util: f64,
+    pub decode_cpu_util: f64,
     /// `VmHWM` at the end of the run.
     pub vm_hwm_bytes: u64,
     /// `VmRSS` right after load, before the first forward pass.
@@ -63,6 +67,9 @@ pub struct ChildReport {
     pub process_threads: u64,
     pub rayon_num_threads: Option<String>,
     pub candle_num_threads: Option<String>,
+    /// 1, 5 and 15-minute load averages when the parent started this run.
+    #[serde(default)]
+    pub loadavg_before: Option<String>,
 }
 
 pub fn run(args: ChildArgs) -> Result<()> {
@@ -95,19 +102,24 @@ pub fn run(args: ChildArgs) -> Result<()> {
     let ttft_s = start.elapsed().as_secs_f64();
     let rss_after_ttft_bytes = proc_status_kb("VmRSS").unwrap_or(0) * 1024;
 
-    // The first prompt-sized call still pays one-time costs (candle repacks Q6_K weights for
-    // multi-row matmuls on first use); the second one is the steady state.
-    let mut prefill = || -> Result<(f64, u32)> {
-        cache.reset();
-        let start = Instant::now();
-        let logits = model.forward_last(&prompt[..args.prompt], &mut cache)?;
-        let next = argmax(&logits)?;
-        Ok((start.elapsed().as_secs_f64(), next))
-    };
-    let (prefill_first_s, _) = prefill()?;
-    let (prefill_s, mut next) = prefill()?;
+    // Warm-up: the first multi-token call of the process pays one-time costs that the 1-token
+    // TTFT call did not (candle's QMatMul repacks Q6_K weights for multi-row matmuls on first
+    // use); two tokens are enough to trigger them, so the prefill below is the steady state.
+    cache.reset();
+    let start = Instant::now();
+    model.forward_last(&prompt[..2.min(args.prompt)], &mut cache)?;
+    let warmup_s = start.elapsed().as_secs_f64();
+
+    cache.reset();
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let logits = model.forward_last(&prompt[..args.prompt], &mut cache)?;
+    let mut next = argmax(&logits)?;
+    let prefill_s = start.elapsed().as_secs_f64();
+    let prefill_cpu_util = (cpu_seconds() - cpu) / prefill_s;
 
     let mut steps = Vec::with_capacity(args.gen);
+    let cpu = cpu_seconds();
     let start = Instant::now();
     for _ in 0..args.gen {
         let t = Instant::now();
@@ -116,19 +128,21 @@ pub fn run(args: ChildArgs) -> Result<()> {
         steps.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let decode_s = start.elapsed().as_secs_f64();
+    let decode_cpu_util = (cpu_seconds() - cpu) / decode_s;
     steps.sort_by(f64::total_cmp);
 
     let report = ChildReport {
         load_s,
         ttft_s,
-        prefill_first_s,
-        prefill_first_tok_s: args.prompt as f64 / prefill_first_s,
+        warmup_s,
         prefill_s,
         prefill_tok_s: args.prompt as f64 / prefill_s,
         decode_s,
         decode_tok_s: args.gen as f64 / decode_s,
         decode_step_ms_median: steps[steps.len() / 2],
         decode_step_ms_max: steps[steps.len() - 1],
+        prefill_cpu_util,
+        decode_cpu_util,
         vm_hwm_bytes: proc_status_kb("VmHWM").context("reading VmHWM")? * 1024,
         rss_after_load_bytes,
         rss_after_ttft_bytes,
@@ -136,6 +150,7 @@ pub fn run(args: ChildArgs) -> Result<()> {
         process_threads: proc_status_kb("Threads").unwrap_or(0),
         rayon_num_threads: std::env::var("RAYON_NUM_THREADS").ok(),
         candle_num_threads: std::env::var("CANDLE_NUM_THREADS").ok(),
+        loadavg_before: None,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
@@ -158,6 +173,20 @@ fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
             (z % vocab as u64) as u32
         })
         .collect()
+}
+
+/// CPU time consumed so far by all live threads of this process (`/proc/self/task/*/schedstat`,
+/// nanoseconds on the CPU).
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
 }
 
 /// A numeric field of `/proc/self/status` (`VmHWM`, `VmRSS` in kB; `Threads` as a count).
