@@ -126,8 +126,7 @@ impl QLinear {
                     .into());
                 }
                 let n = *out_features;
-                let x = x.contiguous()?;
-                let lhs = x.to_vec2::<f32>()?.concat();
+                let lhs = x.flatten_all()?.to_vec1::<f32>()?;
                 let mut dst = vec![0f32; m * n];
                 let bytes = weight.bytes();
                 let mkn = (m, k, n);
