@@ -1,7 +1,10 @@
 //! `smollm3 tokenize`, `detokenize` and `template`.
 
+mod common;
+
+use common::{ok, smollm3};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -9,23 +12,6 @@ fn fixture(name: &str) -> String {
         .join(name);
     assert!(p.exists(), "run `cargo xtask gen-fixtures` first");
     p.to_str().unwrap().to_string()
-}
-
-fn smollm3(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smollm3"))
-        .args(args)
-        .output()
-        .expect("run smollm3")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = smollm3(args);
-    assert!(
-        out.status.success(),
-        "smollm3 {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn temp(name: &str, contents: &str) -> PathBuf {

@@ -1,8 +1,10 @@
 //! The `smollm3` binary's test surface: `info`, `logits`, `greedy`, and clean failures.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{ok, smollm3};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -15,23 +17,6 @@ fn fixture(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn smollm3(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smollm3"))
-        .args(args)
-        .output()
-        .expect("run smollm3")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = smollm3(args);
-    assert!(
-        out.status.success(),
-        "smollm3 {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn fails(args: &[&str]) -> String {
