@@ -104,15 +104,10 @@ fn run(cli: Cli) -> Result<()> {
 fn info(path: &std::path::Path, as_json: bool) -> Result<()> {
     let gguf = GgufFile::open(path)?;
     let config = smollm3_model::Config::from_gguf(&gguf)?;
-    let tensors = gguf.tensor_infos();
-    let parameters: u64 = tensors
-        .iter()
-        .map(|(_, _, shape)| shape.iter().product::<usize>() as u64)
-        .sum();
-    let mut types = std::collections::BTreeMap::<String, usize>::new();
-    for (_, dtype, _) in &tensors {
-        *types.entry(format!("{dtype:?}")).or_default() += 1;
-    }
+    let summary = gguf.weight_summary();
+    let parameters = summary.parameters;
+    let types: std::collections::BTreeMap<String, usize> =
+        summary.tensor_types.into_iter().collect();
     let token_text = |key: &str| -> Option<serde_json::Value> {
         let id = gguf.get_usize(key).ok().flatten()?;
         let text = gguf.string_array_item("tokenizer.ggml.tokens", id);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use smollm3_model::{LoadOptions, Model, RopeScaling};
+use smollm3_model::{Config, GgufFile, LoadOptions, Model, RopeScaling};
 
 #[derive(Args, Debug)]
 pub struct ModelArgs {
@@ -34,6 +34,9 @@ pub enum RopeScalingKind {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
+        let loading = || format!("loading {}", self.model.display());
+        // Opened once: YaRN's default original context comes from the same header.
+        let gguf = GgufFile::open(&self.model).with_context(loading)?;
         let mut options = LoadOptions::default();
         if let Some(kind) = self.rope_scaling {
             let factor = || -> Result<f64> {
@@ -47,8 +50,9 @@ impl ModelArgs {
                     let orig = match self.yarn_orig_ctx {
                         Some(n) => n,
                         None => {
-                            let gguf = smollm3_model::GgufFile::open(&self.model)?;
-                            smollm3_model::Config::from_gguf(&gguf)?.context_length
+                            Config::from_gguf(&gguf)
+                                .with_context(loading)?
+                                .context_length
                         }
                     };
                     Some(RopeScaling::yarn(factor()?, orig))
@@ -57,8 +61,7 @@ impl ModelArgs {
         } else if self.rope_scale.is_some() || self.yarn_orig_ctx.is_some() {
             bail!("--rope-scale and --yarn-orig-ctx need --rope-scaling yarn|linear");
         }
-        Model::load_with(&self.model, &options)
-            .with_context(|| format!("loading {}", self.model.display()))
+        Model::from_gguf(&gguf, &options).with_context(loading)
     }
 
     /// The context to allocate: `--ctx`, or just what `needed` tokens take.

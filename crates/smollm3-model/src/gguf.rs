@@ -39,6 +39,15 @@ impl TensorBytes {
     }
 }
 
+/// Parameter count and storage types of a file's tensors.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightSummary {
+    pub parameters: u64,
+    /// `(ggml type name, tensor count)`, most frequent first.
+    pub tensor_types: Vec<(String, usize)>,
+    pub file_bytes: u64,
+}
+
 /// A metadata value in a form that does not tie callers to candle's GGUF types.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
@@ -224,6 +233,23 @@ impl GgufFile {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Parameters and tensor types over every tensor in the file (reads no tensor data).
+    pub fn weight_summary(&self) -> WeightSummary {
+        let mut types = std::collections::BTreeMap::<String, usize>::new();
+        let mut parameters = 0u64;
+        for (_, dtype, shape) in self.tensor_infos() {
+            *types.entry(format!("{dtype:?}")).or_default() += 1;
+            parameters += shape.iter().product::<usize>() as u64;
+        }
+        let mut tensor_types: Vec<_> = types.into_iter().collect();
+        tensor_types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        WeightSummary {
+            parameters,
+            tensor_types,
+            file_bytes: self.file_len,
+        }
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {

@@ -46,8 +46,8 @@ pub use config::{
     Architecture, Config, RopeScaling, SMOLLM3_NOPE_INTERVAL, SUPPORTED_ARCHITECTURES,
 };
 pub use error::{ModelError, Result};
-pub use gguf::{GgufFile, MetadataValue};
-pub use model::{LoadOptions, Model, WeightSummary};
+pub use gguf::{GgufFile, MetadataValue, WeightSummary};
+pub use model::{LoadOptions, Model};
 pub use rope::RopeTables;
 
 /// Re-exported so callers can handle tensors without depending on candle directly.

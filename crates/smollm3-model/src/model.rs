@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use crate::cache::KvCache;
 use crate::config::{Config, RopeScaling};
 use crate::error::{ModelError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, WeightSummary};
 use crate::linear::{dense, Embedding, QLinear};
 use crate::rope::RopeTables;
 
@@ -34,15 +34,6 @@ pub struct Model {
     lm_head: QLinear,
     rope: RopeTables,
     summary: WeightSummary,
-}
-
-/// Parameter count and storage types of the loaded weights.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct WeightSummary {
-    pub parameters: u64,
-    /// `(ggml type name, tensor count)`, most frequent first.
-    pub tensor_types: Vec<(String, usize)>,
-    pub file_bytes: u64,
 }
 
 struct Attention {
@@ -137,14 +128,6 @@ impl Model {
                 mlp,
             });
         }
-        let mut types = std::collections::BTreeMap::<String, usize>::new();
-        let mut parameters = 0u64;
-        for (_, dtype, shape) in gguf.tensor_infos() {
-            *types.entry(format!("{dtype:?}")).or_default() += 1;
-            parameters += shape.iter().product::<usize>() as u64;
-        }
-        let mut tensor_types: Vec<_> = types.into_iter().collect();
-        tensor_types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let rope = RopeTables::new(&config);
         Ok(Self {
             embedding,
@@ -152,11 +135,7 @@ impl Model {
             output_norm,
             lm_head,
             rope,
-            summary: WeightSummary {
-                parameters,
-                tensor_types,
-                file_bytes: gguf.file_len(),
-            },
+            summary: gguf.weight_summary(),
             config,
         })
     }
