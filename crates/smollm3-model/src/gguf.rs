@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::Device;
+use candle_core::quantized::GgmlDType;
 use memmap2::Mmap;
 
 use crate::error::{ModelError, Result};
@@ -319,22 +318,6 @@ impl GgufFile {
                 len: len as usize,
             },
         ))
-    }
-
-    /// Copies a tensor out of the file into a candle `QTensor` (used for small tensors and for
-    /// float weights that are converted anyway).
-    pub fn load_tensor(&self, name: &str, expected: &[usize]) -> Result<QTensor> {
-        let (dtype, bytes) = self.tensor_bytes(name, expected)?;
-        candle_core::quantized::ggml_file::qtensor_from_ggml(
-            dtype,
-            bytes.bytes(),
-            expected.to_vec(),
-            &Device::Cpu,
-        )
-        .map_err(|e| ModelError::Corrupt {
-            path: self.path.clone(),
-            detail: format!("tensor {name:?}: {e}"),
-        })
     }
 }
 
