@@ -2,6 +2,7 @@
 
 mod chat_cmds;
 mod model_args;
+mod run_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Answer one question, streaming the reasoning (stderr) and the answer (stdout).
+    Run(run_cmd::RunArgs),
     /// Show a model's architecture, size, quantization, context, NoPE layers, rope and tokenizer.
     Info {
         #[arg(long, value_name = "FILE.gguf")]
@@ -70,7 +73,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(run_cmd::EXIT_INTERRUPTED),
         // `smollm3 logits ... | head` closes the pipe early: that is not an error.
         Err(e)
             if e.downcast_ref::<std::io::Error>()
@@ -85,19 +89,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+enum Outcome {
+    Done,
+    Interrupted,
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
+    let done = |r: Result<()>| r.map(|()| Outcome::Done);
     match cli.command {
-        Command::Info { model, json } => info(&model, json),
+        Command::Run(a) => Ok(if run_cmd::run(&a)? {
+            Outcome::Interrupted
+        } else {
+            Outcome::Done
+        }),
+        Command::Info { model, json } => done(info(&model, json)),
         Command::Logits {
             model,
             tokens,
             top,
             step,
-        } => logits(&model, &tokens, top, step),
-        Command::Greedy { model, tokens, n } => greedy(&model, &tokens, n),
-        Command::Tokenize(a) => chat_cmds::tokenize(&a),
-        Command::Detokenize(a) => chat_cmds::detokenize(&a),
-        Command::Template(a) => chat_cmds::template(&a),
+        } => done(logits(&model, &tokens, top, step)),
+        Command::Greedy { model, tokens, n } => done(greedy(&model, &tokens, n)),
+        Command::Tokenize(a) => done(chat_cmds::tokenize(&a)),
+        Command::Detokenize(a) => done(chat_cmds::detokenize(&a)),
+        Command::Template(a) => done(chat_cmds::template(&a)),
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use smollm3_gen::Engine;
 use smollm3_model::{Config, GgufFile, LoadOptions, Model, RopeScaling};
 
 #[derive(Args, Debug)]
@@ -34,9 +35,29 @@ pub enum RopeScalingKind {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
-        let loading = || format!("loading {}", self.model.display());
-        // Opened once: YaRN's default original context comes from the same header.
-        let gguf = GgufFile::open(&self.model).with_context(loading)?;
+        let gguf = self.open()?;
+        let options = self.load_options(&gguf)?;
+        Model::from_gguf(&gguf, &options).with_context(|| self.loading())
+    }
+
+    /// The model with its tokenizer and chat template (the GGUF is read once).
+    pub fn load_engine(&self) -> Result<Engine> {
+        let gguf = self.open()?;
+        let options = self.load_options(&gguf)?;
+        Engine::from_gguf(&gguf, &options).with_context(|| self.loading())
+    }
+
+    fn loading(&self) -> String {
+        format!("loading {}", self.model.display())
+    }
+
+    fn open(&self) -> Result<GgufFile> {
+        GgufFile::open(&self.model).with_context(|| self.loading())
+    }
+
+    /// The rope override from the flags; YaRN's default original context comes from the
+    /// already-open header.
+    fn load_options(&self, gguf: &GgufFile) -> Result<LoadOptions> {
         let mut options = LoadOptions::default();
         if let Some(kind) = self.rope_scaling {
             let factor = || -> Result<f64> {
@@ -50,8 +71,8 @@ impl ModelArgs {
                     let orig = match self.yarn_orig_ctx {
                         Some(n) => n,
                         None => {
-                            Config::from_gguf(&gguf)
-                                .with_context(loading)?
+                            Config::from_gguf(gguf)
+                                .with_context(|| self.loading())?
                                 .context_length
                         }
                     };
@@ -61,7 +82,7 @@ impl ModelArgs {
         } else if self.rope_scale.is_some() || self.yarn_orig_ctx.is_some() {
             bail!("--rope-scale and --yarn-orig-ctx need --rope-scaling yarn|linear");
         }
-        Model::from_gguf(&gguf, &options).with_context(loading)
+        Ok(options)
     }
 
     /// The context to allocate: `--ctx`, or just what `needed` tokens take.

@@ -24,4 +24,4 @@ pub use error::{Error, Result, TemplateError};
 pub use prompt::{encode_chat, EncodedPrompt, Segment};
 pub use template::{ChatRequest, ChatTemplate, OFFICIAL_TEMPLATE};
 pub use time::{Clock, DateTime, FixedClock, SystemClock};
-pub use tokenizer::{Detokenizer, PreTokenizerKind, Tokenizer};
+pub use tokenizer::{Detokenizer, PreTokenizerKind, StreamDecoder, Tokenizer};

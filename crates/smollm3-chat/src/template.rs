@@ -229,8 +229,12 @@ impl ChatTemplate {
     /// The template stored in a GGUF file (`tokenizer.chat_template`), or the official one
     /// when the file has none.
     pub fn from_gguf(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let content = read_content(path.as_ref())?;
-        match crate::gguf_meta::chat_template(&content)? {
+        Self::from_gguf_content(&read_content(path.as_ref())?)
+    }
+
+    /// Like [`ChatTemplate::from_gguf`], from already-read GGUF metadata.
+    pub fn from_gguf_content(content: &candle_core::quantized::gguf_file::Content) -> Result<Self> {
+        match crate::gguf_meta::chat_template(content)? {
             Some(t) => Self::new(&t),
             None => Self::official(),
         }

@@ -390,8 +390,7 @@ impl Tokenizer {
     pub fn detokenizer(&self, skip_special: bool) -> Detokenizer<'_> {
         Detokenizer {
             tokenizer: self,
-            pending: Vec::new(),
-            skip_special,
+            decoder: StreamDecoder::new(skip_special),
         }
     }
 }
@@ -417,18 +416,48 @@ impl ModelVocab for tokenizers::Tokenizer {
 /// decode.
 pub struct Detokenizer<'t> {
     tokenizer: &'t Tokenizer,
-    pending: Vec<u8>,
-    skip_special: bool,
+    decoder: StreamDecoder,
 }
 
 impl Detokenizer<'_> {
     /// Adds one token; returns the text that became complete (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
-        if self.skip_special && self.tokenizer.is_special(id) {
+        self.decoder.push(self.tokenizer, id)
+    }
+
+    /// Ends the stream: whatever is held back is returned (incomplete bytes as U+FFFD).
+    pub fn finish(&mut self) -> String {
+        self.decoder.finish()
+    }
+
+    /// Whether bytes are held back waiting for the rest of a character.
+    pub fn has_pending(&self) -> bool {
+        self.decoder.has_pending()
+    }
+}
+
+/// [`Detokenizer`] without the borrow: the tokenizer is passed to each call, so the decoder
+/// can live next to an `Arc<Tokenizer>` (or inside a struct that borrows something else).
+#[derive(Debug, Clone, Default)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+    skip_special: bool,
+}
+
+impl StreamDecoder {
+    pub fn new(skip_special: bool) -> Self {
+        StreamDecoder {
+            pending: Vec::new(),
+            skip_special,
+        }
+    }
+
+    /// Adds one token; returns the text that became complete (possibly empty).
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<String> {
+        if self.skip_special && tokenizer.is_special(id) {
             return Ok(String::new());
         }
-        self.pending
-            .extend_from_slice(self.tokenizer.token_bytes(id)?);
+        self.pending.extend_from_slice(tokenizer.token_bytes(id)?);
         Ok(self.drain(false))
     }
 

@@ -108,6 +108,12 @@ impl GgufFile {
         })
     }
 
+    /// The parsed header (metadata and tensor index), e.g. to build a tokenizer from it
+    /// without reading the file again.
+    pub fn content(&self) -> &Content {
+        &self.content
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

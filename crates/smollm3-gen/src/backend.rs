@@ -1,0 +1,185 @@
+//! What the generation loop needs from a model: append tokens to a cache, get the next-token
+//! logits, cut the cache back.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use smollm3_chat::Tokenizer;
+use smollm3_model::{KvCache, Model};
+
+use crate::{GenError, Result};
+
+/// A language model together with one conversation's cache.
+pub trait Backend {
+    /// Positions the cache can hold.
+    fn context_size(&self) -> usize;
+    /// Vocabulary size (length of the logits).
+    fn vocab_size(&self) -> usize;
+    /// Tokens currently in the cache.
+    fn cached_len(&self) -> usize;
+    /// Drops cached positions from `len` on.
+    fn truncate(&mut self, len: usize) -> Result<()>;
+    /// Appends `tokens` (non-empty) to the cache; returns the logits after the last one.
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// Called once per generation, before the uncached part of the prompt is fed, with the
+    /// full prompt length. Real models ignore it; [`ScriptedBackend`] starts its next reply.
+    fn start_generation(&mut self, _prompt_len: usize) {}
+}
+
+/// A [`Model`] (shared, immutable) and a [`KvCache`] of its own.
+pub struct ModelBackend {
+    model: Arc<Model>,
+    cache: KvCache,
+}
+
+impl ModelBackend {
+    /// A backend whose cache holds up to `context` tokens.
+    pub fn new(model: Arc<Model>, context: usize) -> Result<Self> {
+        let cache = model.new_cache(context)?;
+        Ok(ModelBackend { model, cache })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Bytes currently allocated by the KV cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.allocated_bytes()
+    }
+}
+
+impl Backend for ModelBackend {
+    fn context_size(&self) -> usize {
+        self.cache.max_len()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn cached_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        Ok(self.cache.truncate(len)?)
+    }
+
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let logits = self.model.forward_last(tokens, &mut self.cache)?;
+        logits
+            .to_vec1::<f32>()
+            .map_err(|e| GenError::Backend(format!("reading logits: {e}")))
+    }
+}
+
+/// A stand-in model that "generates" scripted replies, one per generation: it returns logits
+/// that put all the weight on the next token of the current reply (then on `end_token`), so
+/// the generation loop (sampling, detokenizing, stops, thinking split, tool calls, cache
+/// bookkeeping) can be tested exactly without a model.
+#[derive(Debug, Clone)]
+pub struct ScriptedBackend {
+    vocab_size: usize,
+    context: usize,
+    end_token: u32,
+    replies: VecDeque<Vec<u32>>,
+    reply: Vec<u32>,
+    reply_start: usize,
+    tokens: Vec<u32>,
+    forward_calls: Vec<usize>,
+}
+
+impl ScriptedBackend {
+    pub fn new(vocab_size: usize, context: usize, end_token: u32, replies: Vec<Vec<u32>>) -> Self {
+        ScriptedBackend {
+            vocab_size,
+            context,
+            end_token,
+            replies: replies.into(),
+            reply: Vec::new(),
+            reply_start: 0,
+            tokens: Vec::new(),
+            forward_calls: Vec::new(),
+        }
+    }
+
+    /// Replies given as text, encoded with special tokens parsed (so `<think>` or
+    /// `<tool_call>` become their special ids when the vocabulary has them); each reply ends
+    /// with `<|im_end|>` (or the tokenizer's end-of-sequence token).
+    pub fn from_texts(tokenizer: &Tokenizer, context: usize, replies: &[&str]) -> Result<Self> {
+        let end_token = tokenizer
+            .special_token("<|im_end|>")
+            .or(tokenizer.eos_id())
+            .ok_or_else(|| GenError::InvalidRequest("the tokenizer has no end token".into()))?;
+        let replies = replies
+            .iter()
+            .map(|r| tokenizer.encode(r, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(
+            tokenizer.vocab_size(),
+            context,
+            end_token,
+            replies,
+        ))
+    }
+
+    /// Every token fed so far (the cache contents).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The number of tokens of each `forward` call, in order.
+    pub fn forward_calls(&self) -> &[usize] {
+        &self.forward_calls
+    }
+
+    /// Adds a reply for a later generation.
+    pub fn push_reply(&mut self, reply: Vec<u32>) {
+        self.replies.push_back(reply);
+    }
+}
+
+impl Backend for ScriptedBackend {
+    fn context_size(&self) -> usize {
+        self.context
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn cached_len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        self.tokens.truncate(len);
+        Ok(())
+    }
+
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(GenError::Backend("forward of no tokens".into()));
+        }
+        if self.tokens.len() + tokens.len() > self.context {
+            return Err(GenError::Backend(
+                "scripted backend: context exceeded".into(),
+            ));
+        }
+        self.tokens.extend_from_slice(tokens);
+        self.forward_calls.push(tokens.len());
+        let produced = self.tokens.len().saturating_sub(self.reply_start);
+        let next = self.reply.get(produced).copied().unwrap_or(self.end_token);
+        let mut logits = vec![0.0f32; self.vocab_size];
+        if let Some(l) = logits.get_mut(next as usize) {
+            *l = 100.0;
+        }
+        Ok(logits)
+    }
+
+    fn start_generation(&mut self, prompt_len: usize) {
+        self.reply = self.replies.pop_front().unwrap_or_default();
+        self.reply_start = prompt_len;
+    }
+}

@@ -1,0 +1,53 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use smollm3_chat::{ChatTemplate, Tokenizer};
+use smollm3_model::{GgufFile, LoadOptions, Model};
+
+use crate::{Result, Session};
+
+/// Everything one GGUF file provides: the model, its tokenizer and its chat template (the
+/// official SmolLM3 template when the file has none). Cheap to clone; share it between
+/// sessions.
+#[derive(Clone)]
+pub struct Engine {
+    pub model: Arc<Model>,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: Arc<ChatTemplate>,
+    path: PathBuf,
+}
+
+impl Engine {
+    /// Loads a GGUF file (its header is parsed once for all three parts).
+    pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        Self::from_gguf(&GgufFile::open(path.as_ref())?, options)
+    }
+
+    /// Builds everything from an already-open GGUF file.
+    pub fn from_gguf(gguf: &GgufFile, options: &LoadOptions) -> Result<Self> {
+        let path = gguf.path();
+        let model = Model::from_gguf(gguf, options)?;
+        let tokenizer = Tokenizer::from_gguf_content(gguf.content())?;
+        let template = ChatTemplate::from_gguf_content(gguf.content())?;
+        Ok(Engine {
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            template: Arc::new(template),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new conversation whose cache holds up to `context` tokens.
+    pub fn session(&self, context: usize) -> Result<Session> {
+        Session::new(
+            self.model.clone(),
+            self.tokenizer.clone(),
+            self.template.clone(),
+            context,
+        )
+    }
+}

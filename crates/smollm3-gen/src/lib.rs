@@ -1,0 +1,39 @@
+//! Streaming text generation for SmolLM3 (and the Llama-architecture models `smollm3-model`
+//! runs): one [`Session`] per conversation keeps its token history and KV cache, and each
+//! [`Session::generate`] call returns a [`Generation`], an iterator of [`Event`]s:
+//!
+//! - [`Event::PrefillProgress`] while the prompt is processed (in chunks, so it can be
+//!   cancelled),
+//! - [`Event::Reasoning`] / [`Event::Answer`] text deltas (the `<think>...</think>` block is
+//!   split from the answer, even when a tag is cut across tokens),
+//! - [`Event::ToolCall`] once a `<tool_call>...</tool_call>` (or `<code>...</code>`) span is
+//!   complete, with its raw text for the tools crate to parse,
+//! - [`Event::Done`] last, with the [`FinishReason`] and [`Stats`].
+//!
+//! Sampling ([`SamplingParams`]), stop strings, max tokens, the context limit, a reasoning
+//! budget and cancellation ([`CancelHandle`]) are per request ([`GenerateRequest`]). A new
+//! turn reuses the longest common token prefix with what the session already processed.
+//!
+//! The iterator is synchronous: an async server drives it on a blocking thread and forwards
+//! the events through a channel. The model sits behind the [`Backend`] trait, so the loop can
+//! be tested exactly with a [`ScriptedBackend`].
+//!
+//! The library never prints and never panics on input: every failure is a [`GenError`].
+
+mod backend;
+mod cancel;
+mod engine;
+mod error;
+mod events;
+pub mod sampling;
+mod session;
+mod text;
+
+pub use backend::{Backend, ModelBackend, ScriptedBackend};
+pub use cancel::CancelHandle;
+pub use engine::Engine;
+pub use error::{GenError, Result};
+pub use events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
+pub use sampling::{Sampler, SamplingParams};
+pub use session::{ContextOverflow, GenerateRequest, Generation, Prompt, Session, PREFILL_CHUNK};
+pub use text::{OutputSplitter, Piece, StopMatcher, StopOutcome};

@@ -1,0 +1,615 @@
+//! A conversation's session and the generation loop.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use minijinja::value::Value;
+use smollm3_chat::{encode_chat, ChatRequest, ChatTemplate, StreamDecoder, Tokenizer};
+
+use crate::backend::{Backend, ModelBackend};
+use crate::events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::text::{OutputSplitter, Piece, StopMatcher, StopOutcome};
+use crate::{CancelHandle, GenError, Result};
+
+/// Prompt tokens processed per model call. Smaller chunks let a cancel (and progress events)
+/// through sooner; the cost per token hardly depends on it.
+pub const PREFILL_CHUNK: usize = 64;
+
+/// Text forced into the output when the reasoning budget is spent.
+const CLOSE_THINK: &str = "\n</think>\n";
+
+/// What to generate from.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// A conversation, rendered with the session's chat template.
+    Chat(ChatRequest),
+    /// Raw text for completion (no template; a BOS first if the GGUF asks for one).
+    Text(String),
+    /// Token ids as they are.
+    Tokens(Vec<u32>),
+}
+
+/// What to do when a chat prompt does not fit the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextOverflow {
+    /// Fail with [`GenError::PromptTooLong`] (nothing is dropped silently).
+    #[default]
+    Error,
+    /// Drop the oldest turns (a user message and the replies after it), keeping the system
+    /// message and the last user message, until the prompt plus room for the answer fits.
+    DropOldestTurns,
+}
+
+/// One generation's settings.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    /// Most tokens to generate; `None` = until the context is full.
+    pub max_tokens: Option<usize>,
+    /// Strings that end generation; they are not part of the output.
+    pub stop: Vec<String>,
+    /// Most reasoning tokens, after which `</think>` is forced (like llama.cpp's
+    /// `--reasoning-budget`). `Some(0)` renders the prompt with thinking off.
+    pub reasoning_budget: Option<usize>,
+    /// Spans reported as [`Event::ToolCall`]: `(open, close)` tags. `None` picks them from a
+    /// chat prompt's tools: `<tool_call>` for `tools` / `xml_tools`, `<code>` for
+    /// `python_tools`.
+    pub tool_tags: Option<Vec<(String, String)>>,
+    pub overflow: ContextOverflow,
+    pub cancel: Option<CancelHandle>,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt: Prompt) -> Self {
+        GenerateRequest {
+            prompt,
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+            stop: Vec::new(),
+            reasoning_budget: None,
+            tool_tags: None,
+            overflow: ContextOverflow::Error,
+            cancel: None,
+        }
+    }
+
+    pub fn chat(request: ChatRequest) -> Self {
+        Self::new(Prompt::Chat(request))
+    }
+}
+
+/// One conversation: a backend with its cache, and the tokens that cache holds.
+pub struct Session<B: Backend = ModelBackend> {
+    backend: B,
+    tokenizer: Arc<Tokenizer>,
+    template: Arc<ChatTemplate>,
+    /// Exactly the tokens in the backend's cache, in order.
+    history: Vec<u32>,
+}
+
+impl Session<ModelBackend> {
+    /// A session over a loaded model whose cache holds up to `context` tokens.
+    pub fn new(
+        model: Arc<smollm3_model::Model>,
+        tokenizer: Arc<Tokenizer>,
+        template: Arc<ChatTemplate>,
+        context: usize,
+    ) -> Result<Self> {
+        let backend = ModelBackend::new(model, context)?;
+        Ok(Self::with_backend(backend, tokenizer, template))
+    }
+}
+
+impl<B: Backend> Session<B> {
+    pub fn with_backend(
+        backend: B,
+        tokenizer: Arc<Tokenizer>,
+        template: Arc<ChatTemplate>,
+    ) -> Self {
+        Session {
+            backend,
+            tokenizer,
+            template,
+            history: Vec::new(),
+        }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &Arc<ChatTemplate> {
+        &self.template
+    }
+
+    /// The tokens the cache holds (prompt and generated tokens of the last generation).
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.history
+    }
+
+    pub fn context_size(&self) -> usize {
+        self.backend.context_size()
+    }
+
+    /// Empties the cache.
+    pub fn reset(&mut self) -> Result<()> {
+        self.backend.truncate(0)?;
+        self.history.clear();
+        Ok(())
+    }
+
+    /// Renders and encodes a chat request as this session would (for `--show-prompt` style
+    /// debugging and context meters). Returns the prompt's token ids.
+    pub fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        match prompt {
+            Prompt::Chat(chat) => Ok(encode_chat(&self.template, &self.tokenizer, chat)?.ids),
+            Prompt::Text(text) => Ok(self.tokenizer.encode_for_completion(text)?),
+            Prompt::Tokens(ids) => Ok(ids.clone()),
+        }
+    }
+
+    /// Starts a generation. Errors about the request (bad sampling settings, a prompt over
+    /// the context, a template failure) come here, before any event; the returned iterator
+    /// then yields events until [`Event::Done`].
+    pub fn generate(&mut self, request: &GenerateRequest) -> Result<Generation<'_, B>> {
+        let started = Instant::now();
+        let sampler = Sampler::new(&request.sampling)?;
+        let context = self.backend.context_size();
+        let vocab = self.backend.vocab_size();
+
+        let mut parse_reasoning = false;
+        let mut starts_in_reasoning = false;
+        let mut dropped_messages = 0;
+        let mut tool_tags = request.tool_tags.clone().unwrap_or_default();
+        let prompt: Vec<u32> = match &request.prompt {
+            Prompt::Chat(chat) => {
+                let mut chat = chat.clone();
+                if request.reasoning_budget == Some(0) {
+                    chat.enable_thinking = Some(false);
+                }
+                if request.tool_tags.is_none() {
+                    tool_tags = default_tool_tags(&chat);
+                }
+                let reserve = request
+                    .max_tokens
+                    .unwrap_or(1)
+                    .clamp(1, (context / 2).max(1));
+                let (encoded, dropped) =
+                    self.encode_fitting(&mut chat, request.overflow, context, reserve)?;
+                dropped_messages = dropped;
+                let rendered = encoded.text.trim_end();
+                parse_reasoning = chat.enable_thinking != Some(false);
+                starts_in_reasoning = parse_reasoning && rendered.ends_with("<think>");
+                if rendered.ends_with("</think>") {
+                    // The prompt already holds the (empty) think block.
+                    parse_reasoning = false;
+                }
+                encoded.ids
+            }
+            Prompt::Text(text) => self.tokenizer.encode_for_completion(text)?,
+            Prompt::Tokens(ids) => ids.clone(),
+        };
+        if prompt.is_empty() {
+            return Err(GenError::InvalidRequest("the prompt is empty".into()));
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GenError::InvalidRequest(format!(
+                "prompt token {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        if prompt.len() >= context {
+            return Err(GenError::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                context,
+            });
+        }
+        if let Some(0) = request.max_tokens {
+            return Err(GenError::InvalidRequest(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+
+        // Reuse the longest common prefix; at least the last prompt token is run again, since
+        // its logits are needed.
+        let common = self
+            .history
+            .iter()
+            .zip(&prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = common.min(prompt.len() - 1);
+        self.backend.truncate(keep)?;
+        self.history.truncate(keep);
+        self.backend.start_generation(prompt.len());
+
+        let close_think = if parse_reasoning && request.reasoning_budget.is_some() {
+            self.tokenizer.encode(CLOSE_THINK, true)?
+        } else {
+            Vec::new()
+        };
+        let eog: Vec<u32> = self.tokenizer.eog_ids();
+        let tag_tokens: Vec<u32> = ["<think>", "</think>"]
+            .into_iter()
+            .chain(tool_tags.iter().flat_map(|(o, c)| [o.as_str(), c.as_str()]))
+            .filter_map(|t| self.tokenizer.special_token(t))
+            .collect();
+        let seed = sampler.seed();
+        let prompt_tokens = prompt.len();
+        Ok(Generation {
+            stop: StopMatcher::new(&request.stop),
+            splitter: OutputSplitter::new(parse_reasoning, starts_in_reasoning, &tool_tags),
+            decoder: StreamDecoder::new(false),
+            session: self,
+            sampler,
+            prompt,
+            prefilled: keep,
+            logits: None,
+            unfed: None,
+            forced: VecDeque::new(),
+            close_think,
+            budget_spent: false,
+            eog,
+            tag_tokens,
+            max_tokens: request.max_tokens,
+            reasoning_budget: request.reasoning_budget,
+            cancel: request.cancel.clone(),
+            events: VecDeque::new(),
+            finished: false,
+            started,
+            prefill_started: None,
+            first_token_at: None,
+            completion: Completion {
+                finish_reason: FinishReason::Stop,
+                stopped_by: None,
+                reasoning: String::new(),
+                answer: String::new(),
+                tool_calls: Vec::new(),
+                stats: Stats {
+                    prompt_tokens,
+                    cached_tokens: keep,
+                    dropped_messages,
+                    seed,
+                    ..Stats::default()
+                },
+            },
+        })
+    }
+
+    /// Encodes `chat`, dropping old turns if allowed until the prompt and `reserve` tokens fit.
+    fn encode_fitting(
+        &self,
+        chat: &mut ChatRequest,
+        overflow: ContextOverflow,
+        context: usize,
+        reserve: usize,
+    ) -> Result<(smollm3_chat::EncodedPrompt, usize)> {
+        let mut dropped = 0;
+        loop {
+            let encoded = encode_chat(&self.template, &self.tokenizer, chat)?;
+            let fits = match overflow {
+                ContextOverflow::Error => encoded.ids.len() < context,
+                ContextOverflow::DropOldestTurns => encoded.ids.len() + reserve <= context,
+            };
+            if fits {
+                return Ok((encoded, dropped));
+            }
+            let removable = match overflow {
+                ContextOverflow::Error => None,
+                ContextOverflow::DropOldestTurns => oldest_turn(&chat.messages),
+            };
+            match removable {
+                Some(range) => {
+                    dropped += range.len();
+                    chat.messages.drain(range);
+                }
+                // Nothing more to drop: fail if it does not fit at all, else run with less
+                // room for the answer than asked.
+                None if encoded.ids.len() < context => return Ok((encoded, dropped)),
+                None => {
+                    return Err(GenError::PromptTooLong {
+                        prompt_tokens: encoded.ids.len(),
+                        context,
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn role(message: &Value) -> Option<String> {
+    message
+        .get_attr("role")
+        .ok()
+        .and_then(|r| r.as_str().map(str::to_string))
+}
+
+/// The oldest droppable turn: from the first non-system message up to the next user message
+/// after it; `None` when only the last user turn is left.
+fn oldest_turn(messages: &[Value]) -> Option<std::ops::Range<usize>> {
+    let start = messages
+        .iter()
+        .position(|m| role(m).as_deref() != Some("system"))?;
+    let last_user = messages
+        .iter()
+        .rposition(|m| role(m).as_deref() == Some("user"))?;
+    if start >= last_user {
+        return None;
+    }
+    let end = messages[start + 1..]
+        .iter()
+        .position(|m| role(m).as_deref() == Some("user"))
+        .map_or(messages.len(), |i| start + 1 + i);
+    Some(start..end.min(last_user))
+}
+
+fn default_tool_tags(chat: &ChatRequest) -> Vec<(String, String)> {
+    let mut tags = Vec::new();
+    if chat.tools.is_some() || chat.xml_tools.is_some() {
+        tags.push(("<tool_call>".to_string(), "</tool_call>".to_string()));
+    }
+    if chat.python_tools.is_some() {
+        tags.push(("<code>".to_string(), "</code>".to_string()));
+    }
+    tags
+}
+
+/// A running generation: an iterator of [`Event`]s ending with [`Event::Done`]. Dropping it
+/// early is fine: the session's cache keeps what was processed.
+pub struct Generation<'s, B: Backend> {
+    session: &'s mut Session<B>,
+    sampler: Sampler,
+    stop: StopMatcher,
+    splitter: OutputSplitter,
+    decoder: StreamDecoder,
+    prompt: Vec<u32>,
+    /// Prompt tokens in the cache so far.
+    prefilled: usize,
+    /// Logits for the next token, once the prompt is processed.
+    logits: Option<Vec<f32>>,
+    /// A generated token not yet run through the model.
+    unfed: Option<u32>,
+    /// Tokens to emit instead of sampling (the forced `</think>`).
+    forced: VecDeque<u32>,
+    close_think: Vec<u32>,
+    budget_spent: bool,
+    eog: Vec<u32>,
+    /// Special tokens whose text is a tag the splitter needs (`<think>`, tool-call tags).
+    tag_tokens: Vec<u32>,
+    max_tokens: Option<usize>,
+    reasoning_budget: Option<usize>,
+    cancel: Option<CancelHandle>,
+    events: VecDeque<Event>,
+    finished: bool,
+    started: Instant,
+    prefill_started: Option<Instant>,
+    first_token_at: Option<Instant>,
+    completion: Completion,
+}
+
+impl<B: Backend> Iterator for Generation<'_, B> {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.finished {
+                return None;
+            }
+            if let Err(e) = self.step() {
+                self.finished = true;
+                self.events.clear();
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+impl<B: Backend> Generation<'_, B> {
+    /// Runs to the end and returns the collected output.
+    pub fn complete(mut self) -> Result<Completion> {
+        for event in self.by_ref() {
+            if let Event::Done(completion) = event? {
+                return Ok(*completion);
+            }
+        }
+        Err(GenError::Backend(
+            "generation ended without a result".into(),
+        ))
+    }
+
+    /// Prompt length in tokens.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelHandle::is_cancelled)
+    }
+
+    fn step(&mut self) -> Result<()> {
+        if self.cancelled() {
+            self.finish(FinishReason::Cancelled, None, true);
+            return Ok(());
+        }
+        if let Some(token) = self.unfed.take() {
+            let logits = self.session.backend.forward(&[token])?;
+            self.session.history.push(token);
+            self.logits = Some(logits);
+            return Ok(());
+        }
+        match self.logits.take() {
+            None => self.prefill_chunk(),
+            Some(logits) => self.decode_one(logits),
+        }
+    }
+
+    fn prefill_chunk(&mut self) -> Result<()> {
+        let start = *self.prefill_started.get_or_insert_with(Instant::now);
+        let end = (self.prefilled + PREFILL_CHUNK).min(self.prompt.len());
+        let chunk = &self.prompt[self.prefilled..end];
+        let logits = self.session.backend.forward(chunk)?;
+        self.session.history.extend_from_slice(chunk);
+        self.completion.stats.prefilled_tokens += chunk.len();
+        self.prefilled = end;
+        self.events.push_back(Event::PrefillProgress {
+            processed: end,
+            total: self.prompt.len(),
+        });
+        if end == self.prompt.len() {
+            let stats = &mut self.completion.stats;
+            stats.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
+            stats.prefill_tokens_per_second = per_second(stats.prefilled_tokens, stats.prefill_ms);
+            self.logits = Some(logits);
+        }
+        Ok(())
+    }
+
+    fn decode_one(&mut self, mut logits: Vec<f32>) -> Result<()> {
+        let token = match self.forced.pop_front() {
+            Some(t) => t,
+            None => self.sampler.sample(&mut logits)?,
+        };
+        self.sampler.accept(token);
+        if self.first_token_at.is_none() {
+            self.first_token_at = Some(Instant::now());
+            self.completion.stats.time_to_first_token_ms =
+                self.started.elapsed().as_secs_f64() * 1e3;
+        }
+        let stats = &mut self.completion.stats;
+        stats.generated_tokens += 1;
+        if self.splitter.in_reasoning() {
+            stats.reasoning_tokens += 1;
+        }
+        if self.eog.contains(&token) {
+            let text = self.session.tokenizer.decode(&[token], false)?;
+            self.finish(FinishReason::Stop, Some(text), true);
+            return Ok(());
+        }
+        // Control tokens print nothing (as in llama.cpp), except the tags the splitter reads.
+        let tokenizer = &self.session.tokenizer;
+        let text = if tokenizer.is_special(token) && !self.tag_tokens.contains(&token) {
+            String::new()
+        } else {
+            self.decoder.push(tokenizer, token)?
+        };
+        if let Some(stop) = self.emit(&text) {
+            self.finish(FinishReason::Stop, Some(stop), false);
+            return Ok(());
+        }
+        if let Some(budget) = self.reasoning_budget {
+            let spent = self.completion.stats.reasoning_tokens >= budget;
+            if spent && !self.budget_spent && self.splitter.in_reasoning() {
+                self.budget_spent = true;
+                self.forced.extend(self.close_think.iter().copied());
+            }
+        }
+        if self
+            .max_tokens
+            .is_some_and(|m| self.completion.stats.generated_tokens >= m)
+        {
+            self.finish(FinishReason::Length, None, true);
+            return Ok(());
+        }
+        // The token must go into the cache to get the next logits.
+        if self.session.history.len() >= self.session.backend.context_size() {
+            self.finish(FinishReason::Length, None, true);
+            return Ok(());
+        }
+        // Fed on the next step, so its text reaches the caller before the model runs again.
+        self.unfed = Some(token);
+        Ok(())
+    }
+
+    /// Passes text through the stop matcher and the splitter; returns the stop string if one
+    /// was found.
+    fn emit(&mut self, text: &str) -> Option<String> {
+        if text.is_empty() {
+            return None;
+        }
+        match self.stop.push(text) {
+            StopOutcome::Emit(safe) => {
+                let pieces = self.splitter.push(&safe);
+                self.push_pieces(pieces);
+                None
+            }
+            StopOutcome::Stopped { before, stop } => {
+                let pieces = self.splitter.push(&before);
+                self.push_pieces(pieces);
+                Some(stop)
+            }
+        }
+    }
+
+    fn push_pieces(&mut self, pieces: Vec<Piece>) {
+        for piece in pieces {
+            let event = match piece {
+                Piece::Reasoning(text) => {
+                    self.completion.reasoning.push_str(&text);
+                    Event::Reasoning { text }
+                }
+                Piece::Answer(text) => {
+                    self.completion.answer.push_str(&text);
+                    Event::Answer { text }
+                }
+                Piece::ToolCall { raw, complete } => {
+                    let span = ToolCallSpan { raw, complete };
+                    self.completion.tool_calls.push(span.clone());
+                    Event::ToolCall(span)
+                }
+            };
+            self.events.push_back(event);
+        }
+    }
+
+    /// Ends the generation. `flush` emits the text still held back (partial UTF-8, a
+    /// possible stop-string start); after a stop string it is dropped instead.
+    fn finish(&mut self, reason: FinishReason, stopped_by: Option<String>, flush: bool) {
+        let mut reason = reason;
+        let mut stopped_by = stopped_by;
+        if flush {
+            let tail = self.decoder.finish();
+            if let Some(stop) = self.emit(&tail) {
+                reason = FinishReason::Stop;
+                stopped_by = Some(stop);
+            } else {
+                let held = self.stop.finish();
+                let pieces = self.splitter.push(&held);
+                self.push_pieces(pieces);
+            }
+        }
+        let pieces = self.splitter.finish();
+        self.push_pieces(pieces);
+        if reason == FinishReason::Stop && self.completion.tool_calls.iter().any(|c| c.complete) {
+            reason = FinishReason::ToolCalls;
+        }
+        let now = Instant::now();
+        let stats = &mut self.completion.stats;
+        if let Some(first) = self.first_token_at {
+            stats.decode_ms = now.duration_since(first).as_secs_f64() * 1e3;
+            stats.decode_tokens_per_second =
+                per_second(stats.generated_tokens.saturating_sub(1), stats.decode_ms);
+        }
+        self.completion.finish_reason = reason;
+        self.completion.stopped_by = stopped_by;
+        self.events
+            .push_back(Event::Done(Box::new(self.completion.clone())));
+        self.finished = true;
+    }
+}
+
+fn per_second(tokens: usize, ms: f64) -> f64 {
+    if ms > 0.0 {
+        tokens as f64 * 1e3 / ms
+    } else {
+        0.0
+    }
+}
