@@ -302,3 +302,60 @@ fn smollm2_greedy_answers_equal_llama_cpp() {
     }
     assert!(exact >= 2, "at least two cases are compared whole");
 }
+
+/// Ctrl+C (SIGINT) stops the generation at the next token: the process reports the
+/// cancellation as its last event and exits with 130, as shells expect.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_the_generation() {
+    use std::io::{BufRead, BufReader};
+    let m = root()
+        .join("fixtures/gguf/smollm3-tiny-yarn-f32.gguf")
+        .display()
+        .to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smollm3"))
+        .args([
+            "run",
+            "--model",
+            &m,
+            "--ctx",
+            "8192",
+            "--rope-scaling",
+            "yarn",
+            "--rope-scale",
+            "8",
+            "--temperature",
+            "0",
+            "--json",
+            "Go on",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events = Vec::new();
+    for line in lines.by_ref() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let is_text = event["type"] == "answer";
+        events.push(event);
+        if is_text {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for line in lines {
+        events.push(serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "done");
+    assert_eq!(last["finish_reason"], "cancelled");
+    // Far fewer tokens than the 8k context would have allowed.
+    assert!(last["stats"]["generated_tokens"].as_u64().unwrap() < 4000);
+}

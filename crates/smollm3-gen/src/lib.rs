@@ -18,6 +18,32 @@
 //! the events through a channel. The model sits behind the [`Backend`] trait, so the loop can
 //! be tested exactly with a [`ScriptedBackend`].
 //!
+//! ```no_run
+//! use smollm3_chat::ChatRequest;
+//! use smollm3_gen::{Engine, Event, GenerateRequest, SamplingParams};
+//!
+//! # fn main() -> Result<(), smollm3_gen::GenError> {
+//! let engine = Engine::load("SmolLM3-3B-Q4_K_M.gguf", &Default::default())?;
+//! let mut session = engine.session(8192)?; // one per conversation; keeps its cache
+//! let mut chat = ChatRequest { add_generation_prompt: true, ..Default::default() };
+//! chat.push("user", "Why is the sky blue?");
+//! let request = GenerateRequest {
+//!     sampling: SamplingParams { seed: Some(1), ..Default::default() },
+//!     max_tokens: Some(512),
+//!     ..GenerateRequest::chat(chat)
+//! };
+//! for event in session.generate(&request)? {
+//!     match event? {
+//!         Event::Reasoning { text } => eprint!("{text}"),
+//!         Event::Answer { text } => print!("{text}"),
+//!         Event::Done(done) => println!("\n[{}] {:?}", done.finish_reason.as_str(), done.stats),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The library never prints and never panics on input: every failure is a [`GenError`].
 
 mod backend;

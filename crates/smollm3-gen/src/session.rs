@@ -1,6 +1,7 @@
 //! A conversation's session and the generation loop.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -280,6 +281,34 @@ impl<B: Backend> Session<B> {
                 },
             },
         })
+    }
+
+    /// Runs a generation to the end, handing each event to `on_event`; returning
+    /// `ControlFlow::Break` from it cancels the generation (e.g. when the receiving end of a
+    /// channel is gone because an HTTP client disconnected). This is the shape a server uses:
+    /// move the session into a blocking task, forward events into a channel, and a dropped
+    /// receiver stops the model at the next token.
+    pub fn generate_with(
+        &mut self,
+        request: &GenerateRequest,
+        mut on_event: impl FnMut(Event) -> ControlFlow<()>,
+    ) -> Result<Completion> {
+        let cancel = request.cancel.clone().unwrap_or_default();
+        let request = GenerateRequest {
+            cancel: Some(cancel.clone()),
+            ..request.clone()
+        };
+        let mut completion = None;
+        for event in self.generate(&request)? {
+            let event = event?;
+            if let Event::Done(c) = &event {
+                completion = Some((**c).clone());
+            }
+            if on_event(event).is_break() {
+                cancel.cancel();
+            }
+        }
+        completion.ok_or_else(|| GenError::Backend("generation ended without a result".into()))
     }
 
     /// Encodes `chat`, dropping old turns if allowed until the prompt and `reserve` tokens fit.

@@ -233,3 +233,40 @@ fn sessions_share_one_model_across_threads() {
     let answers: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(answers[0], answers[1]);
 }
+
+/// The server pattern: the session moves to a worker thread, events go through a channel, and
+/// a receiver that goes away (a disconnected client) cancels the generation.
+#[test]
+fn a_dropped_receiver_cancels_a_generation_on_a_worker_thread() {
+    let e = engine();
+    let session = e.session(1024).unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(4);
+    let worker = std::thread::spawn(move || {
+        let mut session = session;
+        let request = request(chat("Go on", false), SamplingParams::greedy(), 900);
+        let completion = session
+            .generate_with(&request, |event| match tx.send(event) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(_) => std::ops::ControlFlow::Break(()),
+            })
+            .unwrap();
+        (completion, session.cached_tokens().len())
+    });
+    let mut answers = 0;
+    for event in rx.iter() {
+        if matches!(event, Event::Answer { .. }) {
+            answers += 1;
+            if answers == 3 {
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let (completion, cached) = worker.join().unwrap();
+    assert_eq!(completion.finish_reason, FinishReason::Cancelled);
+    assert!(completion.stats.generated_tokens < 900);
+    assert_eq!(
+        cached,
+        completion.stats.prompt_tokens + completion.stats.generated_tokens - 1
+    );
+}
