@@ -3,6 +3,7 @@
 mod chat_cmds;
 mod model_args;
 mod run_cmd;
+mod tools_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,7 +29,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Answer one question, streaming the reasoning (stderr) and the answer (stdout).
-    Run(run_cmd::RunArgs),
+    Run(Box<run_cmd::RunArgs>),
+    /// Parse tool calls in model output (stdin) and print them as JSON, one per line.
+    ParseToolCalls(tools_cmd::ParseToolCallsArgs),
     /// Show a model's architecture, size, quantization, context, NoPE layers, rope and tokenizer.
     Info {
         #[arg(long, value_name = "FILE.gguf")]
@@ -97,6 +100,12 @@ enum Outcome {
 fn run(cli: Cli) -> Result<Outcome> {
     let done = |r: Result<()>| r.map(|()| Outcome::Done);
     match cli.command {
+        Command::ParseToolCalls(a) => {
+            if tools_cmd::run(&a)? {
+                anyhow::bail!("some tool calls are malformed (see the `error` fields)");
+            }
+            Ok(Outcome::Done)
+        }
         Command::Run(a) => Ok(if run_cmd::run(&a)? {
             Outcome::Interrupted
         } else {

@@ -6,8 +6,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use smollm3_chat::ChatRequest;
 use smollm3_gen::{
-    CancelHandle, Completion, Event, FinishReason, GenerateRequest, Prompt, SamplingParams,
+    Backend, CancelHandle, Completion, Event, FinishReason, GenerateRequest, Prompt,
+    SamplingParams, ScriptedBackend, Session,
 };
+use smollm3_tools::agent::{run_agent, AgentEvent, AgentFinish, AgentOptions};
+use smollm3_tools::{builtins, ParsedCall, Registry, ToolDefinition, ToolFormat};
 
 use crate::model_args::ModelArgs;
 
@@ -46,12 +49,51 @@ pub struct RunArgs {
     /// Treat PROMPT as raw text to continue, without the chat template.
     #[arg(long)]
     pub raw: bool,
+    /// Tools the model may call, OpenAI-style JSON (a call to one of these ends the run and
+    /// is printed for you to handle; see --builtin-tools for tools that run here).
+    #[arg(long, value_name = "tools.json")]
+    pub tools: Option<std::path::PathBuf>,
+    /// Built-in tools that run here, comma-separated: calculator, time, files.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub builtin_tools: Vec<String>,
+    /// Directory the `files` tool may read (read-only; no `..`, no symlinks).
+    #[arg(long, value_name = "DIR")]
+    pub files_root: Option<std::path::PathBuf>,
+    /// How tools are offered and calls parsed: SmolLM3's `<tool_call>` JSON (xml) or
+    /// `<code>` Python calls (python).
+    #[arg(long, value_enum, default_value_t = ToolFormatArg::Xml)]
+    pub tool_format: ToolFormatArg,
+    /// Most generations in the tool loop.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub max_rounds: usize,
+    /// Seconds a tool may run before it is abandoned.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub tool_timeout: f64,
     /// Print one JSON event per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Testing: a JSON array of reply texts played back instead of running the model (the
+    /// model file still provides the tokenizer and template).
+    #[arg(long, value_name = "replies.json", hide = true)]
+    pub replay: Option<std::path::PathBuf>,
     /// Print token counts and speeds at the end (stderr).
     #[arg(long, short = 'v')]
     pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ToolFormatArg {
+    Xml,
+    Python,
+}
+
+impl From<ToolFormatArg> for ToolFormat {
+    fn from(f: ToolFormatArg) -> Self {
+        match f {
+            ToolFormatArg::Xml => ToolFormat::Xml,
+            ToolFormatArg::Python => ToolFormat::Python,
+        }
+    }
 }
 
 /// Sampling flags, named as in llama.cpp.
@@ -133,13 +175,15 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     let sampling = args.sampling.params();
     sampling.validate()?;
 
+    let tools = ToolSetup::from_args(args)?;
+    if tools.is_some() && args.raw {
+        bail!("--raw cannot be combined with tools");
+    }
     let engine = args.model.load_engine()?;
     let context = args
         .model
         .ctx
         .unwrap_or(engine.model.config().max_context());
-    let mut session = engine.session(context)?;
-
     let prompt = if args.raw {
         Prompt::Text(prompt_text)
     } else {
@@ -164,9 +208,37 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         cancel: Some(cancel),
         ..GenerateRequest::new(prompt)
     };
+    match &args.replay {
+        // Testing hook: scripted replies in place of the model, same tokenizer and template.
+        Some(path) => {
+            let json = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let replies: Vec<String> = serde_json::from_str(&json)
+                .with_context(|| format!("{}: expected a JSON array of strings", path.display()))?;
+            let replies: Vec<&str> = replies.iter().map(String::as_str).collect();
+            // No model runs, so the context is not limited by it.
+            let context = args.model.ctx.unwrap_or(1 << 16);
+            let backend = ScriptedBackend::from_texts(&engine.tokenizer, context, &replies)?;
+            let mut session =
+                Session::with_backend(backend, engine.tokenizer.clone(), engine.template.clone());
+            generate(args, &mut session, tools, &request)
+        }
+        None => generate(args, &mut engine.session(context)?, tools, &request),
+    }
+}
+
+fn generate<B: Backend>(
+    args: &RunArgs,
+    session: &mut Session<B>,
+    tools: Option<ToolSetup>,
+    request: &GenerateRequest,
+) -> Result<bool> {
+    if let (Some(tools), Prompt::Chat(chat)) = (tools, &request.prompt) {
+        return run_tools(args, session, tools, chat.clone(), request.clone());
+    }
     let mut printer = Printer::new(args.json, args.hide_thinking);
     let mut completion = None;
-    for event in session.generate(&request)? {
+    for event in session.generate(request)? {
         let event = event?;
         printer.event(&event)?;
         if let Event::Done(c) = event {
@@ -285,7 +357,7 @@ impl Printer {
         Ok(())
     }
 
-    fn close_reasoning(&mut self) -> Result<()> {
+    pub fn close_reasoning(&mut self) -> Result<()> {
         if !self.in_reasoning {
             return Ok(());
         }
@@ -324,6 +396,215 @@ impl Printer {
             } else {
                 eprintln!("[{note}]");
             }
+        }
+        Ok(())
+    }
+}
+
+/// The tools of a run: built-ins that run here, and definitions from --tools that the caller
+/// handles.
+pub struct ToolSetup {
+    pub registry: Registry,
+    pub external: Vec<ToolDefinition>,
+    pub format: ToolFormat,
+    pub max_rounds: usize,
+}
+
+impl ToolSetup {
+    /// `None` when no tools were asked for.
+    pub fn from_args(args: &RunArgs) -> Result<Option<Self>> {
+        if args.tools.is_none() && args.builtin_tools.is_empty() {
+            if args.files_root.is_some() {
+                bail!("--files-root needs --builtin-tools files");
+            }
+            return Ok(None);
+        }
+        if !(args.tool_timeout.is_finite() && args.tool_timeout > 0.0) {
+            bail!("--tool-timeout must be a positive number of seconds");
+        }
+        let mut registry = Registry::new();
+        registry.set_timeout(std::time::Duration::from_secs_f64(args.tool_timeout));
+        let names: Vec<String> = args
+            .builtin_tools
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !names.is_empty() {
+            for tool in builtins::by_names(&names, args.files_root.as_deref())? {
+                registry.register(tool)?;
+            }
+        } else if args.files_root.is_some() {
+            bail!("--files-root needs --builtin-tools files");
+        }
+        let external = match &args.tools {
+            Some(path) => {
+                let json = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                ToolDefinition::list_from_json(&json)
+                    .with_context(|| format!("tools in {}", path.display()))?
+            }
+            None => Vec::new(),
+        };
+        if let Some(clash) = external.iter().find(|d| registry.get(&d.name).is_some()) {
+            bail!(
+                "tool {:?} in {} is also a built-in tool",
+                clash.name,
+                args.tools
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+        Ok(Some(ToolSetup {
+            registry,
+            external,
+            format: args.tool_format.into(),
+            max_rounds: args.max_rounds.max(1),
+        }))
+    }
+}
+
+fn run_tools<B: Backend>(
+    args: &RunArgs,
+    session: &mut Session<B>,
+    tools: ToolSetup,
+    chat: ChatRequest,
+    request: GenerateRequest,
+) -> Result<bool> {
+    let mut options = AgentOptions::new(tools.format, request);
+    options.max_rounds = tools.max_rounds;
+    options.external = tools.external;
+    let mut printer = Printer::new(args.json, args.hide_thinking);
+    let mut failure: Option<anyhow::Error> = None;
+    let outcome = run_agent(
+        session,
+        &tools.registry,
+        chat,
+        &options,
+        |event| match printer.agent_event(&event) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    printer.agent_end(&outcome)?;
+    if args.verbose {
+        eprintln!("{} | rounds {}", stats_line(&outcome.last), outcome.rounds);
+    }
+    Ok(outcome.finish == AgentFinish::Cancelled)
+}
+
+impl Printer {
+    /// Tool activity goes to stderr (dimmed on a terminal), so stdout keeps only the answer.
+    fn agent_event(&mut self, event: &AgentEvent) -> Result<()> {
+        if self.json {
+            let line = match event {
+                // The parsed call is printed instead of the raw span.
+                AgentEvent::Model {
+                    event: Event::ToolCall(_),
+                    ..
+                } => return Ok(()),
+                AgentEvent::Model {
+                    round,
+                    event: Event::Done(c),
+                } => serde_json::json!({
+                    "type": "round_done", "round": round,
+                    "finish_reason": c.finish_reason, "stats": c.stats,
+                }),
+                AgentEvent::Model { round, event } => {
+                    let mut v = serde_json::to_value(event)?;
+                    v["round"] = serde_json::json!(round);
+                    v
+                }
+                other => serde_json::to_value(other)?,
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            return Ok(out.flush()?);
+        }
+        match event {
+            AgentEvent::Model {
+                event: Event::ToolCall(_),
+                ..
+            } => Ok(()),
+            AgentEvent::Model { event, .. } => self.event(event),
+            AgentEvent::ToolCall { call, .. } => {
+                self.close_reasoning()?;
+                let line = match call {
+                    ParsedCall::Ok { call, .. } => format!(
+                        "-> {}({})",
+                        call.name,
+                        serde_json::Value::Object(call.arguments.clone())
+                    ),
+                    ParsedCall::Malformed { error, .. } => {
+                        format!("-> malformed tool call: {error}")
+                    }
+                };
+                self.note(&line)
+            }
+            AgentEvent::ToolResult {
+                outcome, content, ..
+            } => {
+                let line = match &outcome.result {
+                    Ok(_) => format!("<- {content}"),
+                    Err(e) => format!("<- error: {e}"),
+                };
+                self.note(&line)
+            }
+        }
+    }
+
+    fn note(&mut self, line: &str) -> Result<()> {
+        let mut err = std::io::stderr().lock();
+        if self.colour {
+            writeln!(err, "{DIM}{line}{RESET}")?;
+        } else {
+            writeln!(err, "{line}")?;
+        }
+        Ok(())
+    }
+
+    fn agent_end(&mut self, outcome: &smollm3_tools::agent::AgentOutcome) -> Result<()> {
+        let (reason, pending) = match &outcome.finish {
+            AgentFinish::Answered => ("stop", None),
+            AgentFinish::MaxRounds => ("max_rounds", None),
+            AgentFinish::Length => ("length", None),
+            AgentFinish::Cancelled => ("cancelled", None),
+            AgentFinish::ToolCalls { calls } => ("tool_calls", Some(calls)),
+        };
+        if self.json {
+            let line = serde_json::json!({
+                "type": "done", "finish_reason": reason, "rounds": outcome.rounds,
+                "answer": outcome.answer, "pending_tool_calls": pending, "stats": outcome.last.stats,
+            });
+            writeln!(std::io::stdout(), "{line}")?;
+            return Ok(());
+        }
+        self.close_reasoning()?;
+        if self.printed_answer && !self.answer_ends_with_newline {
+            writeln!(std::io::stdout())?;
+        }
+        match &outcome.finish {
+            AgentFinish::ToolCalls { calls } => {
+                // Calls for the caller to run: on stdout, one JSON object per line.
+                let mut out = std::io::stdout().lock();
+                for call in calls {
+                    writeln!(out, "{}", serde_json::to_string(call)?)?;
+                }
+            }
+            AgentFinish::MaxRounds => self.note(&format!(
+                "[stopped after {} rounds of tool calls]",
+                outcome.rounds
+            ))?,
+            AgentFinish::Length => self.note("[answer cut off: max tokens or context reached]")?,
+            AgentFinish::Cancelled => self.note("[interrupted]")?,
+            AgentFinish::Answered => {}
         }
         Ok(())
     }
