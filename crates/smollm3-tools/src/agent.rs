@@ -124,17 +124,30 @@ pub fn run_agent<B: Backend>(
         };
         // The assistant turn as the model wrote it: answer text and raw call spans in order.
         let mut content = String::new();
-        let mut spans = Vec::new();
+        let mut calls: Vec<ParsedCall> = Vec::new();
         let last = session.generate_with(&request, |event| {
-            match &event {
-                Event::Answer { text } => content.push_str(text),
+            // A call is parsed and reported the moment its closing tag arrives.
+            let parsed = match &event {
+                Event::Answer { text } => {
+                    content.push_str(text);
+                    Vec::new()
+                }
                 Event::ToolCall(span) => {
                     content.push_str(&span.raw);
-                    spans.push(span.clone());
+                    parse(&span.raw, options.format, &definitions)
                 }
-                _ => {}
+                _ => Vec::new(),
+            };
+            let mut flow = on_event(AgentEvent::Model { round, event });
+            for call in parsed {
+                if flow.is_continue() {
+                    flow = on_event(AgentEvent::ToolCall {
+                        round,
+                        call: call.clone(),
+                    });
+                }
+                calls.push(call);
             }
-            let flow = on_event(AgentEvent::Model { round, event });
             if flow.is_break() {
                 stopped = true;
             }
@@ -151,20 +164,6 @@ pub fn run_agent<B: Backend>(
         };
         if stopped || last.finish_reason == FinishReason::Cancelled {
             return finish_now(AgentFinish::Cancelled, chat);
-        }
-        let calls: Vec<ParsedCall> = spans
-            .iter()
-            .flat_map(|span| parse(&span.raw, options.format, &definitions))
-            .collect();
-        for call in &calls {
-            if on_event(AgentEvent::ToolCall {
-                round,
-                call: call.clone(),
-            })
-            .is_break()
-            {
-                return finish_now(AgentFinish::Cancelled, chat);
-            }
         }
         if calls.is_empty() {
             let finish = match last.finish_reason {

@@ -339,3 +339,33 @@ fn external_calls_are_validated_before_they_are_returned() {
     }
     assert_eq!(outcome.rounds, 2);
 }
+
+#[test]
+fn a_call_is_reported_when_its_closing_tag_arrives() {
+    let mut s = session(&[
+        &format!("Checking.\n{XML_CALL}\nOne moment please."),
+        "Done.",
+    ]);
+    let (_, events) = run(&mut s, ToolFormat::Xml, |_| {});
+    let call = events
+        .iter()
+        .position(|e| matches!(e, AgentEvent::ToolCall { .. }))
+        .unwrap();
+    // Text after the call (" One moment please.") streams after the call was reported.
+    let later_text = events
+        .iter()
+        .rposition(|e| {
+            matches!(
+                e,
+                AgentEvent::Model {
+                    round: 1,
+                    event: smollm3_gen::Event::Answer { .. }
+                }
+            )
+        })
+        .unwrap();
+    assert!(
+        call < later_text,
+        "the call waited for the end of the generation"
+    );
+}
