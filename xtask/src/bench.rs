@@ -18,7 +18,7 @@ use candle_core::quantized::gguf_file::Content;
 use serde::Serialize;
 use xtask::fixtures::{self, FixtureSpec};
 
-use crate::bench_child::ChildReport;
+use crate::bench_child::{ChildReport, GenLoopReport, Workload};
 
 /// File name of the cached synthetic model under `target/bench/`.
 pub const SYNTHETIC_FILE_NAME: &str = "smollm3-3b-synthetic-q4_k_m.gguf";
@@ -30,18 +30,8 @@ pub struct BenchArgs {
     /// [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Prompt length of the prefill measurement (one forward pass).
-    #[arg(long, default_value_t = 512)]
-    pub prompt: usize,
-    /// Tokens decoded greedily, one forward pass each.
-    #[arg(long, default_value_t = 128)]
-    pub gen: usize,
-    /// Context size of the KV cache.
-    #[arg(long, default_value_t = 4096)]
-    pub ctx: usize,
-    /// Prompt length of the time-to-first-token measurement (the first forward pass after load).
-    #[arg(long, default_value_t = 1)]
-    pub ttft_prompt: usize,
+    #[command(flatten)]
+    pub workload: Workload,
     /// Repetitions, each in a fresh process; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -96,10 +86,38 @@ pub struct Summary {
     pub prefill_tok_s: Stat,
     /// The 2-token warm-up: one-time costs of the first multi-token call.
     pub warmup_s: Stat,
+    /// Forward-only decode: `forward_last` + argmax per token.
     pub decode_tok_s: Stat,
     pub decode_step_ms: Stat,
     /// CPU seconds per wall second while decoding (about the thread count on an idle machine).
     pub decode_cpu_util: Stat,
+    pub peak_rss_mb: Stat,
+    /// The generation loop (absent with `--no-gen-loop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gen_loop: Option<GenLoopSummary>,
+}
+
+/// The whole generation loop against the forward-only decode of the same runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenLoopSummary {
+    /// `Stats::decode_tokens_per_second` of `Session::generate`.
+    pub decode_tok_s: Stat,
+    /// Per run: loop time per token minus forward-only time per token, in µs, and as a
+    /// percentage of the forward-only time per token.
+    pub vs_forward_only_us_per_token: Stat,
+    pub vs_forward_only_pct: Stat,
+    /// Per run, inside the loop: decode time outside `Backend::forward`, per token (µs), and
+    /// as a percentage of the time inside it.
+    pub overhead_us_per_token: Stat,
+    pub overhead_pct: Stat,
+    /// The loop's own prefill, in `PREFILL_CHUNK`-token chunks.
+    pub prefill_tok_s: Stat,
+    pub decode_cpu_util: Stat,
+    pub generated_tokens: Stat,
+    pub first_row_nucleus: Stat,
+    /// One `Sampler::sample` call on that row (µs, median of its timed calls).
+    pub first_row_sample_us: Stat,
+    /// `VmHWM` at the end of the run (tokenizer and the loop's cache included).
     pub peak_rss_mb: Stat,
 }
 
@@ -124,6 +142,9 @@ pub struct Report {
     pub ctx: usize,
     pub ttft_prompt: usize,
     pub reps: usize,
+    /// Sampling and stop settings of the generation loop (absent with `--no-gen-loop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gen_loop_settings: Option<String>,
     pub machine: Machine,
     pub median: Summary,
     /// KV cache bytes allocated at the end of a run (it grows by doubling).
@@ -135,17 +156,7 @@ pub struct Report {
 
 pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
     ensure!(args.reps > 0, "--reps must be at least 1");
-    ensure!(
-        args.prompt > 0 && args.gen > 0 && args.ttft_prompt > 0,
-        "--prompt, --gen and --ttft-prompt must be positive"
-    );
-    ensure!(
-        args.prompt + args.gen <= args.ctx && args.ttft_prompt <= args.ctx,
-        "--ctx {} is too small for --prompt {} + --gen {}",
-        args.ctx,
-        args.prompt,
-        args.gen
-    );
+    args.workload.validate()?;
     let threads = match args.threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -193,6 +204,20 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
             report.prefill_cpu_util,
             report.decode_cpu_util,
         );
+        if let Some(g) = &report.gen_loop {
+            eprintln!(
+                "bench:   generation loop: {} tokens ({}), decode {:.2} tok/s, {:.0} µs/token \
+                 outside the forward passes (sampling one row: {:.0} µs), prefill {:.1} tok/s, \
+                 CPU use decode {:.2}",
+                g.generated_tokens,
+                g.finish_reason,
+                g.decode_tok_s,
+                g.overhead_us_per_token,
+                g.first_row_sample_us,
+                g.prefill_tok_s,
+                g.decode_cpu_util,
+            );
+        }
         runs.push(report);
     }
     let kv_cache_bytes = runs.iter().map(|r| r.kv_cache_bytes).max().unwrap_or(0);
@@ -201,11 +226,13 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
         file_bytes,
         synthetic,
         threads,
-        prompt: args.prompt,
-        gen: args.gen,
-        ctx: args.ctx,
-        ttft_prompt: args.ttft_prompt,
+        prompt: args.workload.prompt,
+        gen: args.workload.gen,
+        ctx: args.workload.ctx,
+        ttft_prompt: args.workload.ttft_prompt,
         reps: args.reps,
+        gen_loop_settings: (!args.workload.no_gen_loop)
+            .then(|| crate::bench_child::gen_loop_settings(args.workload.gen)),
         machine: Machine {
             cpu: cpu_model_name(),
             logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -276,7 +303,40 @@ fn summarize(runs: &[ChildReport]) -> Summary {
         decode_step_ms: stat(|r| r.decode_step_ms_median),
         decode_cpu_util: stat(|r| r.decode_cpu_util),
         peak_rss_mb: stat(|r| r.vm_hwm_bytes as f64 / 1e6),
+        gen_loop: summarize_gen_loop(runs),
     }
+}
+
+/// `None` unless every run has a generation-loop measurement.
+fn summarize_gen_loop(runs: &[ChildReport]) -> Option<GenLoopSummary> {
+    let pairs: Vec<_> = runs
+        .iter()
+        .map(|r| r.gen_loop.as_ref().map(|g| (r, g)))
+        .collect::<Option<_>>()?;
+    if pairs.is_empty() {
+        return None;
+    }
+    let stat = |f: &dyn Fn(&ChildReport, &GenLoopReport) -> f64| {
+        Stat::of(pairs.iter().map(|(r, g)| f(r, g)))
+    };
+    // Time per token, µs.
+    let forward_only = |r: &ChildReport| 1e6 / r.decode_tok_s;
+    let in_loop = |g: &GenLoopReport| 1e6 / g.decode_tok_s;
+    let loop_forward =
+        |g: &GenLoopReport| g.decode_forward_s * 1e6 / g.decode_forward_calls.max(1) as f64;
+    Some(GenLoopSummary {
+        decode_tok_s: stat(&|_, g| g.decode_tok_s),
+        vs_forward_only_us_per_token: stat(&|r, g| in_loop(g) - forward_only(r)),
+        vs_forward_only_pct: stat(&|r, g| (in_loop(g) / forward_only(r) - 1.0) * 100.0),
+        overhead_us_per_token: stat(&|_, g| g.overhead_us_per_token),
+        overhead_pct: stat(&|_, g| g.overhead_us_per_token / loop_forward(g) * 100.0),
+        prefill_tok_s: stat(&|_, g| g.prefill_tok_s),
+        decode_cpu_util: stat(&|_, g| g.decode_cpu_util),
+        generated_tokens: stat(&|_, g| g.generated_tokens as f64),
+        first_row_nucleus: stat(&|_, g| g.first_row_nucleus as f64),
+        first_row_sample_us: stat(&|_, g| g.first_row_sample_us),
+        peak_rss_mb: stat(&|_, g| g.vm_hwm_bytes as f64 / 1e6),
+    })
 }
 
 fn print_table(r: &Report) {
@@ -299,15 +359,18 @@ fn print_table(r: &Report) {
         "run     {} threads, prompt {}, gen {}, ctx {}, ttft prompt {}, {} reps (fresh process each)",
         r.threads, r.prompt, r.gen, r.ctx, r.ttft_prompt, r.reps
     );
+    if let Some(settings) = &r.gen_loop_settings {
+        println!("loop    {settings}");
+    }
     println!();
     println!(
-        "{:<30} {:>10} {:>10} {:>10}",
+        "{:<44} {:>10} {:>10} {:>10}",
         "metric", "median", "min", "max"
     );
     let s = &r.median;
     let row = |name: &str, st: &Stat, prec: usize| {
         println!(
-            "{name:<30} {:>10.prec$} {:>10.prec$} {:>10.prec$}",
+            "{name:<44} {:>10.prec$} {:>10.prec$} {:>10.prec$}",
             st.median, st.min, st.max
         );
     };
@@ -324,14 +387,81 @@ fn print_table(r: &Report) {
         1,
     );
     row("first 2-token call (s)", &s.warmup_s, 3);
-    row(&format!("decode @{} (tok/s)", r.gen), &s.decode_tok_s, 2);
+    row(
+        &format!("decode @{}, forward only (tok/s)", r.gen),
+        &s.decode_tok_s,
+        2,
+    );
     row("decode step, median (ms)", &s.decode_step_ms, 1);
     row("decode CPU use (cores)", &s.decode_cpu_util, 2);
     row("peak RSS (MB)", &s.peak_rss_mb, 0);
+    if let Some(g) = &s.gen_loop {
+        row(
+            &format!("decode @{}, generation loop (tok/s)", r.gen),
+            &g.decode_tok_s,
+            2,
+        );
+        row(
+            "loop - forward only, per token (µs)",
+            &g.vs_forward_only_us_per_token,
+            0,
+        );
+        row(
+            "loop - forward only (% of forward only)",
+            &g.vs_forward_only_pct,
+            1,
+        );
+        row(
+            "in loop, outside forward, per token (µs)",
+            &g.overhead_us_per_token,
+            0,
+        );
+        row(
+            "in loop, outside forward (% of forward)",
+            &g.overhead_pct,
+            2,
+        );
+        row("generation loop: tokens generated", &g.generated_tokens, 0);
+        row(
+            "generation loop: first-row top-p nucleus",
+            &g.first_row_nucleus,
+            0,
+        );
+        row(
+            "generation loop: sampling first row (µs)",
+            &g.first_row_sample_us,
+            0,
+        );
+        row(
+            &format!("generation loop: prefill @{} (tok/s)", r.prompt),
+            &g.prefill_tok_s,
+            1,
+        );
+        row(
+            "generation loop: decode CPU use (cores)",
+            &g.decode_cpu_util,
+            2,
+        );
+        row("generation loop: peak RSS (MB)", &g.peak_rss_mb, 0);
+        if g.generated_tokens.min < r.gen as f64 {
+            println!(
+                "warning: the generation loop stopped before {} tokens in some runs (the stop \
+                 string matched); its tok/s are over the tokens generated",
+                r.gen
+            );
+        }
+    }
+    let busy = |util: f64| util < 0.8 * r.threads as f64;
     let noisy = r
         .runs
         .iter()
-        .filter(|run| run.decode_cpu_util < 0.8 * r.threads as f64)
+        .filter(|run| {
+            busy(run.decode_cpu_util)
+                || run
+                    .gen_loop
+                    .as_ref()
+                    .is_some_and(|g| busy(g.decode_cpu_util))
+        })
         .count();
     if noisy > 0 {
         println!(
@@ -342,7 +472,7 @@ fn print_table(r: &Report) {
         );
     }
     println!(
-        "{:<30} {:>10.0}   (file {:.0} MB + KV cache {:.0} MB, +10%)",
+        "{:<44} {:>10.0}   (file {:.0} MB + KV cache {:.0} MB, +10%)",
         "peak RSS budget (MB)",
         r.rss_budget_mb,
         r.file_bytes as f64 / 1e6,
@@ -357,10 +487,7 @@ fn run_child(exe: &Path, model: &Path, args: &BenchArgs, threads: usize) -> Resu
         .arg("bench-child")
         .arg("--model")
         .arg(model)
-        .args(["--prompt", &args.prompt.to_string()])
-        .args(["--gen", &args.gen.to_string()])
-        .args(["--ctx", &args.ctx.to_string()])
-        .args(["--ttft-prompt", &args.ttft_prompt.to_string()])
+        .args(args.workload.to_args())
         // candle 0.11.1: its rayon pool and rayon's global pool size themselves from
         // RAYON_NUM_THREADS; the spin-barrier pool of the quantized matmuls from
         // CANDLE_NUM_THREADS (falling back to RAYON_NUM_THREADS, then physical cores).
