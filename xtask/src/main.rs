@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_child;
+mod fetch;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,9 @@ enum Command {
     /// Measure load time, time to first token, prefill and decode speed and peak RSS
     /// (docs/performance.md).
     Bench(bench::BenchArgs),
+    /// Download a SmolLM3 GGUF (default: SmolLM3-3B Q4_K_M) into the Hugging Face cache and
+    /// print where it is; a file already in the cache is not downloaded again.
+    FetchWeights(fetch::FetchArgs),
     /// One measured run in a fresh process (spawned by `bench`).
     #[command(hide = true)]
     BenchChild(bench_child::ChildArgs),
@@ -51,6 +55,7 @@ fn main() -> Result<()> {
         Command::GenFixtures { out, only, with_3b } => gen_fixtures(out, only, with_3b),
         Command::Bench(args) => bench::run(args, &workspace_root()),
         Command::BenchChild(args) => bench_child::run(args),
+        Command::FetchWeights(args) => fetch::run(args),
     }
 }
 

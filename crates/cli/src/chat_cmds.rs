@@ -10,12 +10,12 @@ use smollm3_chat::{
     encode_chat, ChatRequest, ChatTemplate, Clock, DateTime, FixedClock, SystemClock, Tokenizer,
 };
 
-use crate::model_args::parse_tokens;
+use crate::model_args::{parse_tokens, ModelSource};
 
 #[derive(Args)]
 pub struct TokenizeArgs {
-    #[arg(long, value_name = "FILE.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelSource,
     /// A Hugging Face tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long, value_name = "tokenizer.json")]
     tokenizer: Option<PathBuf>,
@@ -35,8 +35,8 @@ pub struct TokenizeArgs {
 
 #[derive(Args)]
 pub struct DetokenizeArgs {
-    #[arg(long, value_name = "FILE.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelSource,
     /// A Hugging Face tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long, value_name = "tokenizer.json")]
     tokenizer: Option<PathBuf>,
@@ -47,8 +47,8 @@ pub struct DetokenizeArgs {
 
 #[derive(Args)]
 pub struct TemplateArgs {
-    #[arg(long, value_name = "FILE.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelSource,
     /// A Hugging Face tokenizer.json to use instead of the GGUF's own tokenizer.
     #[arg(long, value_name = "tokenizer.json")]
     tokenizer: Option<PathBuf>,
@@ -94,7 +94,7 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
         (None, Some(f)) => read(f)?,
         _ => bail!("give exactly one of --text or --file"),
     };
-    let tok = load_tokenizer(&a.model, a.tokenizer.as_ref())?;
+    let tok = load_tokenizer(&a.model.resolve()?, a.tokenizer.as_ref())?;
     let ids = tok.encode(&text, a.special)?;
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -114,7 +114,7 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
 
 pub fn detokenize(a: &DetokenizeArgs) -> Result<()> {
     let ids = parse_tokens(&a.tokens)?;
-    let tok = load_tokenizer(&a.model, a.tokenizer.as_ref())?;
+    let tok = load_tokenizer(&a.model.resolve()?, a.tokenizer.as_ref())?;
     let text = tok.decode(&ids, false)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{text}")?;
@@ -128,7 +128,7 @@ pub fn template(a: &TemplateArgs) -> Result<()> {
         })?)),
         None => Arc::new(SystemClock),
     };
-    let mut template = ChatTemplate::from_gguf(&a.model)?;
+    let mut template = ChatTemplate::from_gguf(a.model.resolve()?)?;
     template.set_clock(clock)?;
     let mut req = ChatRequest::from_messages_json(&read(&a.messages)?)?;
     if let Some(t) = &a.tools {
@@ -140,7 +140,7 @@ pub fn template(a: &TemplateArgs) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     if a.tokens {
-        let tok = load_tokenizer(&a.model, a.tokenizer.as_ref())?;
+        let tok = load_tokenizer(&a.model.resolve()?, a.tokenizer.as_ref())?;
         let p = encode_chat(&template, &tok, &req)?;
         writeln!(out, "{}", serde_json::to_string(&p.ids)?)?;
     } else {

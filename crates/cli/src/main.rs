@@ -34,8 +34,8 @@ enum Command {
     ParseToolCalls(tools_cmd::ParseToolCallsArgs),
     /// Show a model's architecture, size, quantization, context, NoPE layers, rope and tokenizer.
     Info {
-        #[arg(long, value_name = "FILE.gguf")]
-        model: std::path::PathBuf,
+        #[command(flatten)]
+        model: model_args::ModelSource,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -111,7 +111,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         } else {
             Outcome::Done
         }),
-        Command::Info { model, json } => done(info(&model, json)),
+        Command::Info { model, json } => done(info(&model.resolve()?, json)),
         Command::Logits {
             model,
             tokens,

@@ -1,17 +1,93 @@
 //! Model-loading flags shared by every subcommand that runs a model.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use smollm3_gen::Engine;
+use smollm3_model::hub::{self, DownloadEvent, HubOptions, ModelRef};
 use smollm3_model::{Config, GgufFile, LoadOptions, Model, RopeScaling};
+
+/// Which model file to use: `--model` (a path or a Hugging Face hub reference) and `--offline`.
+#[derive(Args, Debug, Default)]
+pub struct ModelSource {
+    /// The model: a GGUF file, or a file on the Hugging Face hub as REPO:FILE.gguf, REPO:QUANT
+    /// (e.g. ggml-org/SmolLM3-3B-GGUF:q8_0) or REPO. Hub files are kept in the Hugging Face
+    /// cache and downloaded on first use. [default: ggml-org/SmolLM3-3B-GGUF:SmolLM3-Q4_K_M.gguf]
+    #[arg(long, value_name = "FILE.gguf|REPO:FILE|REPO:QUANT")]
+    pub model: Option<String>,
+    /// Use only the Hugging Face cache, never the network (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    #[arg(skip)]
+    resolved: OnceLock<PathBuf>,
+}
+
+impl ModelSource {
+    /// The local GGUF file: the path given, or the hub file from the cache, downloaded first
+    /// (with a progress bar on a terminal) when it is missing and downloads are allowed.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        if let Some(path) = self.resolved.get() {
+            return Ok(path.clone());
+        }
+        let model = match &self.model {
+            Some(s) => ModelRef::parse(s)?,
+            None => ModelRef::default_model(),
+        };
+        let options = HubOptions {
+            offline: self.offline,
+            progress: Some(download_progress()),
+            ..HubOptions::default()
+        };
+        let fetched = hub::fetch(&model, &options)?;
+        if fetched.downloaded {
+            eprintln!("saved {} to {}", model, fetched.path.display());
+        }
+        Ok(self.resolved.get_or_init(|| fetched.path).clone())
+    }
+}
+
+/// A progress callback for downloads: one line naming the file, then a bar on stderr when it is
+/// a terminal.
+pub fn download_progress() -> Box<dyn Fn(DownloadEvent<'_>) + Send + Sync> {
+    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    Box::new(move |event| {
+        let Ok(mut bar) = bar.lock() else { return };
+        match event {
+            DownloadEvent::Start { file, total } => {
+                eprintln!("downloading {file} ({})", HumanBytes(total));
+                let pb = if std::io::stderr().is_terminal() {
+                    let style = ProgressStyle::with_template(
+                        "[{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    ProgressBar::new(total).with_style(style)
+                } else {
+                    ProgressBar::hidden()
+                };
+                *bar = Some(pb);
+            }
+            DownloadEvent::Progress { downloaded, .. } => {
+                if let Some(pb) = bar.as_ref() {
+                    pb.set_position(downloaded);
+                }
+            }
+            DownloadEvent::Finish => {
+                if let Some(pb) = bar.take() {
+                    pb.finish_and_clear();
+                }
+            }
+        }
+    })
+}
 
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// Path to a GGUF model file.
-    #[arg(long, value_name = "FILE.gguf")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub source: ModelSource,
     /// Context size in tokens (default: what the command needs, at most the model's).
     #[arg(long, value_name = "N")]
     pub ctx: Option<usize>,
@@ -47,12 +123,21 @@ impl ModelArgs {
         Engine::from_gguf(&gguf, &options).with_context(|| self.loading())
     }
 
+    /// The local model file (see [`ModelSource::resolve`]).
+    pub fn path(&self) -> Result<PathBuf> {
+        self.source.resolve()
+    }
+
     fn loading(&self) -> String {
-        format!("loading {}", self.model.display())
+        match self.source.resolved.get() {
+            Some(path) => format!("loading {}", path.display()),
+            None => "loading the model".to_string(),
+        }
     }
 
     fn open(&self) -> Result<GgufFile> {
-        GgufFile::open(&self.model).with_context(|| self.loading())
+        let path = self.path()?;
+        GgufFile::open(&path).with_context(|| self.loading())
     }
 
     /// The rope override from the flags; YaRN's default original context comes from the

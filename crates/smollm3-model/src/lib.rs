@@ -37,6 +37,8 @@ mod cache;
 mod config;
 mod error;
 mod gguf;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod linear;
 mod model;
 mod rope;
