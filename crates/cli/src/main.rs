@@ -1,6 +1,7 @@
 //! `smollm3`: inspect and run SmolLM3 GGUF models from the command line.
 
 mod chat_cmds;
+mod chat_repl;
 mod model_args;
 mod run_cmd;
 mod tools_cmd;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Answer one question, streaming the reasoning (stderr) and the answer (stdout).
     Run(Box<run_cmd::RunArgs>),
+    /// Chat in the terminal: streamed answers, history, /commands like `ollama run`.
+    Chat(Box<chat_repl::ChatArgs>),
     /// Parse tool calls in model output (stdin) and print them as JSON, one per line.
     ParseToolCalls(tools_cmd::ParseToolCallsArgs),
     /// Show a model's architecture, size, quantization, context, NoPE layers, rope and tokenizer.
@@ -111,6 +114,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         } else {
             Outcome::Done
         }),
+        Command::Chat(a) => done(chat_repl::run(&a)),
         Command::Info { model, json } => done(info(&model.resolve()?, json)),
         Command::Logits {
             model,

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use smollm3_chat::ChatRequest;
 use smollm3_gen::{
-    Backend, CancelHandle, Completion, Event, FinishReason, GenerateRequest, Prompt,
+    Backend, CancelHandle, Completion, Engine, Event, FinishReason, GenerateRequest, Prompt,
     SamplingParams, ScriptedBackend, Session,
 };
 use smollm3_tools::agent::{run_agent, AgentEvent, AgentFinish, AgentOptions};
@@ -49,6 +49,23 @@ pub struct RunArgs {
     /// Treat PROMPT as raw text to continue, without the chat template.
     #[arg(long)]
     pub raw: bool,
+    #[command(flatten)]
+    pub tool_args: ToolArgs,
+    /// Print one JSON event per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Testing: a JSON array of reply texts played back instead of running the model (the
+    /// model file still provides the tokenizer and template).
+    #[arg(long, value_name = "replies.json", hide = true)]
+    pub replay: Option<std::path::PathBuf>,
+    /// Print token counts and speeds at the end (stderr).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// Tool flags, shared by `run` and `chat`.
+#[derive(Args, Debug)]
+pub struct ToolArgs {
     /// Tools the model may call, OpenAI-style JSON (a call to one of these ends the run and
     /// is printed for you to handle; see --builtin-tools for tools that run here).
     #[arg(long, value_name = "tools.json")]
@@ -69,16 +86,6 @@ pub struct RunArgs {
     /// Seconds a tool may run before it is abandoned.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub tool_timeout: f64,
-    /// Print one JSON event per line instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Testing: a JSON array of reply texts played back instead of running the model (the
-    /// model file still provides the tokenizer and template).
-    #[arg(long, value_name = "replies.json", hide = true)]
-    pub replay: Option<std::path::PathBuf>,
-    /// Print token counts and speeds at the end (stderr).
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -175,7 +182,7 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     let sampling = args.sampling.params();
     sampling.validate()?;
 
-    let tools = ToolSetup::from_args(args)?;
+    let tools = ToolSetup::from_args(&args.tool_args)?;
     if tools.is_some() && args.raw {
         bail!("--raw cannot be combined with tools");
     }
@@ -211,20 +218,33 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     match &args.replay {
         // Testing hook: scripted replies in place of the model, same tokenizer and template.
         Some(path) => {
-            let json = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let replies: Vec<String> = serde_json::from_str(&json)
-                .with_context(|| format!("{}: expected a JSON array of strings", path.display()))?;
-            let replies: Vec<&str> = replies.iter().map(String::as_str).collect();
-            // No model runs, so the context is not limited by it.
-            let context = args.model.ctx.unwrap_or(1 << 16);
-            let backend = ScriptedBackend::from_texts(&engine.tokenizer, context, &replies)?;
-            let mut session =
-                Session::with_backend(backend, engine.tokenizer.clone(), engine.template.clone());
+            let mut session = replay_session(&engine, path, args.model.ctx)?;
             generate(args, &mut session, tools, &request)
         }
         None => generate(args, &mut engine.session(context)?, tools, &request),
     }
+}
+
+/// Testing hook (`--replay`): a session whose "model" plays back the scripted replies in
+/// `path` (a JSON array of strings), with the real tokenizer and template.
+pub fn replay_session(
+    engine: &Engine,
+    path: &std::path::Path,
+    ctx: Option<usize>,
+) -> Result<Session<ScriptedBackend>> {
+    let json =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let replies: Vec<String> = serde_json::from_str(&json)
+        .with_context(|| format!("{}: expected a JSON array of strings", path.display()))?;
+    let replies: Vec<&str> = replies.iter().map(String::as_str).collect();
+    // No model runs, so the context is not limited by it.
+    let context = ctx.unwrap_or(1 << 16);
+    let backend = ScriptedBackend::from_texts(&engine.tokenizer, context, &replies)?;
+    Ok(Session::with_backend(
+        backend,
+        engine.tokenizer.clone(),
+        engine.template.clone(),
+    ))
 }
 
 fn generate<B: Backend>(
@@ -298,6 +318,8 @@ pub struct Printer {
     reasoning_started: Option<std::time::Instant>,
     answer_ends_with_newline: bool,
     printed_answer: bool,
+    /// The "thought for N s" line was written.
+    summarised: bool,
 }
 
 impl Printer {
@@ -310,6 +332,7 @@ impl Printer {
             reasoning_started: None,
             answer_ends_with_newline: true,
             printed_answer: false,
+            summarised: false,
         }
     }
 
@@ -359,9 +382,23 @@ impl Printer {
 
     pub fn close_reasoning(&mut self) -> Result<()> {
         if !self.in_reasoning {
+            // Hidden reasoning still gets its one-line summary on a terminal.
+            if let (true, true, false, Some(t)) = (
+                self.hide_thinking,
+                self.colour,
+                self.summarised,
+                self.reasoning_started,
+            ) {
+                self.summarised = true;
+                eprintln!(
+                    "{DIM}(thought for {:.1} s){RESET}",
+                    t.elapsed().as_secs_f64()
+                );
+            }
             return Ok(());
         }
         self.in_reasoning = false;
+        self.summarised = true;
         let mut err = std::io::stderr().lock();
         if self.colour {
             write!(err, "{RESET}")?;
@@ -412,7 +449,7 @@ pub struct ToolSetup {
 
 impl ToolSetup {
     /// `None` when no tools were asked for.
-    pub fn from_args(args: &RunArgs) -> Result<Option<Self>> {
+    pub fn from_args(args: &ToolArgs) -> Result<Option<Self>> {
         if args.tools.is_none() && args.builtin_tools.is_empty() {
             if args.files_root.is_some() {
                 bail!("--files-root needs --builtin-tools files");
@@ -502,7 +539,7 @@ fn run_tools<B: Backend>(
 
 impl Printer {
     /// Tool activity goes to stderr (dimmed on a terminal), so stdout keeps only the answer.
-    fn agent_event(&mut self, event: &AgentEvent) -> Result<()> {
+    pub fn agent_event(&mut self, event: &AgentEvent) -> Result<()> {
         if self.json {
             let line = match event {
                 // The parsed call is printed instead of the raw span.
@@ -560,7 +597,7 @@ impl Printer {
         }
     }
 
-    fn note(&mut self, line: &str) -> Result<()> {
+    pub fn note(&mut self, line: &str) -> Result<()> {
         let mut err = std::io::stderr().lock();
         if self.colour {
             writeln!(err, "{DIM}{line}{RESET}")?;
@@ -570,7 +607,7 @@ impl Printer {
         Ok(())
     }
 
-    fn agent_end(&mut self, outcome: &smollm3_tools::agent::AgentOutcome) -> Result<()> {
+    pub fn agent_end(&mut self, outcome: &smollm3_tools::agent::AgentOutcome) -> Result<()> {
         let (reason, pending) = match &outcome.finish {
             AgentFinish::Answered => ("stop", None),
             AgentFinish::MaxRounds => ("max_rounds", None),
