@@ -1,0 +1,227 @@
+//! `smollm3 chat` on a pseudo-terminal: Ctrl+C stops the answer being written and the chat
+//! goes on; Ctrl+C clears a typed line; Ctrl+D or Ctrl+C at an empty prompt exits.
+//!
+//! The answer is a long replayed reply and the test stops reading the terminal while it is
+//! written, so the chat blocks on its output until Ctrl+C has been typed: no timing races.
+#![cfg(target_os = "linux")]
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Pty {
+    master: OwnedFd,
+    child: Child,
+    seen: Vec<u8>,
+}
+
+impl Pty {
+    fn spawn(args: &[&str], home: &Path) -> Pty {
+        let (mut master, mut slave) = (0, 0);
+        let ws = libc::winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two descriptors; the other pointers may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &ws,
+            )
+        };
+        assert_eq!(rc, 0, "openpty failed");
+        // SAFETY: both descriptors were just opened and are owned here.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smollm3"));
+        cmd.args(args)
+            .env("TERM", "xterm")
+            .env("NO_COLOR", "1")
+            .env("HOME", home)
+            .env("XDG_STATE_HOME", home.join("state"))
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // A new session whose controlling terminal is the pty, so Ctrl+C is SIGINT.
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn smollm3 chat");
+        Pty {
+            master,
+            child,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        // SAFETY: writing from a valid buffer to an open descriptor.
+        let n = unsafe { libc::write(self.master.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        assert_eq!(n, bytes.len() as isize, "write to the pty");
+    }
+
+    /// Reads until `needle` appears after `from` (an offset into everything seen); returns the
+    /// offset just after it.
+    fn expect(&mut self, from: usize, needle: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(i) = find(&self.seen[from.min(self.seen.len())..], needle.as_bytes()) {
+                return from + i + needle.len();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {needle:?}; the terminal showed:\n{}",
+                String::from_utf8_lossy(&self.seen[from.min(self.seen.len())..])
+            );
+            let mut pfd = libc::pollfd {
+                fd: self.master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as i32) };
+            if ready <= 0 {
+                continue;
+            }
+            let mut buf = [0u8; 65536];
+            // SAFETY: reading into a local buffer of the given size.
+            let n =
+                unsafe { libc::read(self.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            assert!(
+                n > 0,
+                "the terminal closed while waiting for {needle:?}; it showed:\n{}",
+                String::from_utf8_lossy(&self.seen[from.min(self.seen.len())..])
+            );
+            self.seen.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+
+    /// Drains the output until the chat exits; returns its exit status.
+    fn wait(mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the chat did not exit");
+            let mut buf = [0u8; 4096];
+            let mut pfd = libc::pollfd {
+                fd: self.master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: as in `expect`.
+            if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
+                let n = unsafe {
+                    libc::read(self.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                };
+                if n > 0 {
+                    self.seen.extend_from_slice(&buf[..n as usize]);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn tiny() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn ctrl_c_stops_the_answer_and_ctrl_d_exits() {
+    let home = tempfile::tempdir().unwrap();
+    let replies = home.path().join("replies.json");
+    // Far more than a terminal buffers, so the chat blocks writing it.
+    let long = "word ".repeat(40_000);
+    std::fs::write(
+        &replies,
+        serde_json::to_string(&[long.as_str(), "Short."]).unwrap(),
+    )
+    .unwrap();
+    let m = tiny();
+    let r = replies.display().to_string();
+    let mut pty = Pty::spawn(
+        &[
+            "chat",
+            "--model",
+            &m,
+            "--replay",
+            &r,
+            "--ctx",
+            "400000",
+            "--no-think",
+        ],
+        home.path(),
+    );
+    let at = pty.expect(0, ">>> ");
+    pty.send(b"Tell me everything\r");
+    // Let the answer fill the terminal's buffer, then interrupt it.
+    let at = pty.expect(at, "word word word");
+    std::thread::sleep(Duration::from_millis(300));
+    pty.send(b"\x03");
+    let at = pty.expect(at, "[interrupted]");
+    let at = pty.expect(at, ">>> ");
+    // The session is still usable: the next answer comes, and the history has the partial one.
+    pty.send(b"/stats\r");
+    let at = pty.expect(at, "finish             cancelled");
+    let at = pty.expect(at, ">>> ");
+    pty.send(b"And?\r");
+    let at = pty.expect(at, "Short.");
+    let at = pty.expect(at, ">>> ");
+    // Ctrl+C on a typed line clears it; the chat goes on.
+    pty.send(b"not sent\x03");
+    pty.send(b"/show\r");
+    let at = pty.expect(at, "messages           4");
+    pty.expect(at, ">>> ");
+    pty.send(b"\x04");
+    assert_eq!(pty.wait(), 0);
+    // The lines typed were kept in the history file.
+    let history = std::fs::read_to_string(home.path().join("state/smollm3/history")).unwrap();
+    assert!(history.contains("Tell me everything"), "{history}");
+    assert!(!history.contains("not sent"), "{history}");
+}
+
+#[test]
+fn ctrl_c_at_an_empty_prompt_exits() {
+    let home = tempfile::tempdir().unwrap();
+    let replies = home.path().join("replies.json");
+    std::fs::write(&replies, "[]").unwrap();
+    let m = tiny();
+    let r = replies.display().to_string();
+    let mut pty = Pty::spawn(
+        &["chat", "--model", &m, "--replay", &r, "--no-history"],
+        home.path(),
+    );
+    pty.expect(0, ">>> ");
+    pty.send(b"\x03");
+    assert_eq!(pty.wait(), 0);
+    assert!(!home.path().join("state").exists());
+}
