@@ -6,13 +6,16 @@ mod fake_hub;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use fake_hub::{FakeHub, COMMIT};
+use fake_hub::{FakeHub, COMMIT, PROXY_VARS};
 
 const REPO: &str = "test-org/Tiny-GGUF";
 
 fn xtask(hf_home: &Path, endpoint: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.args(args)
         .env("HF_HOME", hf_home)
         .env("HF_ENDPOINT", endpoint)
         .env_remove("HF_HUB_CACHE")

@@ -7,7 +7,7 @@ mod fake_hub;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fake_hub::{sha256_hex, FakeHub, COMMIT};
+use fake_hub::{sha256_hex, FakeHub, COMMIT, PROXY_VARS};
 
 const REPO: &str = "test-org/Tiny-GGUF";
 /// Nothing listens here: any network use fails fast.
@@ -45,6 +45,9 @@ fn smollm3(hf_home: &Path, endpoint: &str, envs: &[(&str, &str)], args: &[&str])
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_HUB_OFFLINE")
         .env_remove("HF_TOKEN");
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use smollm3_model::hub::{
     fetch, repo_cache_dir, resolve, DownloadEvent, HubError, HubOptions, ModelRef,
 };
-use support::fake_hub::{sha256_hex, FakeHub, COMMIT};
+use support::fake_hub::{sha256_hex, FakeHub, COMMIT, PROXY_VARS};
 
 const REPO: &str = "test-org/Tiny-GGUF";
 
@@ -50,10 +50,12 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn hub_download_cache_offline_resume_and_errors() {
-    if std::env::var("HF_HUB_OFFLINE").is_ok() {
-        // The online cases need downloads allowed (they only ever talk to 127.0.0.1).
-        eprintln!("HF_HUB_OFFLINE is set: skipping");
-        return;
+    // ureq 2 sends every request through a proxy named in the environment (it ignores
+    // NO_PROXY); requests to the fake hub on 127.0.0.1 must not. This is the only test in this
+    // binary, so changing its environment affects nothing else.
+    // HF_HUB_OFFLINE would turn the online cases into offline ones.
+    for var in PROXY_VARS.iter().chain(&["HF_HUB_OFFLINE", "HF_TOKEN"]) {
+        std::env::remove_var(var);
     }
     let hub = FakeHub::start();
     let q8 = fixture("smollm3-tiny-q8_0.gguf");

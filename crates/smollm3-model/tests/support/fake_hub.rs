@@ -20,6 +20,17 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+/// The proxy variables ureq 2 reads (it ignores `NO_PROXY`): a child process talking to the
+/// fake hub must not have them, or its requests to 127.0.0.1 would go to the proxy.
+pub const PROXY_VARS: [&str; 6] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 #[derive(Default)]
