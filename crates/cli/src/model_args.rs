@@ -37,6 +37,16 @@ impl ModelSource {
             Some(s) => ModelRef::parse(s)?,
             None => ModelRef::default_model(),
         };
+        if let ModelRef::Path(path) = &model {
+            if !path.exists() {
+                bail!(
+                    "model file {} not found (--model takes a GGUF file, REPO:FILE.gguf or \
+                     REPO:QUANT; without --model the default SmolLM3-3B Q4_K_M is used, \
+                     downloaded on first use)",
+                    path.display()
+                );
+            }
+        }
         let options = HubOptions {
             offline: self.offline,
             progress: Some(download_progress()),

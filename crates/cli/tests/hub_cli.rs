@@ -125,6 +125,20 @@ fn offline_misses_say_what_where_and_how() {
         "{err}"
     );
 
+    // A missing local file says how else a model can be given.
+    let out = smollm3(
+        home.path(),
+        DEAD_ENDPOINT,
+        &[],
+        &["info", "--model", "missing.gguf"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("missing.gguf not found") && err.contains("REPO:QUANT"),
+        "{err}"
+    );
+
     // A --model that is neither a file nor a hub reference.
     let out = smollm3(
         home.path(),
