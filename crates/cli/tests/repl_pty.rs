@@ -19,6 +19,10 @@ struct Pty {
 
 impl Pty {
     fn spawn(args: &[&str], home: &Path) -> Pty {
+        Self::spawn_with(args, home, &home.join("state"))
+    }
+
+    fn spawn_with(args: &[&str], home: &Path, state: &Path) -> Pty {
         let (mut master, mut slave) = (0, 0);
         let ws = libc::winsize {
             ws_row: 24,
@@ -45,7 +49,7 @@ impl Pty {
             .env("TERM", "xterm")
             .env("NO_COLOR", "1")
             .env("HOME", home)
-            .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_STATE_HOME", state)
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));
@@ -224,4 +228,27 @@ fn ctrl_c_at_an_empty_prompt_exits() {
     pty.send(b"\x03");
     assert_eq!(pty.wait(), 0);
     assert!(!home.path().join("state").exists());
+}
+
+#[test]
+fn an_unwritable_history_does_not_matter() {
+    let home = tempfile::tempdir().unwrap();
+    let replies = home.path().join("replies.json");
+    std::fs::write(&replies, r#"["Fine."]"#).unwrap();
+    // A file where the state directory should be: nothing can be created under it.
+    let blocker = home.path().join("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let m = tiny();
+    let r = replies.display().to_string();
+    let mut pty = Pty::spawn_with(
+        &["chat", "--model", &m, "--replay", &r],
+        home.path(),
+        &blocker.join("state"),
+    );
+    let at = pty.expect(0, ">>> ");
+    pty.send(b"Hi\r");
+    let at = pty.expect(at, "Fine.");
+    pty.expect(at, ">>> ");
+    pty.send(b"\x04");
+    assert_eq!(pty.wait(), 0);
 }
