@@ -591,8 +591,10 @@ impl<'a> Hub<'a> {
         Cache::new(self.cache_dir.clone())
     }
 
-    /// The cached file for `refs/main`, if complete. A dangling snapshot link (its blob was
-    /// deleted) is removed so that a download can replace it.
+    /// The cached file: from the `refs/main` snapshot, else from the newest other snapshot
+    /// that has it (a later download of another file may have moved `refs/main` to a newer
+    /// commit; the file from the older one is still the same repository's file). A dangling
+    /// snapshot link (its blob was deleted) is removed so that a download can replace it.
     fn cached(&self, file: &str) -> Result<Option<PathBuf>, HubError> {
         if let Some(path) = self.cache().model(self.repo.to_string()).get(file) {
             return Ok(Some(path));
@@ -607,7 +609,36 @@ impl<'a> Hub<'a> {
                 })?;
             }
         }
-        Ok(None)
+        Ok(self
+            .snapshot_dirs()
+            .into_iter()
+            .map(|dir| dir.join(file))
+            .find(|path| path.is_file()))
+    }
+
+    /// The snapshot directories: `refs/main`'s first, then the others, newest first.
+    fn snapshot_dirs(&self) -> Vec<PathBuf> {
+        let snapshots = self.repo_dir.join("snapshots");
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(commit) = self.main_commit() {
+            dirs.push(snapshots.join(commit));
+        }
+        if let Ok(entries) = std::fs::read_dir(&snapshots) {
+            let mut others: Vec<(std::time::SystemTime, PathBuf)> = entries
+                .flatten()
+                .map(|e| {
+                    let modified = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (modified, e.path())
+                })
+                .filter(|(_, d)| !dirs.contains(d))
+                .collect();
+            others.sort_by(|a, b| b.cmp(a));
+            dirs.extend(others.into_iter().map(|(_, d)| d));
+        }
+        dirs
     }
 
     fn main_commit(&self) -> Option<String> {
@@ -650,38 +681,20 @@ impl<'a> Hub<'a> {
         })
     }
 
-    /// A cached GGUF for `quant`: the `refs/main` snapshot first, then any other.
+    /// A cached GGUF for `quant`: the `refs/main` snapshot first, then the others.
     fn cached_quant(&self, quant: &str) -> Result<Option<String>, HubError> {
-        let snapshots = self.repo_dir.join("snapshots");
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        if let Some(commit) = self.main_commit() {
-            dirs.push(snapshots.join(commit));
-        }
-        if let Ok(entries) = std::fs::read_dir(&snapshots) {
-            let mut others: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            others.sort();
-            others.retain(|d| !dirs.contains(d));
-            dirs.extend(others);
-        }
-        for dir in dirs {
+        for dir in self.snapshot_dirs() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             let files: Vec<String> = entries
                 .flatten()
-                .filter(|e| e.path().exists())
+                .filter(|e| e.path().is_file())
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|f| f.to_ascii_lowercase().ends_with(".gguf"))
                 .collect();
             if let Some(file) = pick_quant(self.repo, quant, &files)? {
-                if self
-                    .cache()
-                    .model(self.repo.to_string())
-                    .get(&file)
-                    .is_some()
-                {
-                    return Ok(Some(file));
-                }
+                return Ok(Some(file));
             }
         }
         Ok(None)

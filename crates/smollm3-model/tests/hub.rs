@@ -166,6 +166,18 @@ fn hub_download_cache_offline_resume_and_errors() {
         "{msg}"
     );
 
+    // 5b. A file stays found when refs/main moves to a newer commit without it.
+    let refs_main = repo_dir.join("refs/main");
+    std::fs::write(&refs_main, "fedcba9876543210fedcba9876543210fedcba98").unwrap();
+    std::fs::create_dir_all(repo_dir.join("snapshots/fedcba9876543210fedcba9876543210fedcba98"))
+        .unwrap();
+    assert_eq!(
+        resolve(&file_ref("Tiny-Q8_0.gguf"), &offline).unwrap(),
+        got.path
+    );
+    assert_eq!(resolve(&by_quant, &offline).unwrap(), got.path);
+    std::fs::write(&refs_main, COMMIT).unwrap();
+
     // 6. A download cut off halfway leaves only a .part file; the retry resumes it.
     hub.clear_log();
     hub.cut_next_body_at(100_000);
