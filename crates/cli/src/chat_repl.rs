@@ -427,7 +427,14 @@ impl<B: Backend> Repl<B> {
                     Ok(false) => Ok(()),
                     Err(e) => Err(e),
                 },
-                Message::Text(text) => self.turn(&text),
+                Message::Text(text) => {
+                    let result = self.turn(&text);
+                    if input.is_terminal() {
+                        // A blank line between an answer and the next prompt.
+                        println!();
+                    }
+                    result
+                }
             };
             if let Err(e) = result {
                 if is_broken_pipe(&e) {
