@@ -3,6 +3,9 @@
 //! stale downloads, and clear errors. The cases share one server and one cache and run in order
 //! in a single test; endpoint and cache directory are passed explicitly, never through the
 //! process environment.
+//!
+//! Needs the `hub` feature: `cargo test --workspace` has it (the CLI and xtask enable it), or
+//! `cargo test -p smollm3-model --features hub`.
 
 mod support;
 
