@@ -36,6 +36,9 @@ enum Command {
     /// Parse tool calls in model output (stdin) and print them as JSON, one per line.
     ParseToolCalls(tools_cmd::ParseToolCallsArgs),
     /// Show a model's architecture, size, quantization, context, NoPE layers, rope and tokenizer.
+    #[command(
+        after_help = "Examples:\n  smollm3 info --model SmolLM3-3B-Q4_K_M.gguf\n  smollm3 info --model ggml-org/SmolLM3-3B-GGUF:q4_k_m --json"
+    )]
     Info {
         #[command(flatten)]
         model: model_args::ModelSource,
@@ -44,6 +47,9 @@ enum Command {
         json: bool,
     },
     /// Print the top logits at every position of a token sequence, one JSON object per line.
+    #[command(
+        after_help = "Examples:\n  smollm3 logits --model M.gguf --tokens 1,2,3 --top 5\n  smollm3 logits --model M.gguf --tokens 1,2,3 --step   # through the KV cache one by one"
+    )]
     Logits {
         #[command(flatten)]
         model: ModelArgs,
@@ -58,6 +64,7 @@ enum Command {
         step: bool,
     },
     /// Greedy (argmax) continuation of a token sequence, printed as a JSON array of ids.
+    #[command(after_help = "Example:\n  smollm3 greedy --model M.gguf --tokens 1,2,3 -n 16")]
     Greedy {
         #[command(flatten)]
         model: ModelArgs,
@@ -69,15 +76,67 @@ enum Command {
         n: usize,
     },
     /// Token ids of a text, with the GGUF's own tokenizer.
+    #[command(
+        after_help = "Examples:\n  smollm3 tokenize --model M.gguf --text \"Hello world\"\n  smollm3 tokenize --model M.gguf --text \"<|im_start|>user\" --special --json"
+    )]
     Tokenize(chat_cmds::TokenizeArgs),
     /// Text of comma-separated token ids.
+    #[command(after_help = "Example:\n  smollm3 detokenize --model M.gguf --tokens 9906,1917")]
     Detokenize(chat_cmds::DetokenizeArgs),
     /// Render a conversation with the GGUF's chat template (or its token ids with --tokens).
+    #[command(
+        after_help = "Examples:\n  smollm3 template --model M.gguf --messages conv.json\n  smollm3 template --model M.gguf --messages conv.json --no-think --tools tools.json --tokens"
+    )]
     Template(chat_cmds::TemplateArgs),
 }
 
+/// `--version`: the version and the CPU features the quantized kernels use on this machine.
+fn version_text() -> String {
+    let mut features: Vec<&str> = Vec::new();
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        for (name, on) in [
+            ("avx", std::arch::is_x86_feature_detected!("avx")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ] {
+            if on {
+                features.push(name);
+            }
+        }
+    }
+    if candle_core::utils::with_neon() {
+        features.push("neon");
+    }
+    let kernels = if features.contains(&"avx2") && features.contains(&"fma") {
+        "AVX2+FMA quantized kernels"
+    } else if candle_core::utils::with_neon() {
+        "NEON quantized kernels"
+    } else {
+        "portable quantized kernels (no AVX2+FMA)"
+    };
+    format!(
+        "{} ({}; cpu features: {}; {} threads)",
+        env!("CARGO_PKG_VERSION"),
+        kernels,
+        if features.is_empty() {
+            "none detected".to_string()
+        } else {
+            features.join(" ")
+        },
+        candle_core::utils::get_num_threads()
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().version(version_text()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(run_cmd::EXIT_INTERRUPTED),

@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressFinish, ProgressStyle};
 use smollm3_gen::Engine;
 use smollm3_model::hub::{self, DownloadEvent, HubOptions, ModelRef};
 use smollm3_model::{Config, GgufFile, LoadOptions, Model, RopeScaling};
@@ -94,6 +94,28 @@ pub fn download_progress() -> Box<dyn Fn(DownloadEvent<'_>) + Send + Sync> {
     })
 }
 
+/// A spinner naming the file while the model is set up, on a terminal only; it clears itself
+/// when dropped. Loading maps the file rather than reading it, so this is short when the file
+/// is in the page cache, but building the tokenizer of a 128k vocabulary still takes a moment.
+fn loading_spinner(gguf: &GgufFile) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let name = gguf
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let style = ProgressStyle::with_template("{spinner} loading {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let spinner = ProgressBar::new_spinner()
+        .with_style(style)
+        .with_message(name)
+        .with_finish(ProgressFinish::AndClear);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    spinner
+}
+
 #[derive(Args, Debug)]
 pub struct ModelArgs {
     #[command(flatten)]
@@ -123,6 +145,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let gguf = self.open()?;
         let options = self.load_options(&gguf)?;
+        let _spinner = loading_spinner(&gguf);
         Model::from_gguf(&gguf, &options).with_context(|| self.loading())
     }
 
@@ -130,6 +153,7 @@ impl ModelArgs {
     pub fn load_engine(&self) -> Result<Engine> {
         let gguf = self.open()?;
         let options = self.load_options(&gguf)?;
+        let _spinner = loading_spinner(&gguf);
         Engine::from_gguf(&gguf, &options).with_context(|| self.loading())
     }
 

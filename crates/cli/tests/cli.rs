@@ -194,3 +194,39 @@ fn yarn_flags_change_the_logits_and_extend_the_context() {
     ]);
     assert!(err.contains("--rope-scale"), "{err}");
 }
+
+#[test]
+fn version_names_the_cpu_features_and_every_subcommand_has_examples() {
+    let version = common::ok(&["--version"]);
+    assert!(
+        version.starts_with(&format!("smollm3 {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(
+        version.contains("cpu features") && version.contains("kernels"),
+        "{version}"
+    );
+    for sub in [
+        "run",
+        "chat",
+        "parse-tool-calls",
+        "info",
+        "logits",
+        "greedy",
+        "tokenize",
+        "detokenize",
+        "template",
+    ] {
+        let help = common::ok(&[sub, "--help"]);
+        assert!(
+            help.contains("Example"),
+            "{sub} --help has no examples:\n{help}"
+        );
+    }
+    // Usage errors exit with 2, as clap does, runtime errors with 1.
+    assert_eq!(
+        common::smollm3(&["run", "--no-such-flag"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(common::smollm3(&["nonsense"]).status.code(), Some(2));
+}
