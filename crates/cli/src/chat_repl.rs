@@ -28,7 +28,7 @@ use smollm3_tools::agent::{run_agent, AgentFinish, AgentOptions};
 
 use crate::model_args::ModelArgs;
 use crate::run_cmd::{
-    colour_on_stderr, replay_session, stats_line, Printer, SamplingArgs, ToolArgs, ToolSetup, DIM,
+    colour_on_stderr, replay_session, stats_line, AnswerArgs, Printer, ToolArgs, ToolSetup, DIM,
     RESET,
 };
 
@@ -54,26 +54,8 @@ Ctrl+C while an answer is written stops it; the conversation goes on.")]
 pub struct ChatArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// A system message.
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
-    /// Answer without thinking (toggle with /think and /no_think).
-    #[arg(long)]
-    pub no_think: bool,
-    /// Don't show the reasoning (a "thought for N s" line stands for it on a terminal).
-    #[arg(long)]
-    pub hide_thinking: bool,
-    /// Most reasoning tokens before `</think>` is forced.
-    #[arg(long, value_name = "N")]
-    pub reasoning_budget: Option<usize>,
     #[command(flatten)]
-    pub sampling: SamplingArgs,
-    /// Most tokens per answer (default: until the model stops or the context is full).
-    #[arg(long, short = 'n', value_name = "N")]
-    pub max_tokens: Option<usize>,
-    /// Stop when this text is generated (not printed); repeatable.
-    #[arg(long, value_name = "TEXT")]
-    pub stop: Vec<String>,
+    pub answer: AnswerArgs,
     #[command(flatten)]
     pub tool_args: ToolArgs,
     /// Start from a conversation saved with /save.
@@ -122,9 +104,9 @@ Parameters for /set:
   max_tokens N|none";
 
 pub fn run(args: &ChatArgs) -> Result<()> {
-    let sampling = args.sampling.params();
+    let sampling = args.answer.sampling.params();
     sampling.validate()?;
-    if args.max_tokens == Some(0) {
+    if args.answer.max_tokens == Some(0) {
         bail!("--max-tokens must be at least 1");
     }
     let tools = ToolSetup::from_args(&args.tool_args)?;
@@ -388,21 +370,21 @@ impl<B: Backend> Repl<B> {
         loaded: Option<Conversation>,
     ) -> Self {
         let mut conversation = loaded.unwrap_or_default();
-        if args.system.is_some() {
-            conversation.system = args.system.clone();
+        if args.answer.system.is_some() {
+            conversation.system = args.answer.system.clone();
         }
         Repl {
             session,
             conversation,
             tools,
             info,
-            thinking: !args.no_think,
-            hide_thinking: args.hide_thinking,
+            thinking: !args.answer.no_think,
+            hide_thinking: args.answer.hide_thinking,
             verbose: args.verbose,
-            sampling: args.sampling.params(),
-            max_tokens: args.max_tokens,
-            stop: args.stop.clone(),
-            reasoning_budget: args.reasoning_budget,
+            sampling: args.answer.sampling.params(),
+            max_tokens: args.answer.max_tokens,
+            stop: args.answer.stop.clone(),
+            reasoning_budget: args.answer.reasoning_budget,
             last: None,
             cancel: CancelHandle::new(),
             no_history: args.no_history,

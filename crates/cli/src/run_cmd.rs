@@ -26,26 +26,8 @@ pub struct RunArgs {
     /// The question; `-` reads it from stdin.
     #[arg(value_name = "PROMPT")]
     pub prompt: String,
-    /// A system message.
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
-    /// Answer without thinking (the prompt gets an empty think block).
-    #[arg(long)]
-    pub no_think: bool,
-    /// Don't show the reasoning (it is still generated unless --no-think).
-    #[arg(long)]
-    pub hide_thinking: bool,
-    /// Most reasoning tokens before `</think>` is forced (0 = no thinking).
-    #[arg(long, value_name = "N")]
-    pub reasoning_budget: Option<usize>,
     #[command(flatten)]
-    pub sampling: SamplingArgs,
-    /// Most tokens to generate (default: until the model stops or the context is full).
-    #[arg(long, short = 'n', value_name = "N")]
-    pub max_tokens: Option<usize>,
-    /// Stop when this text is generated (not printed); repeatable.
-    #[arg(long, value_name = "TEXT")]
-    pub stop: Vec<String>,
+    pub answer: AnswerArgs,
     /// Treat PROMPT as raw text to continue, without the chat template.
     #[arg(long)]
     pub raw: bool,
@@ -61,6 +43,33 @@ pub struct RunArgs {
     /// Print token counts and speeds at the end (stderr).
     #[arg(long, short = 'v')]
     pub verbose: bool,
+}
+
+/// How answers are generated and shown, shared by `run` and `chat`.
+#[derive(Args, Debug)]
+pub struct AnswerArgs {
+    /// A system message.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Answer without thinking: the prompt gets an empty think block (in chat, /think and
+    /// /no_think switch it).
+    #[arg(long)]
+    pub no_think: bool,
+    /// Don't show the reasoning (it is still generated unless --no-think; on a terminal a
+    /// "thought for N s" line stands for it).
+    #[arg(long)]
+    pub hide_thinking: bool,
+    /// Most reasoning tokens before `</think>` is forced (0 = no thinking).
+    #[arg(long, value_name = "N")]
+    pub reasoning_budget: Option<usize>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Most tokens per answer (default: until the model stops or the context is full).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// Stop when this text is generated (not printed); repeatable.
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
 }
 
 /// Tool flags, shared by `run` and `chat`.
@@ -176,10 +185,10 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     if prompt_text.trim().is_empty() {
         bail!("the prompt is empty");
     }
-    if args.raw && (args.system.is_some() || args.no_think) {
+    if args.raw && (args.answer.system.is_some() || args.answer.no_think) {
         bail!("--raw takes no chat options (--system, --no-think)");
     }
-    let sampling = args.sampling.params();
+    let sampling = args.answer.sampling.params();
     sampling.validate()?;
 
     let tools = ToolSetup::from_args(&args.tool_args)?;
@@ -196,10 +205,10 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     } else {
         let mut chat = ChatRequest {
             add_generation_prompt: true,
-            enable_thinking: Some(!args.no_think),
+            enable_thinking: Some(!args.answer.no_think),
             ..Default::default()
         };
-        if let Some(system) = &args.system {
+        if let Some(system) = &args.answer.system {
             chat.push("system", system);
         }
         chat.push("user", &prompt_text);
@@ -209,9 +218,9 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     install_ctrl_c(&cancel);
     let request = GenerateRequest {
         sampling,
-        max_tokens: args.max_tokens,
-        stop: args.stop.clone(),
-        reasoning_budget: args.reasoning_budget,
+        max_tokens: args.answer.max_tokens,
+        stop: args.answer.stop.clone(),
+        reasoning_budget: args.answer.reasoning_budget,
         cancel: Some(cancel),
         ..GenerateRequest::new(prompt)
     };
@@ -256,7 +265,7 @@ fn generate<B: Backend>(
     if let (Some(tools), Prompt::Chat(chat)) = (tools, &request.prompt) {
         return run_tools(args, session, tools, chat.clone(), request.clone());
     }
-    let mut printer = Printer::new(args.json, args.hide_thinking);
+    let mut printer = Printer::new(args.json, args.answer.hide_thinking);
     let mut completion = None;
     for event in session.generate(request)? {
         let event = event?;
@@ -475,12 +484,7 @@ impl ToolSetup {
             bail!("--files-root needs --builtin-tools files");
         }
         let external = match &args.tools {
-            Some(path) => {
-                let json = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                ToolDefinition::list_from_json(&json)
-                    .with_context(|| format!("tools in {}", path.display()))?
-            }
+            Some(path) => crate::tools_cmd::read_tool_definitions(path)?,
             None => Vec::new(),
         };
         if let Some(clash) = external.iter().find(|d| registry.get(&d.name).is_some()) {
@@ -512,7 +516,7 @@ fn run_tools<B: Backend>(
     let mut options = AgentOptions::new(tools.format, request);
     options.max_rounds = tools.max_rounds;
     options.external = tools.external;
-    let mut printer = Printer::new(args.json, args.hide_thinking);
+    let mut printer = Printer::new(args.json, args.answer.hide_thinking);
     let mut failure: Option<anyhow::Error> = None;
     let outcome = run_agent(
         session,

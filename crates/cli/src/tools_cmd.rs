@@ -1,7 +1,7 @@
 //! `smollm3 parse-tool-calls`: the tool-call parser on its own, for debugging model output.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -27,12 +27,7 @@ pub struct ParseToolCallsArgs {
 /// or `malformed`). Exits with status 1 when any call is malformed.
 pub fn run(args: &ParseToolCallsArgs) -> Result<bool> {
     let tools = match &args.tools {
-        Some(path) => {
-            let json = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            ToolDefinition::list_from_json(&json)
-                .with_context(|| format!("tools in {}", path.display()))?
-        }
+        Some(path) => read_tool_definitions(path)?,
         None => Vec::new(),
     };
     let format: ToolFormat = args.format.into();
@@ -51,4 +46,11 @@ pub fn run(args: &ParseToolCallsArgs) -> Result<bool> {
     Ok(calls
         .iter()
         .any(|c| matches!(c, ParsedCall::Malformed { .. })))
+}
+
+/// The tool definitions in an OpenAI-style JSON file (`--tools`), errors naming the file.
+pub fn read_tool_definitions(path: &Path) -> Result<Vec<ToolDefinition>> {
+    let json =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ToolDefinition::list_from_json(&json).with_context(|| format!("tools in {}", path.display()))
 }
