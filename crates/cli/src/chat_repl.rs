@@ -12,6 +12,8 @@
 //! editor is created, because rustyline installs (and on drop restores) a SIGINT handler of
 //! its own. An interrupted answer stays in the conversation when some of it was written (the
 //! user saw it and may ask to go on); when nothing was, the user's message is dropped too.
+//! Lines typed while an answer is written are taken one by one before rustyline starts
+//! (see [`typed_ahead_line`]), so none is lost.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -301,12 +303,19 @@ impl Input {
 
     fn read(&mut self, prompt: &str) -> Result<Line> {
         match self {
-            Input::Editor { editor, .. } => match editor.readline(prompt) {
-                Ok(line) => Ok(Line::Text(line)),
-                Err(rustyline::error::ReadlineError::Interrupted) => Ok(Line::Interrupted),
-                Err(rustyline::error::ReadlineError::Eof) => Ok(Line::Eof),
-                Err(e) => Err(e).context("reading input"),
-            },
+            Input::Editor { editor, .. } => {
+                if let Some(line) = typed_ahead_line() {
+                    // The terminal echoed it amid the answer; show it where it belongs.
+                    println!("{prompt}{line}");
+                    return Ok(Line::Text(line));
+                }
+                match editor.readline(prompt) {
+                    Ok(line) => Ok(Line::Text(line)),
+                    Err(rustyline::error::ReadlineError::Interrupted) => Ok(Line::Interrupted),
+                    Err(rustyline::error::ReadlineError::Eof) => Ok(Line::Eof),
+                    Err(e) => Err(e).context("reading input"),
+                }
+            }
             Input::Plain(stdin) => {
                 let mut line = String::new();
                 if stdin.read_line(&mut line).context("reading stdin")? == 0 {
@@ -867,6 +876,46 @@ fn turn_stats(c: &Completion) -> String {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A complete line typed while an answer was being written, if one is waiting.
+///
+/// Lines typed then wait in the terminal's line buffer. rustyline would read them all at once
+/// and keep only the first (kkawakam/rustyline#690), so they are taken here instead, while the
+/// terminal is still in line mode, where one `read` returns at most one whole line. A line
+/// still being typed is not readable yet and is left for rustyline to edit.
+#[cfg(unix)]
+fn typed_ahead_line() -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let fd = std::io::stdin().as_raw_fd();
+    // SAFETY: tcgetattr fills a zeroed termios for an open descriptor.
+    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut termios) } != 0 || termios.c_lflag & libc::ICANON == 0 {
+        return None;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout only looks.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 || pfd.revents & libc::POLLIN == 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: reading into a local buffer of its own size.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        // A Ctrl+D typed ahead on an empty line: rustyline reads the next one.
+        return None;
+    }
+    let line = String::from_utf8_lossy(&buf[..n as usize]);
+    Some(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+#[cfg(not(unix))]
+fn typed_ahead_line() -> Option<String> {
+    None
 }
 
 #[cfg(test)]

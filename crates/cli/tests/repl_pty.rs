@@ -252,3 +252,46 @@ fn an_unwritable_history_does_not_matter() {
     pty.send(b"\x04");
     assert_eq!(pty.wait(), 0);
 }
+
+#[test]
+fn lines_typed_while_an_answer_streams_all_run() {
+    let home = tempfile::tempdir().unwrap();
+    let replies = home.path().join("replies.json");
+    // Far more than a terminal buffers: the chat blocks writing it while the lines are typed.
+    let long = "word ".repeat(40_000);
+    std::fs::write(
+        &replies,
+        serde_json::to_string(&[long.as_str(), "Second answer."]).unwrap(),
+    )
+    .unwrap();
+    let m = tiny();
+    let r = replies.display().to_string();
+    let mut pty = Pty::spawn(
+        &[
+            "chat",
+            "--model",
+            &m,
+            "--replay",
+            &r,
+            "--ctx",
+            "400000",
+            "--no-think",
+            "--no-history",
+        ],
+        home.path(),
+    );
+    let at = pty.expect(0, ">>> ");
+    pty.send(b"Tell me everything\r");
+    let at = pty.expect(at, "word word word");
+    // Three lines typed ahead, in one go, while the answer is still being written.
+    pty.send(b"/system Be brief.\r/show\rAnd?\r");
+    // Every one of them runs, in order, each shown after a prompt.
+    let at = pty.expect(at, ">>> /system Be brief.");
+    let at = pty.expect(at, ">>> /show");
+    let at = pty.expect(at, "Be brief.");
+    let at = pty.expect(at, ">>> And?");
+    let at = pty.expect(at, "Second answer.");
+    pty.expect(at, ">>> ");
+    pty.send(b"\x04");
+    assert_eq!(pty.wait(), 0);
+}
