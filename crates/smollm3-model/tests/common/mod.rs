@@ -156,9 +156,15 @@ impl TinySpec {
     }
 }
 
-/// A fresh temporary directory for one test.
+/// A fresh directory for one call: tests run in parallel threads and may use the same name
+/// (one writing a model while another reads it), so every call gets its own.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("smollm3-model-{name}-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "smollm3-model-{name}-{}-{call}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
