@@ -159,32 +159,36 @@ fn tiny() -> String {
         .to_string()
 }
 
-#[test]
-fn ctrl_c_stops_the_answer_and_ctrl_d_exits() {
-    let home = tempfile::tempdir().unwrap();
-    let replies = home.path().join("replies.json");
-    // Far more than a terminal buffers, so the chat blocks writing it.
+/// A chat whose first answer is far more than a terminal buffers (so the chat blocks writing
+/// it until the test reads on) and whose second is `second`; `extra` flags are added.
+fn chat_with_a_long_first_answer(home: &Path, second: &str, extra: &[&str]) -> Pty {
+    let replies = home.join("replies.json");
     let long = "word ".repeat(40_000);
     std::fs::write(
         &replies,
-        serde_json::to_string(&[long.as_str(), "Short."]).unwrap(),
+        serde_json::to_string(&[long.as_str(), second]).unwrap(),
     )
     .unwrap();
     let m = tiny();
     let r = replies.display().to_string();
-    let mut pty = Pty::spawn(
-        &[
-            "chat",
-            "--model",
-            &m,
-            "--replay",
-            &r,
-            "--ctx",
-            "400000",
-            "--no-think",
-        ],
-        home.path(),
-    );
+    let mut args = vec![
+        "chat",
+        "--model",
+        &m,
+        "--replay",
+        &r,
+        "--ctx",
+        "400000",
+        "--no-think",
+    ];
+    args.extend_from_slice(extra);
+    Pty::spawn(&args, home)
+}
+
+#[test]
+fn ctrl_c_stops_the_answer_and_ctrl_d_exits() {
+    let home = tempfile::tempdir().unwrap();
+    let mut pty = chat_with_a_long_first_answer(home.path(), "Short.", &[]);
     let at = pty.expect(0, ">>> ");
     pty.send(b"Tell me everything\r");
     // Let the answer fill the terminal's buffer, then interrupt it.
@@ -256,30 +260,7 @@ fn an_unwritable_history_does_not_matter() {
 #[test]
 fn lines_typed_while_an_answer_streams_all_run() {
     let home = tempfile::tempdir().unwrap();
-    let replies = home.path().join("replies.json");
-    // Far more than a terminal buffers: the chat blocks writing it while the lines are typed.
-    let long = "word ".repeat(40_000);
-    std::fs::write(
-        &replies,
-        serde_json::to_string(&[long.as_str(), "Second answer."]).unwrap(),
-    )
-    .unwrap();
-    let m = tiny();
-    let r = replies.display().to_string();
-    let mut pty = Pty::spawn(
-        &[
-            "chat",
-            "--model",
-            &m,
-            "--replay",
-            &r,
-            "--ctx",
-            "400000",
-            "--no-think",
-            "--no-history",
-        ],
-        home.path(),
-    );
+    let mut pty = chat_with_a_long_first_answer(home.path(), "Second answer.", &["--no-history"]);
     let at = pty.expect(0, ">>> ");
     pty.send(b"Tell me everything\r");
     let at = pty.expect(at, "word word word");
