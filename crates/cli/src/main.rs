@@ -107,12 +107,14 @@ fn version_text() -> String {
             }
         }
     }
-    if candle_core::utils::with_neon() {
+    let neon = candle_core::utils::with_neon();
+    if neon {
         features.push("neon");
     }
+    // candle picks its x86 kernels on AVX2 and FMA together (`k_quants::has_avx2_fma`).
     let kernels = if features.contains(&"avx2") && features.contains(&"fma") {
         "AVX2+FMA quantized kernels"
-    } else if candle_core::utils::with_neon() {
+    } else if neon {
         "NEON quantized kernels"
     } else {
         "portable quantized kernels (no AVX2+FMA)"

@@ -143,18 +143,23 @@ pub enum RopeScalingKind {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
-        let gguf = self.open()?;
-        let options = self.load_options(&gguf)?;
-        let _spinner = loading_spinner(&gguf);
-        Model::from_gguf(&gguf, &options).with_context(|| self.loading())
+        self.load_with(Model::from_gguf)
     }
 
     /// The model with its tokenizer and chat template (the GGUF is read once).
     pub fn load_engine(&self) -> Result<Engine> {
+        self.load_with(Engine::from_gguf)
+    }
+
+    /// Opens the file (downloading it if need be), then builds from it under a spinner.
+    fn load_with<T, E>(&self, build: fn(&GgufFile, &LoadOptions) -> Result<T, E>) -> Result<T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let gguf = self.open()?;
         let options = self.load_options(&gguf)?;
         let _spinner = loading_spinner(&gguf);
-        Engine::from_gguf(&gguf, &options).with_context(|| self.loading())
+        build(&gguf, &options).with_context(|| self.loading())
     }
 
     /// The local model file (see [`ModelSource::resolve`]).

@@ -1,7 +1,7 @@
 //! The README's commands, run for real so the README cannot rot: every `smollm3` command in
-//! its `sh` blocks runs against a fixture model (the 128k-vocabulary one, so the README's token ids are real; the default model comes from a Hugging Face
-//! cache populated with that fixture, offline), with the files it names created in a scratch
-//! directory, and must succeed.
+//! its `sh` blocks runs against a fixture model (the 128k-vocabulary one, so the README's token
+//! ids are real; the default model comes from a Hugging Face cache populated with that fixture,
+//! offline), with the files it names created in a scratch directory, and must succeed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
