@@ -29,7 +29,11 @@ pub(crate) fn read_content(path: &Path) -> Result<Content> {
     let mut reader = std::io::BufReader::new(&mut file);
     Content::read(&mut reader).map_err(|e| Error::Gguf {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        // Without the backtrace candle appends when RUST_BACKTRACE is set: one line.
+        message: match e {
+            candle_core::Error::WithBacktrace { inner, .. } => inner.to_string(),
+            other => other.to_string(),
+        },
     })
 }
 

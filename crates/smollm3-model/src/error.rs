@@ -63,8 +63,17 @@ pub enum ModelError {
     TruncateBeyondEnd { requested: usize, len: usize },
     #[error("invalid option: {0}")]
     InvalidOption(String),
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed: {}", candle_message(.0))]
     Compute(#[from] candle_core::Error),
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is
+/// set (`WithBacktrace`), so every message of this crate stays one line.
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        other => other.to_string(),
+    }
 }
 
 /// Result alias for this crate.

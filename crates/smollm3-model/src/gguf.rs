@@ -10,7 +10,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use memmap2::Mmap;
 
-use crate::error::{ModelError, Result};
+use crate::error::{candle_message, ModelError, Result};
 
 /// An open GGUF file: parsed header plus the whole file memory-mapped.
 ///
@@ -89,7 +89,7 @@ impl GgufFile {
         let content =
             Content::read(&mut Cursor::new(&mmap[..])).map_err(|e| ModelError::Corrupt {
                 path: path.to_path_buf(),
-                detail: format!("header: {e}"),
+                detail: format!("header: {}", candle_message(&e)),
             })?;
         if content.tensor_data_offset > file_len {
             return Err(ModelError::Corrupt {

@@ -16,7 +16,7 @@ use candle_core::quantized::k_quants::{
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::gguf::TensorBytes;
 
 /// Runs `$body` with `$T` bound to the block type of `$dtype` (every GGUF quantization that
@@ -73,6 +73,30 @@ macro_rules! with_block_type {
             }
         }
     };
+}
+
+/// Whether `with_block_type!` has kernels for `dtype` (the float types are handled apart).
+fn has_block_kernels(dtype: GgmlDType) -> bool {
+    use GgmlDType as D;
+    matches!(
+        dtype,
+        D::Q4K | D::Q6K | D::Q8_0 | D::Q5K | D::Q4_0 | D::Q4_1 | D::Q5_0 | D::Q5_1 | D::Q3K | D::Q2K
+    )
+}
+
+/// At load: the tensor `name` of type `dtype` can be used as `role` (a float type, or a block
+/// type with kernels), else an error naming the tensor, so a file with an exotic type fails
+/// when it is opened rather than at the first forward pass.
+pub(crate) fn check_usable(name: &str, dtype: GgmlDType, role: &'static str) -> Result<()> {
+    let float = matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+    if float || has_block_kernels(dtype) {
+        return Ok(());
+    }
+    Err(ModelError::UnsupportedTensorType {
+        name: name.to_string(),
+        dtype: format!("{dtype:?}"),
+        role,
+    })
 }
 
 /// `y = x W^T` with `W` `[out_features, in_features]` kept in its stored type.

@@ -13,7 +13,7 @@ use crate::cache::KvCache;
 use crate::config::{Config, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufFile, WeightSummary};
-use crate::linear::{dense, Embedding, QLinear};
+use crate::linear::{check_usable, dense, Embedding, QLinear};
 use crate::rope::RopeTables;
 
 /// Options that change how a model is loaded.
@@ -79,10 +79,12 @@ impl Model {
         // Every tensor is located (shape and bounds checked) before any is used.
         let matrix = |name: &str, shape: [usize; 2]| -> Result<QLinear> {
             let (dtype, bytes) = gguf.tensor_bytes(name, &shape)?;
+            check_usable(name, dtype, "a matrix")?;
             QLinear::new(bytes, dtype, (shape[0], shape[1]))
         };
 
         let (embd_type, embd) = gguf.tensor_bytes("token_embd.weight", &[c.vocab_size, h])?;
+        check_usable("token_embd.weight", embd_type, "the token embedding")?;
         let (embedding, tied_head) = match embd_type {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 let table = dense(&embd, embd_type, &[c.vocab_size, h])?;

@@ -250,3 +250,23 @@ fn truncate_beyond_end_is_an_error() {
         })
     ));
 }
+
+#[test]
+fn unsupported_tensor_type_is_named_at_load() {
+    // Q8_1 is a valid GGUF type with no matmul kernel here: the load fails naming the tensor,
+    // not the first forward pass with a generic computation error.
+    let spec = TinySpec {
+        dtype: candle_core::quantized::GgmlDType::Q8_1,
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("q8_1", &spec));
+    assert!(
+        matches!(e, ModelError::UnsupportedTensorType { .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("token_embd.weight") && msg.contains("Q8_1"),
+        "{msg}"
+    );
+}
