@@ -120,28 +120,26 @@ fn gen_loop_request(prompt: Vec<u32>, gen: usize) -> GenerateRequest {
     GenerateRequest {
         sampling: SamplingParams {
             seed: Some(GEN_LOOP_SEED),
+            max_tokens: Some(gen),
             ..SamplingParams::default()
         },
-        max_tokens: Some(gen),
         stop: vec![GEN_LOOP_STOP.to_string()],
         ..GenerateRequest::new(Prompt::Tokens(prompt))
     }
 }
 
-/// One line describing the generation loop's settings, for the report.
+/// One line describing the generation loop's settings, for the report (every sampling
+/// setting, from the one table in `smollm3_gen`).
 pub fn gen_loop_settings(gen: usize) -> String {
     let r = gen_loop_request(Vec::new(), gen);
-    let s = &r.sampling;
+    let settings: Vec<String> = smollm3_gen::SETTINGS
+        .iter()
+        .map(|s| format!("{} {}", s.name, s.show(&r.sampling)))
+        .collect();
     format!(
-        "Session::generate on the prefill's prompt (Prompt::Tokens), max_tokens {gen}, \
-         temperature {}, top_p {}, top_k {}, min_p {}, repeat_penalty {}, seed {}, stop {:?}, \
+        "Session::generate on the prefill's prompt (Prompt::Tokens), {}, stop {:?}, \
          end-of-generation tokens masked",
-        s.temperature,
-        s.top_p,
-        s.top_k,
-        s.min_p,
-        s.repeat_penalty,
-        s.seed.unwrap_or_default(),
+        settings.join(", "),
         r.stop
     )
 }

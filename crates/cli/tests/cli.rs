@@ -230,3 +230,41 @@ fn version_names_the_cpu_features_and_every_subcommand_has_examples() {
     );
     assert_eq!(common::smollm3(&["nonsense"]).status.code(), Some(2));
 }
+
+#[test]
+fn errors_stay_one_line_with_rust_backtrace_set() {
+    // An unknown GGUF version makes candle build its error with a backtrace when
+    // RUST_BACKTRACE is set (its `bail!`); the user still sees one `error:` line, from every
+    // command that reads the file.
+    let bad = temp("bad-version.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&99u32.to_le_bytes()); // no such version
+    bytes.extend_from_slice(&[0; 60]);
+    std::fs::write(&bad, &bytes).unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        vec!["info", "--model", bad],
+        vec!["tokenize", "--model", bad, "--text", "hi"],
+        vec!["run", "--model", bad, "hi"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains(bad), "{args:?} names the file: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?} printed more than one line:\n{err}");
+    }
+    // `-v` asks for the whole story: the backtrace is printed.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))
+        .args(["run", "-v", "--model", bad, "hi"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.lines().count() > 1, "{err}");
+}

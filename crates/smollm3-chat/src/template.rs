@@ -9,6 +9,7 @@ use minijinja::{Environment, ErrorKind};
 use crate::gguf_meta::read_content;
 use crate::pyrepr::{py_json, py_str};
 use crate::time::{Clock, SystemClock};
+use crate::message::{Message, Role};
 use crate::{Error, Result, TemplateError};
 
 /// The official SmolLM3 chat template (initial release), verbatim.
@@ -19,8 +20,8 @@ pub(crate) const RAISE_MARKER: &str = "raise_exception: ";
 /// Everything a chat template reads.
 #[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
-    /// OpenAI-style messages (`role`, `content`, any other fields), in order.
-    pub messages: Vec<Value>,
+    /// The conversation, in order.
+    pub messages: Vec<Message>,
     /// End the prompt with the assistant header (`<|im_start|>assistant\n...`).
     pub add_generation_prompt: bool,
     /// `enable_thinking`; `None` leaves it undefined (the template defaults to thinking).
@@ -45,27 +46,11 @@ fn json_value(json: &str, what: &str) -> Result<Value> {
 }
 
 impl ChatRequest {
-    /// Messages from an OpenAI-style JSON array (`[{"role": "user", "content": "hi"}]`).
+    /// Messages from an OpenAI-style JSON array (`[{"role": "user", "content": "hi"}]`); see
+    /// [`Message::list_from_json`].
     pub fn from_messages_json(json: &str) -> Result<Self> {
-        let v = json_value(json, "messages JSON")?;
-        if v.kind() != ValueKind::Seq {
-            return Err(Error::Messages("expected a JSON array of messages".into()));
-        }
-        let messages: Vec<Value> = v
-            .try_iter()
-            .map_err(|e| Error::Messages(e.to_string()))?
-            .collect();
-        for (i, m) in messages.iter().enumerate() {
-            if m.kind() != ValueKind::Map {
-                return Err(Error::Messages(format!("message {i} is not an object")));
-            }
-            let role = m.get_attr("role").unwrap_or_default();
-            if role.as_str().is_none() {
-                return Err(Error::Messages(format!("message {i} has no string `role`")));
-            }
-        }
         Ok(ChatRequest {
-            messages,
+            messages: Message::list_from_json(json)?,
             ..Default::default()
         })
     }
@@ -81,43 +66,34 @@ impl ChatRequest {
     }
 
     /// Adds one message.
-    pub fn push(&mut self, role: &str, content: &str) {
-        self.messages.push(Value::from_iter([
-            ("role", Value::from(role)),
-            ("content", Value::from(content)),
-        ]));
+    pub fn push(&mut self, message: Message) {
+        self.messages.push(message);
     }
 
-    /// The messages as the template sees them: reasoning stripped from earlier assistant
-    /// turns unless `keep_reasoning`.
+    /// The messages as the template sees them (the one place where [`Message`]s become
+    /// template values): content as a string (text parts joined), reasoning stripped from
+    /// earlier assistant turns unless `keep_reasoning`, other fields only when present.
     fn template_messages(&self) -> Vec<Value> {
-        if self.keep_reasoning {
-            return self.messages.clone();
-        }
-        let last_user = self.messages.iter().rposition(|m| {
-            m.get_attr("role").ok().as_ref().and_then(Value::as_str) == Some("user")
-        });
+        let last_user = self.messages.iter().rposition(|m| m.role == Role::User);
         self.messages
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let is_assistant =
-                    m.get_attr("role").ok().as_ref().and_then(Value::as_str) == Some("assistant");
-                let content = m.get_attr("content").unwrap_or_default();
-                match (
-                    is_assistant && last_user.is_some_and(|u| i < u),
-                    content.as_str(),
-                ) {
-                    (true, Some(text)) if text.contains("</think>") => {
-                        let after = text.rsplit("</think>").next().unwrap_or("");
-                        with_field(m, "content", Value::from(after.trim_start_matches('\n')))
+                let earlier_assistant =
+                    m.role == Role::Assistant && last_user.is_some_and(|u| i < u);
+                let content = m.content.as_ref().map(|c| {
+                    let text = c.text();
+                    match text.rsplit_once("</think>") {
+                        Some((_, after)) if earlier_assistant && !self.keep_reasoning => {
+                            after.trim_start_matches('\n').to_string()
+                        }
+                        _ => text.into_owned(),
                     }
-                    _ => m.clone(),
-                }
+                });
+                template_message(m, content)
             })
             .collect()
     }
-
     fn xml_tools(&self) -> Option<Value> {
         if self.xml_tools.is_some() {
             return self.xml_tools.clone();
@@ -169,16 +145,47 @@ impl ChatRequest {
     }
 }
 
-fn with_field(map: &Value, key: &str, value: Value) -> Value {
-    let keys: Vec<Value> = map.try_iter().map(|i| i.collect()).unwrap_or_default();
-    Value::from_iter(keys.into_iter().map(|k| {
-        let v = if k.as_str() == Some(key) {
-            value.clone()
-        } else {
-            map.get_item(&k).unwrap_or_default()
-        };
-        (k, v)
-    }))
+/// One message as a template value: `role`, `content` (a string, or none), then the optional
+/// fields that are set. Tool-call arguments are given as objects when they hold one, the form
+/// HF chat templates iterate over.
+fn template_message(m: &Message, content: Option<String>) -> Value {
+    let mut fields: Vec<(&str, Value)> = vec![
+        ("role", Value::from(m.role.as_str())),
+        ("content", content.map_or(Value::from(()), Value::from)),
+    ];
+    if let Some(r) = &m.reasoning_content {
+        fields.push(("reasoning_content", Value::from(r.as_str())));
+    }
+    if let Some(calls) = &m.tool_calls {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|c| {
+                let arguments = match serde_json::from_str::<serde_json::Value>(&c.function.arguments) {
+                    Ok(v @ serde_json::Value::Object(_)) => Value::from_serialize(&v),
+                    _ => Value::from(c.function.arguments.as_str()),
+                };
+                let function = Value::from_iter([
+                    ("name", Value::from(c.function.name.as_str())),
+                    ("arguments", arguments),
+                ]);
+                let mut call = Vec::new();
+                if let Some(id) = &c.id {
+                    call.push(("id", Value::from(id.as_str())));
+                }
+                call.push(("type", Value::from(c.kind.as_str())));
+                call.push(("function", function));
+                Value::from_iter(call)
+            })
+            .collect();
+        fields.push(("tool_calls", Value::from(calls)));
+    }
+    if let Some(id) = &m.tool_call_id {
+        fields.push(("tool_call_id", Value::from(id.as_str())));
+    }
+    if let Some(name) = &m.name {
+        fields.push(("name", Value::from(name.as_str())));
+    }
+    Value::from_iter(fields)
 }
 
 /// HF's `{% generation %}...{% endgeneration %}` (assistant-mask tracking) renders its body:

@@ -385,14 +385,6 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.with_special
     }
-
-    /// A streaming decoder.
-    pub fn detokenizer(&self, skip_special: bool) -> Detokenizer<'_> {
-        Detokenizer {
-            tokenizer: self,
-            decoder: StreamDecoder::new(skip_special),
-        }
-    }
 }
 
 fn vocab_id(tok: &tokenizers::Tokenizer, text: &str) -> Option<u32> {
@@ -413,31 +405,8 @@ impl ModelVocab for tokenizers::Tokenizer {
 /// Incremental detokenizer: feed ids one at a time, get text pieces whose concatenation equals
 /// [`Tokenizer::decode`] of all ids. A UTF-8 sequence split across tokens is held back until it
 /// is complete; bytes that can never form a character become U+FFFD exactly as in the full
-/// decode.
-pub struct Detokenizer<'t> {
-    tokenizer: &'t Tokenizer,
-    decoder: StreamDecoder,
-}
-
-impl Detokenizer<'_> {
-    /// Adds one token; returns the text that became complete (possibly empty).
-    pub fn push(&mut self, id: u32) -> Result<String> {
-        self.decoder.push(self.tokenizer, id)
-    }
-
-    /// Ends the stream: whatever is held back is returned (incomplete bytes as U+FFFD).
-    pub fn finish(&mut self) -> String {
-        self.decoder.finish()
-    }
-
-    /// Whether bytes are held back waiting for the rest of a character.
-    pub fn has_pending(&self) -> bool {
-        self.decoder.has_pending()
-    }
-}
-
-/// [`Detokenizer`] without the borrow: the tokenizer is passed to each call, so the decoder
-/// can live next to an `Arc<Tokenizer>` (or inside a struct that borrows something else).
+/// decode. The tokenizer is passed to each call, so the decoder can live next to an
+/// `Arc<Tokenizer>`.
 #[derive(Debug, Clone, Default)]
 pub struct StreamDecoder {
     pending: Vec<u8>,

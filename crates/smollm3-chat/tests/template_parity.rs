@@ -7,7 +7,7 @@ use std::sync::Arc;
 use minijinja::Value as JValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use smollm3_chat::{ChatRequest, ChatTemplate, DateTime, FixedClock};
+use smollm3_chat::{ChatRequest, ChatTemplate, DateTime, FixedClock, Message};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -30,14 +30,12 @@ fn clock() -> Arc<FixedClock> {
     Arc::new(FixedClock(d))
 }
 
-/// The case as minijinja values (key order kept: dict reprs depend on it).
-fn request(case: &JValue) -> ChatRequest {
+/// The case's messages read as [`smollm3_chat::Message`]s from their JSON, the other
+/// variables as minijinja values (key order kept: dict reprs depend on it).
+fn request(case: &JValue, json_case: &Value) -> ChatRequest {
     let get = |v: &JValue, k: &str| v.get_attr(k).ok().filter(|x| !x.is_undefined());
-    let mut req = ChatRequest {
-        messages: get(case, "messages").unwrap().try_iter().unwrap().collect(),
-        keep_reasoning: true, // HF renders history as given
-        ..Default::default()
-    };
+    let mut req = ChatRequest::from_messages_json(&json_case["messages"].to_string()).unwrap();
+    req.keep_reasoning = true; // HF renders history as given
     let k = get(case, "kwargs").unwrap();
     req.add_generation_prompt = get(&k, "add_generation_prompt").is_some_and(|v| v.is_true());
     req.enable_thinking = get(&k, "enable_thinking").map(|v| v.is_true());
@@ -105,7 +103,7 @@ fn renders_like_hf_transformers() {
         }
         for (case, ocase) in set["cases"].as_array().unwrap().iter().zip(&ocases) {
             let name = case["name"].as_str().unwrap();
-            let got = template.render(&request(ocase)).unwrap();
+            let got = template.render(&request(ocase, case)).unwrap();
             assert_eq!(got, case["rendered"].as_str().unwrap(), "case {name}");
             n += 1;
         }
@@ -117,7 +115,7 @@ fn renders_like_hf_transformers() {
 fn spec_example_is_297_chars() {
     let template = ChatTemplate::with_clock(smollm3_chat::OFFICIAL_TEMPLATE, clock()).unwrap();
     let mut req = ChatRequest::default();
-    req.push("user", "What is 2+2?");
+    req.push(Message::user("What is 2+2?"));
     req.add_generation_prompt = true;
     req.enable_thinking = Some(false);
     assert_eq!(template.render(&req).unwrap().chars().count(), 297);
@@ -139,7 +137,7 @@ fn template_errors_name_the_line() {
     );
     let t = ChatTemplate::new("{{ messages[0].content.missing.deeper }}").unwrap();
     let mut req = ChatRequest::default();
-    req.push("user", "x");
+    req.push(Message::user("x"));
     let e = t.render(&req).unwrap_err().to_string();
     assert!(e.contains("line 1"), "{e}");
     assert!(ChatRequest::from_messages_json("{\"role\": 1}").is_err());

@@ -14,7 +14,8 @@ pub enum GenError {
     /// The prompt does not fit: generation needs at least one free position after it.
     #[error(
         "the prompt has {prompt_tokens} tokens but the context holds {context} \
-         (at most {} prompt tokens); shorten the conversation, raise --ctx, or allow dropping old turns",
+         (at most {} prompt tokens); shorten the conversation, use a larger context, or allow \
+         dropping old turns",
         context.saturating_sub(1)
     )]
     PromptTooLong {

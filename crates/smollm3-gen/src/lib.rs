@@ -10,8 +10,9 @@
 //!   complete, with its raw text for the tools crate to parse,
 //! - [`Event::Done`] last, with the [`FinishReason`] and [`Stats`].
 //!
-//! Sampling ([`SamplingParams`]), stop strings, max tokens, the context limit, a reasoning
-//! budget and cancellation ([`CancelHandle`]) are per request ([`GenerateRequest`]). A new
+//! Sampling and max tokens ([`SamplingParams`], whose settings are listed once in
+//! [`SETTINGS`] for every front end), stop strings, the context limit, a reasoning budget and
+//! cancellation ([`CancelHandle`]) are per request ([`GenerateRequest`]). A new
 //! turn reuses the longest common token prefix with what the session already processed.
 //!
 //! The iterator is synchronous: an async server drives it on a blocking thread and forwards
@@ -19,17 +20,16 @@
 //! be tested exactly with a [`ScriptedBackend`].
 //!
 //! ```no_run
-//! use smollm3_chat::ChatRequest;
+//! use smollm3_chat::{ChatRequest, Message};
 //! use smollm3_gen::{Engine, Event, GenerateRequest, SamplingParams};
 //!
 //! # fn main() -> Result<(), smollm3_gen::GenError> {
 //! let engine = Engine::load("SmolLM3-3B-Q4_K_M.gguf", &Default::default())?;
 //! let mut session = engine.session(8192)?; // one per conversation; keeps its cache
 //! let mut chat = ChatRequest { add_generation_prompt: true, ..Default::default() };
-//! chat.push("user", "Why is the sky blue?");
+//! chat.push(Message::user("Why is the sky blue?"));
 //! let request = GenerateRequest {
-//!     sampling: SamplingParams { seed: Some(1), ..Default::default() },
-//!     max_tokens: Some(512),
+//!     sampling: SamplingParams { seed: Some(1), max_tokens: Some(512), ..Default::default() },
 //!     ..GenerateRequest::chat(chat)
 //! };
 //! for event in session.generate(&request)? {
@@ -51,6 +51,7 @@ mod cancel;
 mod engine;
 mod error;
 mod events;
+mod params;
 pub mod sampling;
 mod session;
 mod text;
@@ -60,6 +61,7 @@ pub use cancel::CancelHandle;
 pub use engine::Engine;
 pub use error::{GenError, Result};
 pub use events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
+pub use params::{Setting, SETTINGS};
 pub use sampling::{Sampler, SamplingParams};
 pub use session::{ContextOverflow, GenerateRequest, Generation, Prompt, Session, PREFILL_CHUNK};
 pub use text::{OutputSplitter, Piece, StopMatcher, StopOutcome};

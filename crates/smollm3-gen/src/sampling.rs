@@ -33,105 +33,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::{GenError, Result};
 
-/// Sampling settings. Defaults are SmolLM3's model card: temperature 0.6, top-p 0.95.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SamplingParams {
-    /// 0 means greedy (argmax).
-    pub temperature: f32,
-    /// Keep the k most likely tokens; 0 = off.
-    pub top_k: usize,
-    /// Nucleus sampling; 1.0 = off.
-    pub top_p: f32,
-    /// Drop tokens whose probability is below `min_p` times the top one; 0 = off.
-    pub min_p: f32,
-    /// llama.cpp-style repetition penalty over the last `repeat_last_n` generated tokens; 1 = off.
-    pub repeat_penalty: f32,
-    /// OpenAI presence penalty; 0 = off.
-    pub presence_penalty: f32,
-    /// OpenAI frequency penalty; 0 = off.
-    pub frequency_penalty: f32,
-    /// How many recent generated tokens the penalties look at.
-    pub repeat_last_n: usize,
-    /// RNG seed; `None` picks one (reported by [`Sampler::seed`]).
-    pub seed: Option<u64>,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        SamplingParams {
-            temperature: 0.6,
-            top_k: 0,
-            top_p: 0.95,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            repeat_last_n: 64,
-            seed: None,
-        }
-    }
-}
-
-impl SamplingParams {
-    /// The defaults with temperature 0: always the most likely token (after any penalties).
-    pub fn greedy() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        }
-    }
-
-    /// Checks every field's range; the error names the first bad field and its value.
-    ///
-    /// Ranges: `temperature` finite and at least 0, `top_p` in (0, 1], `min_p` in [0, 1],
-    /// `repeat_penalty` finite and above 0, `presence_penalty` and `frequency_penalty` in
-    /// [-2, 2] (OpenAI's range). `top_k`, `repeat_last_n` and `seed` accept any value.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(GenError::InvalidSampling(msg));
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!(
-                "temperature must be a finite number >= 0 (0 = greedy), got {}",
-                self.temperature
-            ));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!(
-                "top_p must be in (0, 1] (1 = off), got {}",
-                self.top_p
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return bad(format!(
-                "min_p must be in [0, 1] (0 = off), got {}",
-                self.min_p
-            ));
-        }
-        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return bad(format!(
-                "repeat_penalty must be a finite number > 0 (1 = off), got {}",
-                self.repeat_penalty
-            ));
-        }
-        for (name, value) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
-            if !(-2.0..=2.0).contains(&value) {
-                return bad(format!("{name} must be in [-2, 2] (0 = off), got {value}"));
-            }
-        }
-        Ok(())
-    }
-
-    fn has_penalties(&self) -> bool {
-        self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
-    }
-}
+pub use crate::params::SamplingParams;
 
 /// A candidate token: `w` holds its logit during top-k, then its unnormalised probability.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1002,6 +907,7 @@ mod tests {
             top_k: usize::MAX,
             repeat_last_n: 0,
             seed: Some(u64::MAX),
+            max_tokens: Some(1),
         };
         assert!(ok.validate().is_ok());
         let err = SamplingParams {
@@ -1164,6 +1070,7 @@ mod tests {
                     frequency_penalty: fp,
                     repeat_last_n: last_n,
                     seed: Some(seed),
+                    max_tokens: None,
                 },
             )
     }

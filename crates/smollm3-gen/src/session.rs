@@ -5,8 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use minijinja::value::Value;
-use smollm3_chat::{encode_chat, ChatRequest, ChatTemplate, StreamDecoder, Tokenizer};
+use smollm3_chat::{encode_chat, ChatRequest, ChatTemplate, Message, Role, StreamDecoder, Tokenizer};
 
 use crate::backend::{Backend, ModelBackend};
 use crate::events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
@@ -47,9 +46,9 @@ pub enum ContextOverflow {
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
     pub prompt: Prompt,
+    /// Sampling settings and `max_tokens` (`None` = until the model stops or the context is
+    /// full).
     pub sampling: SamplingParams,
-    /// Most tokens to generate; `None` = until the context is full.
-    pub max_tokens: Option<usize>,
     /// Strings that end generation; they are not part of the output.
     pub stop: Vec<String>,
     /// Most reasoning tokens, after which `</think>` is forced (like llama.cpp's
@@ -68,7 +67,6 @@ impl GenerateRequest {
         GenerateRequest {
             prompt,
             sampling: SamplingParams::default(),
-            max_tokens: None,
             stop: Vec::new(),
             reasoning_budget: None,
             tool_tags: None,
@@ -161,6 +159,11 @@ impl<B: Backend> Session<B> {
     /// then yields events until [`Event::Done`].
     pub fn generate(&mut self, request: &GenerateRequest) -> Result<Generation<'_, B>> {
         let started = Instant::now();
+        if let Some(0) = request.sampling.max_tokens {
+            return Err(GenError::InvalidRequest(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
         let sampler = Sampler::new(&request.sampling)?;
         let context = self.backend.context_size();
         let vocab = self.backend.vocab_size();
@@ -179,6 +182,7 @@ impl<B: Backend> Session<B> {
                     tool_tags = default_tool_tags(&chat);
                 }
                 let reserve = request
+                    .sampling
                     .max_tokens
                     .unwrap_or(1)
                     .clamp(1, (context / 2).max(1));
@@ -210,11 +214,6 @@ impl<B: Backend> Session<B> {
                 prompt_tokens: prompt.len(),
                 context,
             });
-        }
-        if let Some(0) = request.max_tokens {
-            return Err(GenError::InvalidRequest(
-                "max_tokens must be at least 1".into(),
-            ));
         }
 
         // Reuse the longest common prefix; at least the last prompt token is run again, since
@@ -258,7 +257,7 @@ impl<B: Backend> Session<B> {
             budget_spent: false,
             eog,
             tag_tokens,
-            max_tokens: request.max_tokens,
+            max_tokens: request.sampling.max_tokens,
             reasoning_budget: request.reasoning_budget,
             cancel: request.cancel.clone(),
             events: VecDeque::new(),
@@ -352,28 +351,21 @@ impl<B: Backend> Session<B> {
     }
 }
 
-fn role(message: &Value) -> Option<String> {
-    message
-        .get_attr("role")
-        .ok()
-        .and_then(|r| r.as_str().map(str::to_string))
-}
-
 /// The oldest droppable turn: from the first non-system message up to the next user message
 /// after it; `None` when only the last user turn is left.
-fn oldest_turn(messages: &[Value]) -> Option<std::ops::Range<usize>> {
+fn oldest_turn(messages: &[Message]) -> Option<std::ops::Range<usize>> {
     let start = messages
         .iter()
-        .position(|m| role(m).as_deref() != Some("system"))?;
+        .position(|m| m.role != Role::System)?;
     let last_user = messages
         .iter()
-        .rposition(|m| role(m).as_deref() == Some("user"))?;
+        .rposition(|m| m.role == Role::User)?;
     if start >= last_user {
         return None;
     }
     let end = messages[start + 1..]
         .iter()
-        .position(|m| role(m).as_deref() == Some("user"))
+        .position(|m| m.role == Role::User)
         .map_or(messages.len(), |i| start + 1 + i);
     Some(start..end.min(last_user))
 }

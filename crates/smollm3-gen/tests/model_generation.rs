@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{chat, fixture, template};
-use smollm3_chat::ChatRequest;
+use smollm3_chat::{ChatRequest, Message};
 use smollm3_gen::{
     CancelHandle, Engine, Event, FinishReason, GenerateRequest, Prompt, SamplingParams, Session,
 };
@@ -24,7 +24,7 @@ fn engine() -> Engine {
 fn request(prompt: ChatRequest, sampling: SamplingParams, max_tokens: usize) -> GenerateRequest {
     let mut r = GenerateRequest::chat(prompt);
     r.sampling = sampling;
-    r.max_tokens = Some(max_tokens);
+    r.sampling.max_tokens = Some(max_tokens);
     r
 }
 
@@ -115,8 +115,8 @@ fn second_turn_reuses_the_cache_and_equals_a_fresh_run() {
         .unwrap()
         .complete()
         .unwrap();
-    conversation.push("assistant", &first.answer);
-    conversation.push("user", "And of Italy?");
+    conversation.push(Message::assistant(&first.answer));
+    conversation.push(Message::user("And of Italy?"));
     let turn2 = request(conversation, SamplingParams::greedy(), 12);
 
     let second = s.generate(&turn2).unwrap().complete().unwrap();
@@ -197,7 +197,7 @@ fn raw_text_and_token_prompts_stream_answer_text() {
     let mut s = e.session(128).unwrap();
     let mut r = GenerateRequest::new(Prompt::Text("Once upon a time".into()));
     r.sampling = SamplingParams::greedy();
-    r.max_tokens = Some(5);
+    r.sampling.max_tokens = Some(5);
     let events: Vec<Event> = s.generate(&r).unwrap().map(Result::unwrap).collect();
     assert!(matches!(events[0], Event::PrefillProgress { .. }));
     assert!(!events.iter().any(|e| matches!(e, Event::Reasoning { .. })));
@@ -207,7 +207,7 @@ fn raw_text_and_token_prompts_stream_answer_text() {
         .unwrap();
     let mut r2 = GenerateRequest::new(Prompt::Tokens(ids));
     r2.sampling = SamplingParams::greedy();
-    r2.max_tokens = Some(5);
+    r2.sampling.max_tokens = Some(5);
     let a = s.generate(&r).unwrap().complete().unwrap();
     let b = s.generate(&r2).unwrap().complete().unwrap();
     assert_eq!(a.answer, b.answer);

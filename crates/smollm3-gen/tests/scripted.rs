@@ -4,7 +4,7 @@
 mod common;
 
 use common::{chat, done, events, template, texts, tokenizer};
-use smollm3_chat::ChatRequest;
+use smollm3_chat::{ChatRequest, Message};
 use smollm3_gen::{
     CancelHandle, ContextOverflow, Event, FinishReason, GenError, GenerateRequest, Prompt,
     SamplingParams, ScriptedBackend, Session,
@@ -82,7 +82,7 @@ fn unclosed_thinking_is_all_reasoning_and_ends_by_length() {
         &["<think>\nStep one. Step two. Step three. Step four."],
     );
     let mut request = greedy(chat("Think", true));
-    request.max_tokens = Some(8);
+    request.sampling.max_tokens = Some(8);
     let ev = events(s.generate(&request).unwrap());
     let (reasoning, answer) = texts(&ev);
     assert!(answer.is_empty());
@@ -129,7 +129,7 @@ fn reasoning_budget_forces_the_end_of_thinking() {
     let mut s = session(512, &[reply]);
     let mut request = greedy(chat("Count", true));
     request.reasoning_budget = Some(4);
-    request.max_tokens = Some(30);
+    request.sampling.max_tokens = Some(30);
     let ev = events(s.generate(&request).unwrap());
     let c = done(&ev);
     // `<think>` and 4 reasoning tokens from the model, then the forced `\n</think>\n`.
@@ -193,7 +193,7 @@ fn a_truncated_tool_call_is_reported() {
     );
     let mut request = greedy(chat("Weather?", false));
     request.tool_tags = Some(vec![("<tool_call>".into(), "</tool_call>".into())]);
-    request.max_tokens = Some(12);
+    request.sampling.max_tokens = Some(12);
     let ev = events(s.generate(&request).unwrap());
     let c = done(&ev);
     assert_eq!(c.finish_reason, FinishReason::Length);
@@ -299,8 +299,8 @@ fn the_next_turn_prefills_only_its_new_tokens() {
     assert_eq!(first.stats.cached_tokens, 0);
     assert_eq!(first.stats.prefilled_tokens, first.stats.prompt_tokens);
 
-    conversation.push("assistant", &first.answer);
-    conversation.push("user", "How many people live there?");
+    conversation.push(Message::assistant(&first.answer));
+    conversation.push(Message::user("How many people live there?"));
     let calls_before = s.backend().forward_calls().len();
     let second = s
         .generate(&greedy(conversation.clone()))
@@ -346,25 +346,19 @@ fn dropping_oldest_turns_keeps_system_and_last_question() {
         enable_thinking: Some(false),
         ..Default::default()
     };
-    c.push("system", "Be brief.");
+    c.push(Message::system("Be brief."));
     for i in 0..6 {
-        c.push(
-            "user",
-            &format!("Question number {i} {}", "padding ".repeat(10)),
-        );
-        c.push(
-            "assistant",
-            &format!("Answer number {i} {}", "padding ".repeat(10)),
-        );
+        c.push(Message::user(format!("Question number {i} {}", "padding ".repeat(10))));
+        c.push(Message::assistant(format!("Answer number {i} {}", "padding ".repeat(10))));
     }
-    c.push("user", "Final question?");
+    c.push(Message::user("Final question?"));
     let mut request = greedy(c.clone());
     assert!(matches!(
         s.generate(&request),
         Err(GenError::PromptTooLong { .. })
     ));
     request.overflow = ContextOverflow::DropOldestTurns;
-    request.max_tokens = Some(10);
+    request.sampling.max_tokens = Some(10);
     let completion = s.generate(&request).unwrap().complete().unwrap();
     let st = &completion.stats;
     assert!(
@@ -406,7 +400,7 @@ fn bad_requests_fail_before_streaming() {
     let r = GenerateRequest::new(Prompt::Tokens(vec![]));
     assert!(matches!(s.generate(&r), Err(GenError::InvalidRequest(_))));
     let mut r = greedy(chat("Q", false));
-    r.max_tokens = Some(0);
+    r.sampling.max_tokens = Some(0);
     assert!(matches!(s.generate(&r), Err(GenError::InvalidRequest(_))));
 }
 

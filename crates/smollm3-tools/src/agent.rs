@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use serde::Serialize;
-use smollm3_chat::ChatRequest;
+use smollm3_chat::{ChatRequest, Message};
 use smollm3_gen::{Backend, Completion, Event, FinishReason, GenerateRequest, Prompt, Session};
 
 use crate::parse::parse;
@@ -176,7 +176,7 @@ pub fn run_agent<B: Backend>(
             // A call cut off by the token limit is reported above, not run.
             return finish_now(AgentFinish::Length, chat);
         }
-        chat.push("assistant", &content);
+        chat.push(Message::assistant(&content));
         // Valid calls of external tools go to the caller; an invalid one gets its error
         // back like any other call.
         let mut pending = Vec::new();
@@ -225,7 +225,7 @@ pub fn run_agent<B: Backend>(
                 _ => registry.run(call),
             };
             let content = outcome.to_message_content();
-            chat.push("tool", &content);
+            chat.push(Message::tool(&content));
             if on_event(AgentEvent::ToolResult {
                 round,
                 outcome,

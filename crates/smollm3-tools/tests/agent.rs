@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use smollm3_chat::{ChatRequest, ChatTemplate, DateTime, FixedClock, Tokenizer};
+use smollm3_chat::{ChatRequest, ChatTemplate, DateTime, FixedClock, Message, Tokenizer};
 use smollm3_gen::{GenerateRequest, Prompt, SamplingParams, ScriptedBackend, Session};
 use smollm3_tools::agent::{run_agent, AgentEvent, AgentFinish, AgentOptions};
 use smollm3_tools::{ParsedCall, Registry, Tool, ToolDefinition, ToolFormat};
@@ -67,14 +67,14 @@ fn question() -> ChatRequest {
         enable_thinking: Some(false),
         ..Default::default()
     };
-    chat.push("user", "What's the weather in Paris?");
+    chat.push(Message::user("What's the weather in Paris?"));
     chat
 }
 
 fn options(format: ToolFormat) -> AgentOptions {
     let mut request = GenerateRequest::new(Prompt::Tokens(vec![]));
     request.sampling = SamplingParams::greedy();
-    request.max_tokens = Some(200);
+    request.sampling.max_tokens = Some(200);
     AgentOptions::new(format, request)
 }
 
@@ -264,7 +264,7 @@ fn external_tools_are_returned_to_the_caller() {
 #[test]
 fn a_call_cut_off_by_max_tokens_is_reported_and_not_run() {
     let mut s = session(&[XML_CALL]);
-    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| o.request.max_tokens = Some(8));
+    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| o.request.sampling.max_tokens = Some(8));
     assert_eq!(outcome.finish, AgentFinish::Length);
     assert!(results(&events).is_empty());
     assert!(events.iter().any(|e| matches!(

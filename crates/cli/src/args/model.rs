@@ -1,4 +1,4 @@
-//! Model-loading flags shared by every subcommand that runs a model.
+//! Model-loading flags shared by every subcommand that reads a model file.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use smollm3_chat::{
     encode_chat, ChatRequest, ChatTemplate, Clock, DateTime, FixedClock, SystemClock, Tokenizer,
 };
 
-use crate::model_args::{parse_tokens, ModelSource};
+use crate::args::{parse_tokens, ModelSource};
 
 #[derive(Args)]
 pub struct TokenizeArgs {

@@ -1,13 +1,13 @@
 //! `smollm3 parse-tool-calls`: the tool-call parser on its own, for debugging model output.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use smollm3_tools::{parse, ParsedCall, ToolDefinition, ToolFormat};
+use smollm3_tools::{parse, ParsedCall, ToolFormat};
 
-use crate::run_cmd::ToolFormatArg;
+use crate::args::{read_tool_definitions, ToolFormatArg};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -46,11 +46,4 @@ pub fn run(args: &ParseToolCallsArgs) -> Result<bool> {
     Ok(calls
         .iter()
         .any(|c| matches!(c, ParsedCall::Malformed { .. })))
-}
-
-/// The tool definitions in an OpenAI-style JSON file (`--tools`), errors naming the file.
-pub fn read_tool_definitions(path: &Path) -> Result<Vec<ToolDefinition>> {
-    let json =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    ToolDefinition::list_from_json(&json).with_context(|| format!("tools in {}", path.display()))
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use smollm3_chat::{ChatRequest, ChatTemplate, DateTime, FixedClock, Tokenizer};
+use smollm3_chat::{ChatRequest, ChatTemplate, DateTime, FixedClock, Message, Tokenizer};
 use smollm3_gen::{Event, Generation, Result};
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -32,7 +32,7 @@ pub fn chat(user: &str, thinking: bool) -> ChatRequest {
         enable_thinking: Some(thinking),
         ..Default::default()
     };
-    chat.push("user", user);
+    chat.push(Message::user(user));
     chat
 }
 
