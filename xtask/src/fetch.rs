@@ -1,12 +1,9 @@
 //! `cargo xtask fetch-weights`: download a SmolLM3 GGUF into the standard Hugging Face cache.
 
-use std::io::IsTerminal;
-use std::sync::Mutex;
-
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::Args;
-use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use smollm3_model::hub::{self, DownloadEvent, HubOptions, ModelRef, DEFAULT_QUANT, DEFAULT_REPO};
+use smollm3_hub::progress::terminal_download_progress;
+use smollm3_hub::{HubError, HubOptions, ModelRef, DEFAULT_QUANT, DEFAULT_REPO};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -34,13 +31,13 @@ pub fn run(args: FetchArgs) -> Result<()> {
         Some(file) => format!("{}:{file}", args.repo),
         None => format!("{}:{}", args.repo, args.quant),
     };
-    let model = ModelRef::parse(&spec)?;
+    let model = ModelRef::parse(&spec).map_err(with_hint)?;
     let options = HubOptions {
         offline: args.offline,
-        progress: Some(download_progress()),
+        progress: Some(terminal_download_progress()),
         ..HubOptions::default()
     };
-    let fetched = hub::fetch(&model, &options)?;
+    let fetched = smollm3_hub::fetch(&model, &options).map_err(with_hint)?;
     let name = format!("{}:{}", args.repo, fetched.file);
     if fetched.downloaded {
         println!("downloaded {name}");
@@ -51,35 +48,26 @@ pub fn run(args: FetchArgs) -> Result<()> {
     Ok(())
 }
 
-/// One line naming the file, then a progress bar on stderr when it is a terminal.
-fn download_progress() -> Box<dyn Fn(DownloadEvent<'_>) + Send + Sync> {
-    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
-    Box::new(move |event| {
-        let Ok(mut bar) = bar.lock() else { return };
-        match event {
-            DownloadEvent::Start { file, total } => {
-                eprintln!("downloading {file} ({})", HumanBytes(total));
-                let pb = if std::io::stderr().is_terminal() {
-                    let style = ProgressStyle::with_template(
-                        "[{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar());
-                    ProgressBar::new(total).with_style(style)
-                } else {
-                    ProgressBar::hidden()
-                };
-                *bar = Some(pb);
-            }
-            DownloadEvent::Progress { downloaded, .. } => {
-                if let Some(pb) = bar.as_ref() {
-                    pb.set_position(downloaded);
-                }
-            }
-            DownloadEvent::Finish => {
-                if let Some(pb) = bar.take() {
-                    pb.finish_and_clear();
-                }
-            }
+/// The library's message, plus what to do about it in this command's terms (the library names
+/// no flag or command): drop `--offline`, or pick a file with `--file`.
+fn with_hint(error: HubError) -> anyhow::Error {
+    let command =
+        |repo: &str, what: &str| format!("cargo xtask fetch-weights --repo {repo} {what}");
+    let hint = match &error {
+        HubError::OfflineMiss { repo, file, .. } => {
+            offline_hint(&command(repo, &format!("--file {file}")))
         }
-    })
+        HubError::OfflineQuantMiss { repo, quant, .. } => {
+            offline_hint(&command(repo, &format!("--quant {quant}")))
+        }
+        HubError::AmbiguousQuant { .. } => "; pick one with --file NAME".to_string(),
+        HubError::Download { .. } => " (or use --offline to use only the cache)".to_string(),
+        HubError::Incomplete { .. } => ", run the command again".to_string(),
+        _ => String::new(),
+    };
+    anyhow!("{error}{hint}")
+}
+
+fn offline_hint(command: &str) -> String {
+    format!(" (--offline or HF_HUB_OFFLINE); get it with `{command}` or drop --offline")
 }

@@ -25,12 +25,13 @@ use sha2::{Digest, Sha256};
 
 pub use vocab::{build_vocab, Vocab, VocabChoice, SMALL_VOCAB_BASE};
 
-/// The official SmolLM3 chat template, copied verbatim from section 3 of the project's
-/// SmolLM3 spec (the initial-release template). The spec's code block ends with the line
-/// `{%- endif -%}` and no blank line, so the file has NO trailing newline after it; the string
-/// stored in `tokenizer.chat_template` therefore ends in `{%- endif -%}`. (A trailing newline
-/// would not change any rendering with `trim_blocks`, but the bytes are kept as shown.)
-pub const SMOLLM3_CHAT_TEMPLATE: &str = include_str!("smollm3_chat_template.jinja");
+/// The official SmolLM3 chat template that the fixtures store in `tokenizer.chat_template`:
+/// `smollm3-chat`'s copy (`OFFICIAL_TEMPLATE`), so there is one. It is verbatim from section 3
+/// of the project's SmolLM3 spec (the initial-release template). The spec's code block ends with
+/// the line `{%- endif -%}` and no blank line, so the string has NO trailing newline; it ends in
+/// `{%- endif -%}`. (A trailing newline would not change any rendering with `trim_blocks`, but
+/// the bytes are kept as shown.)
+pub const SMOLLM3_CHAT_TEMPLATE: &str = smollm3_chat::OFFICIAL_TEMPLATE;
 
 /// Default output directory, relative to the workspace root.
 pub const DEFAULT_OUT_DIR: &str = "fixtures/gguf";

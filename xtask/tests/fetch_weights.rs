@@ -1,12 +1,9 @@
 //! `cargo xtask fetch-weights` against a local fake hub (no network).
 
-#[path = "../../crates/smollm3-model/tests/support/fake_hub.rs"]
-mod fake_hub;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use fake_hub::{FakeHub, COMMIT, PROXY_VARS};
+use smollm3_hub::fake_hub::{FakeHub, COMMIT, PROXY_VARS};
 
 const REPO: &str = "test-org/Tiny-GGUF";
 

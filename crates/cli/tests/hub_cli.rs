@@ -1,13 +1,10 @@
 //! `--model` hub references and `--offline` through the real binary, against a pre-populated
 //! Hugging Face cache and a local fake hub (no network).
 
-#[path = "../../smollm3-model/tests/support/fake_hub.rs"]
-mod fake_hub;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fake_hub::{sha256_hex, FakeHub, COMMIT, PROXY_VARS};
+use smollm3_hub::fake_hub::{sha256_hex, FakeHub, COMMIT, PROXY_VARS};
 
 const REPO: &str = "test-org/Tiny-GGUF";
 /// Nothing listens here: any network use fails fast.

@@ -37,8 +37,6 @@ mod cache;
 mod config;
 mod error;
 mod gguf;
-#[cfg(feature = "hub")]
-pub mod hub;
 mod linear;
 mod model;
 mod rope;

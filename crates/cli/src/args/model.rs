@@ -2,13 +2,14 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use indicatif::{HumanBytes, ProgressBar, ProgressFinish, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use smollm3_gen::Engine;
-use smollm3_model::hub::{self, DownloadEvent, HubOptions, ModelRef};
+use smollm3_hub::progress::terminal_download_progress;
+use smollm3_hub::{HubError, HubOptions, ModelRef, ACCEPTED_FORMS};
 use smollm3_model::{Config, GgufFile, LoadOptions, Model, RopeScaling};
 
 /// Which model file to use: `--model` (a path or a Hugging Face hub reference) and `--offline`.
@@ -34,7 +35,7 @@ impl ModelSource {
             return Ok(path.clone());
         }
         let model = match &self.model {
-            Some(s) => ModelRef::parse(s)?,
+            Some(s) => ModelRef::parse(s).map_err(with_flag_hint)?,
             None => ModelRef::default_model(),
         };
         if let ModelRef::Path(path) = &model {
@@ -49,10 +50,10 @@ impl ModelSource {
         }
         let options = HubOptions {
             offline: self.offline,
-            progress: Some(download_progress()),
+            progress: Some(terminal_download_progress()),
             ..HubOptions::default()
         };
-        let fetched = hub::fetch(&model, &options)?;
+        let fetched = smollm3_hub::fetch(&model, &options).map_err(with_flag_hint)?;
         if fetched.downloaded {
             eprintln!("saved {} to {}", model, fetched.path.display());
         }
@@ -60,38 +61,29 @@ impl ModelSource {
     }
 }
 
-/// A progress callback for downloads: one line naming the file, then a bar on stderr when it is
-/// a terminal.
-pub fn download_progress() -> Box<dyn Fn(DownloadEvent<'_>) + Send + Sync> {
-    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
-    Box::new(move |event| {
-        let Ok(mut bar) = bar.lock() else { return };
-        match event {
-            DownloadEvent::Start { file, total } => {
-                eprintln!("downloading {file} ({})", HumanBytes(total));
-                let pb = if std::io::stderr().is_terminal() {
-                    let style = ProgressStyle::with_template(
-                        "[{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar());
-                    ProgressBar::new(total).with_style(style)
-                } else {
-                    ProgressBar::hidden()
-                };
-                *bar = Some(pb);
-            }
-            DownloadEvent::Progress { downloaded, .. } => {
-                if let Some(pb) = bar.as_ref() {
-                    pb.set_position(downloaded);
-                }
-            }
-            DownloadEvent::Finish => {
-                if let Some(pb) = bar.take() {
-                    pb.finish_and_clear();
-                }
-            }
+/// The library's message in this command's terms (the library names no flag or command): which
+/// flag took the value, the flag that turned downloads off, the command that gets a file.
+fn with_flag_hint(error: HubError) -> anyhow::Error {
+    let hint = match &error {
+        HubError::BadModelRef { input, reason } => {
+            return anyhow!("cannot use --model {input:?}: {reason}; {ACCEPTED_FORMS}")
         }
-    })
+        HubError::OfflineMiss { repo, file, .. } => format!(
+            " (--offline or HF_HUB_OFFLINE); get it with \
+             `cargo xtask fetch-weights --repo {repo} --file {file}` or drop --offline"
+        ),
+        HubError::OfflineQuantMiss { repo, quant, .. } => format!(
+            " (--offline or HF_HUB_OFFLINE); get it with \
+             `cargo xtask fetch-weights --repo {repo} --quant {quant}` or drop --offline"
+        ),
+        HubError::AmbiguousQuant { repo, .. } => {
+            format!("; pick one with --model {repo}:FILE.gguf")
+        }
+        HubError::Download { .. } => " (or use --offline to use only the cache)".to_string(),
+        HubError::Incomplete { .. } => ", run the command again".to_string(),
+        _ => String::new(),
+    };
+    anyhow!("{error}{hint}")
 }
 
 /// A spinner naming the file while the model is set up, on a terminal only; it clears itself

@@ -1,5 +1,6 @@
-//! A tiny stand-in for the Hugging Face hub, for tests without network: an HTTP/1.1 server on
-//! 127.0.0.1 serving files in the hub's URL layout, with the headers `hf-hub` 0.4 reads.
+//! A tiny stand-in for the Hugging Face hub, for tests without network (cargo feature
+//! `test-support`): an HTTP/1.1 server on 127.0.0.1 serving files in the hub's URL layout, with
+//! the headers `hf-hub` 0.4 reads.
 //!
 //! - `GET /{owner}/{name}/resolve/{revision}/{file}`: the file, honouring `Range: bytes=a-[b]`
 //!   (206 + `Content-Range`, 416 past the end), with `x-repo-commit`, `etag` and
@@ -11,12 +12,39 @@
 //! none. Faults can be injected: cut the next file body after N bytes (the connection closes
 //! with the announced length unsent), serve a short body whose length matches its own
 //! `Content-Length` but not the announced size, or leave out `x-repo-commit`.
-#![allow(dead_code)]
+//!
+//! ```
+//! use smollm3_hub::fake_hub::FakeHub;
+//! use smollm3_hub::{resolve, HubOptions, ModelRef};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // As the tests do: no proxy for 127.0.0.1, and online.
+//! # for var in smollm3_hub::fake_hub::PROXY_VARS.iter().chain(&["HF_HUB_OFFLINE"]) {
+//! #     std::env::remove_var(var);
+//! # }
+//! let hub = FakeHub::start();
+//! hub.add("test-org/Tiny-GGUF", "Tiny-Q8_0.gguf", b"GGUF...".to_vec());
+//! let cache = std::env::temp_dir().join(format!("fake-hub-doctest-{}", std::process::id()));
+//! let options = HubOptions {
+//!     endpoint: Some(hub.url.clone()),
+//!     cache_dir: Some(cache.clone()),
+//!     ..HubOptions::default()
+//! };
+//! let path = resolve(&"test-org/Tiny-GGUF:q8_0".parse::<ModelRef>()?, &options)?;
+//! assert_eq!(std::fs::read(&path)?, b"GGUF...");
+//! # std::fs::remove_dir_all(&cache)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! It is test support: [`FakeHub::start`] panics when it cannot listen on 127.0.0.1, which a
+//! test cannot go on without. Requests it cannot parse get a 404 or a dropped connection, never
+//! a panic, and a test that panicked while holding the state does not poison it for the others.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest, Sha256};
 
@@ -31,6 +59,8 @@ pub const PROXY_VARS: [&str; 6] = [
     "http_proxy",
 ];
 
+/// The commit every file of the fake hub is served at (`x-repo-commit`, and the `sha` of a
+/// listing): the name of the snapshot directory downloads land in.
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 #[derive(Default)]
@@ -43,7 +73,10 @@ struct State {
     omit_commit: bool,
 }
 
+/// A running fake hub. Its server threads live as long as the test process.
 pub struct FakeHub {
+    /// Its address, `http://127.0.0.1:PORT`: the endpoint to give to
+    /// [`HubOptions::endpoint`](crate::HubOptions::endpoint) or `HF_ENDPOINT`.
     pub url: String,
     state: Arc<Mutex<State>>,
 }
@@ -56,10 +89,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The state, even after a test thread panicked while holding it (the data stays usable).
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl FakeHub {
+    /// Starts a server on a free port of 127.0.0.1, serving nothing yet.
+    ///
+    /// # Panics
+    ///
+    /// When no port of 127.0.0.1 can be listened on: test setup that cannot go on.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").expect("fake hub: listen on 127.0.0.1");
+        let addr = listener
+            .local_addr()
+            .expect("fake hub: the address it listens on");
+        let url = format!("http://{addr}");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -74,32 +120,41 @@ impl FakeHub {
         FakeHub { url, state }
     }
 
+    /// Serves `bytes` as `file` of `repo` (`owner/name`), creating the repository.
     pub fn add(&self, repo: &str, file: &str, bytes: Vec<u8>) {
-        let mut s = self.state.lock().unwrap();
-        s.repos
+        lock(&self.state)
+            .repos
             .entry(repo.to_string())
             .or_default()
             .insert(file.to_string(), bytes);
     }
 
+    /// The requests so far, oldest first: `"GET /path"`, with the range if one was asked
+    /// (`"GET /path bytes=100-"`).
     pub fn requests(&self) -> Vec<String> {
-        self.state.lock().unwrap().log.clone()
+        lock(&self.state).log.clone()
     }
 
+    /// Forgets the requests so far.
     pub fn clear_log(&self) {
-        self.state.lock().unwrap().log.clear();
+        lock(&self.state).log.clear();
     }
 
+    /// The next file body (not a `bytes=0-0` metadata request) stops after `n` bytes and the
+    /// connection closes, with the full length announced.
     pub fn cut_next_body_at(&self, n: usize) {
-        self.state.lock().unwrap().cut_next_body_at = Some(n);
+        lock(&self.state).cut_next_body_at = Some(n);
     }
 
+    /// The next file body is half the file, with a `Content-Length` that matches the half: a
+    /// transfer that looks complete but is not the announced size.
     pub fn short_next_body(&self) {
-        self.state.lock().unwrap().short_next_body = true;
+        lock(&self.state).short_next_body = true;
     }
 
+    /// Leaves `x-repo-commit` out of file responses (as a server that is not a hub would).
     pub fn omit_commit_header(&self, omit: bool) {
-        self.state.lock().unwrap().omit_commit = omit;
+        lock(&self.state).omit_commit = omit;
     }
 }
 
@@ -122,7 +177,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let mut s = state.lock().unwrap();
+    let mut s = lock(state);
     s.log.push(match &range {
         Some(r) => format!("{method} {path} {r}"),
         None => format!("{method} {path}"),
@@ -143,10 +198,11 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         };
         let siblings: Vec<String> = files
             .keys()
-            .map(|f| format!("{{\"rfilename\":\"{f}\"}}"))
+            .map(|f| format!("{{\"rfilename\":\"{}\"}}", json_escape(f)))
             .collect();
         let body = format!(
-            "{{\"id\":\"{repo}\",\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}",
+            "{{\"id\":\"{}\",\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}",
+            json_escape(&repo),
             siblings.join(",")
         );
         return respond(
@@ -186,24 +242,23 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         if !s.omit_commit {
             headers.push(("x-repo-commit", COMMIT.to_string()));
         }
-        let (start, end) = match range.as_deref().and_then(parse_range) {
-            Some((a, b)) => (
-                a,
-                b.unwrap_or(len.saturating_sub(1))
-                    .min(len.saturating_sub(1)),
-            ),
-            None => (0, len.saturating_sub(1)),
+        // The bytes asked for, `start..end`; a Range header that does not parse is ignored, as
+        // HTTP servers do.
+        let asked = range.as_deref().and_then(parse_range);
+        let (start, end) = match asked {
+            Some((a, b)) => (a, b.map_or(len, |b| b.saturating_add(1)).min(len)),
+            None => (0, len),
         };
-        if range.is_some() && start >= len {
+        if asked.is_some() && start >= end {
             headers.push(("Content-Range", format!("bytes */{len}")));
             return respond(&mut out, "416 Range Not Satisfiable", &headers, b"");
         }
-        let body = &bytes[start..=end];
+        let body = &bytes[start..end];
         let is_metadata = range.as_deref() == Some("bytes=0-0");
-        if range.is_some() {
-            headers.push(("Content-Range", format!("bytes {start}-{end}/{len}")));
+        if asked.is_some() {
+            headers.push(("Content-Range", format!("bytes {start}-{}/{len}", end - 1)));
         }
-        let status = if range.is_some() {
+        let status = if asked.is_some() {
             "206 Partial Content"
         } else {
             "200 OK"
@@ -225,6 +280,12 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         return respond(&mut out, status, &headers, body);
     }
     respond(&mut out, "404 Not Found", &[], b"")
+}
+
+/// `s` inside a JSON string: quotes and backslashes escaped (file names have no control
+/// characters).
+fn json_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 fn parse_range(r: &str) -> Option<(usize, Option<usize>)> {

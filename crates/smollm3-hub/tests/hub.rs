@@ -1,21 +1,14 @@
-//! `smollm3_model::hub` against a local fake hub (no network): downloads into the standard cache
+//! `smollm3_hub` against its local fake hub (no network): downloads into the standard cache
 //! layout, cache hits without requests, offline hits and misses, `REPO:QUANT`, interrupted and
-//! stale downloads, and clear errors. The cases share one server and one cache and run in order
-//! in a single test; endpoint and cache directory are passed explicitly, never through the
-//! process environment.
-//!
-//! Needs the `hub` feature: `cargo test --workspace` has it (the CLI and xtask enable it), or
-//! `cargo test -p smollm3-model --features hub`.
-
-mod support;
+//! stale downloads, and clear errors that name no front end's flag. The cases share one server
+//! and one cache and run in order in a single test; endpoint and cache directory are passed
+//! explicitly, never through the process environment.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use smollm3_model::hub::{
-    fetch, repo_cache_dir, resolve, DownloadEvent, HubError, HubOptions, ModelRef,
-};
-use support::fake_hub::{sha256_hex, FakeHub, COMMIT, PROXY_VARS};
+use smollm3_hub::fake_hub::{sha256_hex, FakeHub, COMMIT, PROXY_VARS};
+use smollm3_hub::{fetch, repo_cache_dir, resolve, DownloadEvent, HubError, HubOptions, ModelRef};
 
 const REPO: &str = "test-org/Tiny-GGUF";
 
@@ -127,7 +120,8 @@ fn hub_download_cache_offline_resume_and_errors() {
     assert_eq!(resolve(&by_quant, &offline).unwrap(), got.path);
     assert_eq!(hub.requests(), Vec::<String>::new());
 
-    // 4. Offline misses name the file, the repository, the directory and the command.
+    // 4. Offline misses name the file, the repository and the directory; the command that
+    //    gets the file and the flag that turns downloads off are the binaries' to add.
     let err = resolve(&file_ref("Tiny-Q4_K_M.gguf"), &offline).unwrap_err();
     assert!(matches!(err, HubError::OfflineMiss { .. }), "{err:?}");
     let msg = err.to_string();
@@ -135,15 +129,21 @@ fn hub_download_cache_offline_resume_and_errors() {
         "Tiny-Q4_K_M.gguf",
         REPO,
         &repo_dir.display().to_string(),
-        "cargo xtask fetch-weights --repo test-org/Tiny-GGUF --file Tiny-Q4_K_M.gguf",
-        "--offline",
+        "downloads are off",
     ] {
         assert!(msg.contains(needle), "{needle:?} not in {msg}");
     }
-    let quant_q4: ModelRef = format!("{REPO}:q4_k_m").parse().unwrap();
-    let msg = resolve(&quant_q4, &offline).unwrap_err().to_string();
     assert!(
-        msg.contains("q4_k_m") && msg.contains(REPO) && msg.contains("--quant q4_k_m"),
+        !msg.contains("--offline") && !msg.contains("cargo xtask"),
+        "{msg}"
+    );
+    let quant_q4: ModelRef = format!("{REPO}:q4_k_m").parse().unwrap();
+    let err = resolve(&quant_q4, &offline).unwrap_err();
+    assert!(matches!(err, HubError::OfflineQuantMiss { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("q4_k_m") && msg.contains(REPO), "{msg}");
+    assert!(
+        !msg.contains("--quant") && !msg.contains("--offline"),
         "{msg}"
     );
     assert_eq!(hub.requests(), Vec::<String>::new());
@@ -188,6 +188,7 @@ fn hub_download_cache_offline_resume_and_errors() {
     let err = resolve(&big_ref, &options(&hub, &cache, false)).unwrap_err();
     assert!(matches!(err, HubError::Download { .. }), "{err:?}");
     assert!(err.to_string().contains("Big-F16.gguf"), "{err}");
+    assert!(!err.to_string().contains("--offline"), "{err}");
     let big_sha = sha256_hex(&big);
     assert!(!snapshot.join("Big-F16.gguf").exists());
     assert!(std::fs::symlink_metadata(snapshot.join("Big-F16.gguf")).is_err());
@@ -235,6 +236,7 @@ fn hub_download_cache_offline_resume_and_errors() {
     hub.short_next_body();
     let err = resolve(&file_ref("Tiny-Q8_0.gguf"), &options(&hub, &cache4, false)).unwrap_err();
     assert!(matches!(err, HubError::Incomplete { .. }), "{err:?}");
+    assert!(err.to_string().contains("the file was removed"), "{err}");
     let snap4 = repo_cache_dir(&cache4, REPO).join("snapshots").join(COMMIT);
     assert!(!snap4.join("Tiny-Q8_0.gguf").exists());
     assert!(std::fs::symlink_metadata(snap4.join("Tiny-Q8_0.gguf")).is_err());
