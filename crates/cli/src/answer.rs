@@ -32,19 +32,20 @@ pub fn answer<B: Backend>(
         options.external = tools.external.clone();
         // A failure to print ends the loop (ControlFlow::Break) and is reported afterwards.
         let mut failure: Option<anyhow::Error> = None;
-        let outcome = run_agent(
-            session,
-            &tools.registry,
-            chat.clone(),
-            &options,
-            |event| match printer.agent_event(&event) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
-                }
-            },
-        )?;
+        let outcome =
+            run_agent(
+                session,
+                &tools.registry,
+                chat.clone(),
+                &options,
+                |event| match printer.agent_event(&event) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                },
+            )?;
         if let Some(e) = failure {
             return Err(e);
         }

@@ -257,7 +257,11 @@ fn errors_stay_one_line_with_rust_backtrace_set() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.starts_with("error: "), "{args:?}: {err}");
         assert!(err.contains(bad), "{args:?} names the file: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?} printed more than one line:\n{err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?} printed more than one line:\n{err}"
+        );
     }
     // `-v` asks for the whole story: the backtrace is printed.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))

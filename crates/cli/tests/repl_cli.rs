@@ -314,8 +314,8 @@ fn load_rejects_bad_files_clearly() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 7, "{stderr}");
     assert!(errors[0].contains("obj.json: expected a JSON array of messages"));
-    assert!(errors[1].contains("role.json: message 0: unknown role \"wizard\""));
-    assert!(errors[2].contains("content.json: message 0 (user) has no string \"content\""));
+    assert!(errors[1].contains("role.json: messages[0].role: unknown role \"wizard\""));
+    assert!(errors[2].contains("content.json: messages[0].content: a user message needs content"));
     assert!(errors[3].contains("broken.json: not valid JSON"));
     assert!(errors[4].contains("reading missing.json"));
     assert!(errors[5].contains("usage: /load FILE"));

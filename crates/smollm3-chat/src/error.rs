@@ -22,7 +22,9 @@ pub enum Error {
     Template(#[from] TemplateError),
     #[error("chat template: {0}")]
     UnsafeTemplate(String),
-    #[error("messages: {0}")]
+    /// Messages (or tools) that cannot be read; the text names the field, e.g.
+    /// `messages[2].role: unknown role "bot" ...`.
+    #[error("{0}")]
     Messages(String),
 }
 

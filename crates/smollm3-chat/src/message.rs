@@ -251,7 +251,7 @@ impl Message {
         let messages: Vec<Message> = serde_path_to_error::deserialize(&mut de)
             .map_err(|e| Error::Messages(field_error("messages", &e)))?;
         de.end()
-            .map_err(|e| Error::Messages(format!("messages JSON: {e}")))?;
+            .map_err(|e| Error::Messages(format!("not valid JSON: {e}")))?;
         for (i, m) in messages.iter().enumerate() {
             m.check()
                 .map_err(|e| Error::Messages(format!("messages[{i}].{e}")))?;
@@ -268,24 +268,26 @@ impl Message {
             (None, Role::Assistant) => {
                 Err("content: an assistant message needs content or tool_calls".into())
             }
-            (None, role) => Err(format!("content: a {} message needs content", role.as_str())),
+            (None, role) => Err(format!(
+                "content: a {} message needs content",
+                role.as_str()
+            )),
             (Some(_), _) => Ok(()),
         }
     }
 }
 
-/// `messages[1].role: unknown role ...`: serde's message after the path of the field.
+/// `messages[1].role: unknown role ...`: serde's message after the path of the field; a
+/// file that is not JSON, or not an array, is said so first.
 fn field_error(top: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     use serde_json::error::Category;
     let path = e.path().to_string();
     let inner = e.inner();
     match (path.as_str(), inner.classify()) {
-        (_, Category::Syntax | Category::Eof | Category::Io) => {
-            format!("{top}: not valid JSON: {inner}")
-        }
+        (_, Category::Syntax | Category::Eof | Category::Io) => format!("not valid JSON: {inner}"),
         ("." | "", _) => format!(
-            "{top}: {inner} (expected a JSON array of messages such as \
-             [{{\"role\": \"user\", \"content\": \"Hi\"}}])"
+            "expected a JSON array of {top} such as [{{\"role\": \"user\", \"content\": \"Hi\"}}] \
+             ({inner})"
         ),
         (p, _) if p.starts_with('[') => format!("{top}{p}: {inner}"),
         (p, _) => format!("{top}.{p}: {inner}"),
@@ -302,16 +304,27 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
+        // Every message starts with what is wrong, so the Display adds no prefix.
+        assert!(err("{}").starts_with("expected a JSON array"));
         for (json, expected) in [
-            ("{}", "messages: invalid type: map, expected a sequence (expected a JSON array"),
-            ("[1]", "messages[0]: invalid type: integer `1`, expected a message object"),
-            ("not json", "messages: not valid JSON: expected value"),
+            ("{}", "expected a JSON array of messages such as [{\"role\""),
+            (
+                "[1]",
+                "messages[0]: invalid type: integer `1`, expected a message object",
+            ),
+            (
+                "not json",
+                "not valid JSON: expected ident at line 1 column 2",
+            ),
             (r#"[{"content":"x"}]"#, "messages[0]: missing field `role`"),
             (
                 r#"[{"role":"bot","content":"x"}]"#,
                 "messages[0].role: unknown role \"bot\" (expected system, user, assistant or tool)",
             ),
-            (r#"[{"role":"user","content":3}]"#, "messages[0].content: invalid type: integer"),
+            (
+                r#"[{"role":"user","content":3}]"#,
+                "messages[0].content: invalid type: integer",
+            ),
             (
                 r#"[{"role":"user","content":"a"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]"#,
                 "messages[1].content[0]: content part type \"image_url\" is not supported",
@@ -320,7 +333,10 @@ mod tests {
                 r#"[{"role":"user","content":[{"type":"text"}]}]"#,
                 "messages[0].content[0]: missing field `text`",
             ),
-            (r#"[{"role":"user"}]"#, "messages[0].content: a user message needs content"),
+            (
+                r#"[{"role":"user"}]"#,
+                "messages[0].content: a user message needs content",
+            ),
             (
                 r#"[{"role":"assistant","content":null}]"#,
                 "messages[0].content: an assistant message needs content or tool_calls",
@@ -329,10 +345,13 @@ mod tests {
                 r#"[{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":3}}]}]"#,
                 "messages[0].tool_calls[0].function.arguments: expected a JSON object",
             ),
-            ("[] x", "messages JSON: trailing characters"),
+            ("[] x", "not valid JSON: trailing characters"),
         ] {
             let e = err(json);
-            assert!(e.contains(expected), "{json}\n  got: {e}\n  expected: {expected}");
+            assert!(
+                e.contains(expected),
+                "{json}\n  got: {e}\n  expected: {expected}"
+            );
         }
     }
 

@@ -7,9 +7,9 @@ use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, ErrorKind};
 
 use crate::gguf_meta::read_content;
+use crate::message::{Message, Role};
 use crate::pyrepr::{py_json, py_str};
 use crate::time::{Clock, SystemClock};
-use crate::message::{Message, Role};
 use crate::{Error, Result, TemplateError};
 
 /// The official SmolLM3 chat template (initial release), verbatim.
@@ -160,10 +160,11 @@ fn template_message(m: &Message, content: Option<String>) -> Value {
         let calls: Vec<Value> = calls
             .iter()
             .map(|c| {
-                let arguments = match serde_json::from_str::<serde_json::Value>(&c.function.arguments) {
-                    Ok(v @ serde_json::Value::Object(_)) => Value::from_serialize(&v),
-                    _ => Value::from(c.function.arguments.as_str()),
-                };
+                let arguments =
+                    match serde_json::from_str::<serde_json::Value>(&c.function.arguments) {
+                        Ok(v @ serde_json::Value::Object(_)) => Value::from_serialize(&v),
+                        _ => Value::from(c.function.arguments.as_str()),
+                    };
                 let function = Value::from_iter([
                     ("name", Value::from(c.function.name.as_str())),
                     ("arguments", arguments),

@@ -103,6 +103,22 @@ fn renders_like_hf_transformers() {
         }
         for (case, ocase) in set["cases"].as_array().unwrap().iter().zip(&ocases) {
             let name = case["name"].as_str().unwrap();
+            if name == "unknown_role_ignored" {
+                // HF's template skips a `developer` message, a role it does not know. Here
+                // `Role` has no such variant: OpenAI's `developer` (the new name of `system`)
+                // is read as a system message, on purpose, so it renders as one.
+                let req = request(ocase, case);
+                assert_eq!(case["messages"][0]["role"], "developer");
+                assert_eq!(req.messages[0].role, smollm3_chat::Role::System);
+                let mut as_system = case.clone();
+                as_system["messages"][0]["role"] = "system".into();
+                assert_eq!(
+                    template.render(&req).unwrap(),
+                    template.render(&request(ocase, &as_system)).unwrap()
+                );
+                n += 1;
+                continue;
+            }
             let got = template.render(&request(ocase, case)).unwrap();
             assert_eq!(got, case["rendered"].as_str().unwrap(), "case {name}");
             n += 1;

@@ -5,7 +5,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use smollm3_chat::{encode_chat, ChatRequest, ChatTemplate, Message, Role, StreamDecoder, Tokenizer};
+use smollm3_chat::{
+    encode_chat, ChatRequest, ChatTemplate, Message, Role, StreamDecoder, Tokenizer,
+};
 
 use crate::backend::{Backend, ModelBackend};
 use crate::events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
@@ -354,12 +356,8 @@ impl<B: Backend> Session<B> {
 /// The oldest droppable turn: from the first non-system message up to the next user message
 /// after it; `None` when only the last user turn is left.
 fn oldest_turn(messages: &[Message]) -> Option<std::ops::Range<usize>> {
-    let start = messages
-        .iter()
-        .position(|m| m.role != Role::System)?;
-    let last_user = messages
-        .iter()
-        .rposition(|m| m.role == Role::User)?;
+    let start = messages.iter().position(|m| m.role != Role::System)?;
+    let last_user = messages.iter().rposition(|m| m.role == Role::User)?;
     if start >= last_user {
         return None;
     }

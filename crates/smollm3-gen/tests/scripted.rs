@@ -348,8 +348,14 @@ fn dropping_oldest_turns_keeps_system_and_last_question() {
     };
     c.push(Message::system("Be brief."));
     for i in 0..6 {
-        c.push(Message::user(format!("Question number {i} {}", "padding ".repeat(10))));
-        c.push(Message::assistant(format!("Answer number {i} {}", "padding ".repeat(10))));
+        c.push(Message::user(format!(
+            "Question number {i} {}",
+            "padding ".repeat(10)
+        )));
+        c.push(Message::assistant(format!(
+            "Answer number {i} {}",
+            "padding ".repeat(10)
+        )));
     }
     c.push(Message::user("Final question?"));
     let mut request = greedy(c.clone());

@@ -80,7 +80,16 @@ fn has_block_kernels(dtype: GgmlDType) -> bool {
     use GgmlDType as D;
     matches!(
         dtype,
-        D::Q4K | D::Q6K | D::Q8_0 | D::Q5K | D::Q4_0 | D::Q4_1 | D::Q5_0 | D::Q5_1 | D::Q3K | D::Q2K
+        D::Q4K
+            | D::Q6K
+            | D::Q8_0
+            | D::Q5K
+            | D::Q4_0
+            | D::Q4_1
+            | D::Q5_0
+            | D::Q5_1
+            | D::Q3K
+            | D::Q2K
     )
 }
 

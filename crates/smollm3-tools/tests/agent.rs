@@ -264,7 +264,9 @@ fn external_tools_are_returned_to_the_caller() {
 #[test]
 fn a_call_cut_off_by_max_tokens_is_reported_and_not_run() {
     let mut s = session(&[XML_CALL]);
-    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| o.request.sampling.max_tokens = Some(8));
+    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| {
+        o.request.sampling.max_tokens = Some(8)
+    });
     assert_eq!(outcome.finish, AgentFinish::Length);
     assert!(results(&events).is_empty());
     assert!(events.iter().any(|e| matches!(

@@ -104,7 +104,12 @@ pub fn run(args: &RunArgs) -> Result<bool> {
             let mut session = replay_session(&engine, path, args.model.ctx)?;
             generate(args, &mut session, tools.as_ref(), &request)
         }
-        None => generate(args, &mut engine.session(context)?, tools.as_ref(), &request),
+        None => generate(
+            args,
+            &mut engine.session(context)?,
+            tools.as_ref(),
+            &request,
+        ),
     }
 }
 

@@ -198,7 +198,12 @@ impl<B: Backend> Repl<B> {
         }
         writeln!(out, "parameters")?;
         for setting in SETTINGS {
-            writeln!(out, "  {:<19}{}", setting.name, setting.show(&self.sampling))?;
+            writeln!(
+                out,
+                "  {:<19}{}",
+                setting.name,
+                setting.show(&self.sampling)
+            )?;
         }
         if !self.stop.is_empty() {
             writeln!(out, "  stop               {:?}", self.stop)?;
@@ -227,4 +232,3 @@ fn turn_stats(c: &Completion) -> String {
         s.seed,
     )
 }
-

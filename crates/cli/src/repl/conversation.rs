@@ -16,8 +16,8 @@ pub struct Conversation {
 impl Conversation {
     /// Reads and checks a conversation saved with `/save`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("{}", path.display()))
     }
 
@@ -40,8 +40,7 @@ impl Conversation {
     pub fn save(&self, path: &Path) -> Result<usize> {
         let messages = self.to_messages();
         let json = serde_json::to_string_pretty(&messages)?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
         Ok(messages.len())
     }
 

@@ -243,7 +243,12 @@ impl<B: Backend> Repl<B> {
             ..GenerateRequest::chat(chat)
         };
         let mut printer = Printer::new(false, self.hide_thinking);
-        let answered = answer(&mut self.session, self.tools.as_ref(), &request, &mut printer)?;
+        let answered = answer(
+            &mut self.session,
+            self.tools.as_ref(),
+            &request,
+            &mut printer,
+        )?;
         let (completion, answer, finish_note) = match answered {
             Answered::Plain(completion) => {
                 let answer = completion.answer.clone();
