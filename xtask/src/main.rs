@@ -50,12 +50,20 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::GenFixtures { out, only, with_3b } => gen_fixtures(out, only, with_3b),
         Command::Bench(args) => bench::run(args, &workspace_root()),
         Command::BenchChild(args) => bench_child::run(args),
         Command::FetchWeights(args) => fetch::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // One line whatever RUST_BACKTRACE says (anyhow's Debug would add a backtrace).
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

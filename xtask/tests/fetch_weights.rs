@@ -18,6 +18,8 @@ fn xtask(hf_home: &Path, endpoint: &str, args: &[&str]) -> Output {
         .env_remove("HF_HUB_CACHE")
         .env_remove("HF_HUB_OFFLINE")
         .env_remove("HF_TOKEN")
+        // Errors must stay one line even so.
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run xtask")
 }
@@ -95,4 +97,7 @@ fn fetch_weights_offline_miss_says_how_to_get_it() {
     ] {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
+    // One `error:` line, even with RUST_BACKTRACE set.
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The default model's place in the cache (`smollm3_model::hub` defaults).
+/// The default model's place in the cache (`smollm3_hub` defaults).
 const DEFAULT_REPO_DIR: &str = "models--ggml-org--SmolLM3-3B-GGUF";
 const DEFAULT_FILE: &str = "SmolLM3-Q4_K_M.gguf";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";

@@ -22,7 +22,7 @@ pub struct Setting {
     pub short: Option<char>,
     /// What the value looks like in help texts (`T`, `N`).
     pub value_name: &'static str,
-    /// One sentence for `--help`.
+    /// One line for `--help` (no final period, as clap writes doc comments).
     pub help: &'static str,
     /// The valid values in a few words (`in (0, 1]; 1 = off`), for `/set` help.
     pub range: &'static str,
@@ -75,34 +75,25 @@ trait SettingValue: Sized {
     fn show(&self, unset: Option<&str>) -> String;
 }
 
-impl SettingValue for f32 {
-    fn parse(text: &str, _: Option<&str>) -> std::result::Result<Self, String> {
-        text.parse().map_err(|_| "expected a number".to_string())
-    }
-    fn show(&self, _: Option<&str>) -> String {
-        self.to_string()
-    }
+/// Plain numbers: parsed with `FromStr`, printed with `Display`.
+macro_rules! number_setting {
+    ($($ty:ty => $expected:literal),*) => {$(
+        impl SettingValue for $ty {
+            fn parse(text: &str, _: Option<&str>) -> std::result::Result<Self, String> {
+                text.parse().map_err(|_| $expected.to_string())
+            }
+            fn show(&self, _: Option<&str>) -> String {
+                self.to_string()
+            }
+        }
+    )*};
 }
 
-impl SettingValue for usize {
-    fn parse(text: &str, _: Option<&str>) -> std::result::Result<Self, String> {
-        text.parse()
-            .map_err(|_| "expected a whole number >= 0".to_string())
-    }
-    fn show(&self, _: Option<&str>) -> String {
-        self.to_string()
-    }
-}
-
-impl SettingValue for u64 {
-    fn parse(text: &str, _: Option<&str>) -> std::result::Result<Self, String> {
-        text.parse()
-            .map_err(|_| "expected a whole number >= 0".to_string())
-    }
-    fn show(&self, _: Option<&str>) -> String {
-        self.to_string()
-    }
-}
+number_setting!(
+    f32 => "expected a number",
+    usize => "expected a whole number >= 0",
+    u64 => "expected a whole number >= 0"
+);
 
 impl<T: SettingValue> SettingValue for Option<T> {
     fn parse(text: &str, unset: Option<&str>) -> std::result::Result<Self, String> {
@@ -184,56 +175,56 @@ settings! {
     /// 0 means greedy (argmax).
     temperature: f32 = 0.6,
         value "T",
-        help "Sampling temperature; 0 = greedy.",
+        help "Sampling temperature; 0 = greedy",
         range "0 = greedy",
         valid |v| v.is_finite() && *v >= 0.0, "must be a finite number >= 0 (0 = greedy)";
     /// Nucleus sampling; 1.0 = off.
     top_p: f32 = 0.95,
         value "P",
-        help "Nucleus sampling: keep the most likely tokens up to this probability (1 = off).",
+        help "Nucleus sampling: keep the most likely tokens up to this probability (1 = off)",
         range "in (0, 1]; 1 = off",
         valid |v| *v > 0.0 && *v <= 1.0, "must be in (0, 1] (1 = off)";
     /// Keep the k most likely tokens; 0 = off.
     top_k: usize = 0,
         value "K",
-        help "Keep only the K most likely tokens (0 = off).",
+        help "Keep only the K most likely tokens (0 = off)",
         range "0 = off",
         valid |_v| true, "";
     /// Drop tokens whose probability is below `min_p` times the top one; 0 = off.
     min_p: f32 = 0.0,
         value "P",
-        help "Drop tokens below this fraction of the top probability (0 = off).",
+        help "Drop tokens below this fraction of the top probability (0 = off)",
         range "in [0, 1]; 0 = off",
         valid |v| (0.0..=1.0).contains(v), "must be in [0, 1] (0 = off)";
     /// llama.cpp-style repetition penalty over the last `repeat_last_n` tokens; 1 = off.
     repeat_penalty: f32 = 1.0,
         value "R",
-        help "Penalise repeating the last repeat-last-n tokens (1 = off).",
+        help "Penalise repeating the recent tokens (see repeat_last_n; 1 = off)",
         range "> 0; 1 = off",
         valid |v| v.is_finite() && *v > 0.0, "must be a finite number > 0 (1 = off)";
     /// How many recent tokens the penalties look at.
     repeat_last_n: usize = 64,
         value "N",
-        help "How many recent tokens the penalties look at.",
+        help "How many recent tokens the penalties look at",
         range "tokens the penalties look at",
         valid |_v| true, "";
     /// OpenAI presence penalty; 0 = off.
     presence_penalty: f32 = 0.0,
         value "X",
-        help "OpenAI presence penalty (-2..2).",
+        help "OpenAI presence penalty (-2..2)",
         range "in [-2, 2]",
         valid |v| (-2.0..=2.0).contains(v), "must be in [-2, 2] (0 = off)";
     /// OpenAI frequency penalty; 0 = off.
     frequency_penalty: f32 = 0.0,
         value "X",
-        help "OpenAI frequency penalty (-2..2).",
+        help "OpenAI frequency penalty (-2..2)",
         range "in [-2, 2]",
         valid |v| (-2.0..=2.0).contains(v), "must be in [-2, 2] (0 = off)";
     /// RNG seed; `None` picks one (reported by [`crate::Sampler::seed`]).
     seed: Option<u64> = None,
         unset "random",
         value "N",
-        help "Random seed (default: a new one each run, shown with --verbose).",
+        help "Random seed (default: a new one each run, shown with --verbose)",
         range "random: a new seed for each answer",
         valid |_v| true, "";
     /// Most tokens to generate; `None` = until the model stops or the context is full.
@@ -242,7 +233,7 @@ settings! {
         short 'n',
         unset "none",
         value "N",
-        help "Most tokens per answer (default: until the model stops or the context is full).",
+        help "Most tokens per answer (default: until the model stops or the context is full)",
         range "none: until the model stops or the context is full",
         valid |v| *v != Some(0), "must be at least 1";
 }
