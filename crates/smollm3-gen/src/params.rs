@@ -224,7 +224,7 @@ settings! {
     seed: Option<u64> = None,
         unset "random",
         value "N",
-        help "Random seed (default: a new one each run, shown with --verbose)",
+        help "Random seed (default: a new one for each answer, reported in the statistics)",
         range "random: a new seed for each answer",
         valid |_v| true, "";
     /// Most tokens to generate; `None` = until the model stops or the context is full.

@@ -61,3 +61,62 @@ impl FromArgMatches for SamplingArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command() -> Command {
+        SamplingArgs::augment_args(Command::new("t").no_binary_name(true))
+    }
+
+    fn parse(args: &[&str]) -> Result<SamplingParams, clap::Error> {
+        let matches = command().try_get_matches_from(args)?;
+        SamplingArgs::from_arg_matches(&matches).map(|a| a.0)
+    }
+
+    #[test]
+    fn every_setting_has_a_flag_with_its_default() {
+        let cmd = command();
+        for setting in SETTINGS {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(setting.flag().as_str()))
+                .unwrap_or_else(|| panic!("no --{} flag", setting.flag()));
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            match setting.unset {
+                Some(_) => assert!(defaults.is_empty(), "{}", setting.name),
+                None => assert_eq!(defaults, [setting.default_text()], "{}", setting.name),
+            }
+        }
+        assert_eq!(parse(&[]).unwrap(), SamplingParams::default());
+    }
+
+    #[test]
+    fn flags_set_the_params_and_bad_values_name_the_flag() {
+        let p = parse(&[
+            "--top-p",
+            "0.5",
+            "-n",
+            "7",
+            "--seed",
+            "3",
+            "--temperature",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(p.top_p, 0.5);
+        assert_eq!(p.max_tokens, Some(7));
+        assert_eq!(p.seed, Some(3));
+        assert_eq!(p.temperature, 0.0);
+        let e = parse(&["--top-k", "many"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--top-k") && e.contains("expected a whole number"),
+            "{e}"
+        );
+    }
+}

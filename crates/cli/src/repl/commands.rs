@@ -232,3 +232,21 @@ fn turn_stats(c: &Completion) -> String {
         s.seed,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_help_lists_every_setting_with_its_range() {
+        let help = set_help();
+        for s in SETTINGS {
+            let line = help
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{} ", s.name)))
+                .unwrap_or_else(|| panic!("{} missing from:\n{help}", s.name));
+            assert!(line.ends_with(s.range), "{line}");
+        }
+        assert!(help.contains("seed N|random"), "{help}");
+    }
+}
