@@ -33,6 +33,18 @@ pub enum Prompt {
     Tokens(Vec<u32>),
 }
 
+impl Prompt {
+    /// The prompt's token ids: a chat rendered with `template` and encoded with `tokenizer`
+    /// (before any old turns are dropped to fit), text encoded for completion, ids as given.
+    pub fn encode(&self, tokenizer: &Tokenizer, template: &ChatTemplate) -> Result<Vec<u32>> {
+        match self {
+            Prompt::Chat(chat) => Ok(encode_chat(template, tokenizer, chat)?.ids),
+            Prompt::Text(text) => Ok(tokenizer.encode_for_completion(text)?),
+            Prompt::Tokens(ids) => Ok(ids.clone()),
+        }
+    }
+}
+
 /// What to do when a chat prompt does not fit the context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ContextOverflow {
@@ -149,11 +161,7 @@ impl<B: Backend> Session<B> {
     /// Renders and encodes a chat request as this session would (for `--show-prompt` style
     /// debugging and context meters). Returns the prompt's token ids.
     pub fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        match prompt {
-            Prompt::Chat(chat) => Ok(encode_chat(&self.template, &self.tokenizer, chat)?.ids),
-            Prompt::Text(text) => Ok(self.tokenizer.encode_for_completion(text)?),
-            Prompt::Tokens(ids) => Ok(ids.clone()),
-        }
+        prompt.encode(&self.tokenizer, &self.template)
     }
 
     /// Starts a generation. Errors about the request (bad sampling settings, a prompt over
