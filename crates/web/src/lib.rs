@@ -2,6 +2,8 @@
 //! kept apart from HTTP so that the OpenAI-compatible API and the web chat (next) both go
 //! through it:
 //!
+//! - [`router`] ([`AppState`]): the OpenAI-compatible API (`/v1/chat/completions`
+//!   streamed and not, `/v1/models`, `/health`) with OpenAI-shaped [`ApiError`]s.
 //! - [`Scheduler`]: a fixed set of sessions (slots), each with its own KV cache and
 //!   generation thread, behind one bounded FIFO queue; a request goes to the idle slot that
 //!   already holds the longest prefix of its prompt, and a dropped [`Ticket`] receiver cancels
@@ -38,7 +40,10 @@
 //!
 //! The library never prints and never panics on input.
 
+mod api;
 mod scheduler;
+
+pub use api::{router, ApiError, AppState};
 
 pub use scheduler::{
     JobEvent, Scheduler, SchedulerOptions, SchedulerStatus, SlotStatus, SubmitError, Ticket,

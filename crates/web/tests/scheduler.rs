@@ -1,48 +1,14 @@
 //! The scheduler on scripted sessions: order, the bounded queue, cancellation by a dropped
 //! receiver, and a follow-up turn landing on the slot that holds its prefix.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use smollm3_chat::{ChatRequest, ChatTemplate, DateTime, FixedClock, Message, Tokenizer};
-use smollm3_gen::{Completion, Event, GenerateRequest, ScriptedBackend, Session};
-use smollm3_web::{JobEvent, Scheduler, SchedulerOptions, SubmitError, Ticket};
-
-fn tokenizer() -> Arc<Tokenizer> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/smollm3-tiny-f32.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask gen-fixtures` first",
-        path.display()
-    );
-    Arc::new(Tokenizer::from_gguf(&path).unwrap())
-}
-
-fn template() -> Arc<ChatTemplate> {
-    let date = DateTime::date(2026, 1, 2).unwrap();
-    Arc::new(
-        ChatTemplate::with_clock(smollm3_chat::OFFICIAL_TEMPLATE, Arc::new(FixedClock(date)))
-            .unwrap(),
-    )
-}
-
-/// `slots` sessions, each playing back `replies` in turn.
-fn scheduler(
-    slots: usize,
-    replies: &[&str],
-    options: SchedulerOptions,
-) -> Scheduler<ScriptedBackend> {
-    let (tok, tmpl) = (tokenizer(), template());
-    let sessions = (0..slots)
-        .map(|_| {
-            let backend = ScriptedBackend::from_texts(&tok, 4096, replies).unwrap();
-            Session::with_backend(backend, tok.clone(), tmpl.clone())
-        })
-        .collect();
-    Scheduler::new(sessions, options).unwrap()
-}
+use common::scheduler;
+use smollm3_chat::{ChatRequest, Message};
+use smollm3_gen::{Completion, Event, GenerateRequest};
+use smollm3_web::{JobEvent, SchedulerOptions, SubmitError, Ticket};
 
 fn chat(system: &str, turns: &[&str]) -> GenerateRequest {
     let mut chat = ChatRequest {
@@ -169,6 +135,9 @@ fn a_follow_up_turn_goes_to_the_slot_that_holds_its_prefix() {
             .unwrap(),
     );
     assert_eq!(y1.stats.cached_tokens, 0);
+    eventually("both slots idle", || {
+        s.status().slots.iter().all(|slot| !slot.busy)
+    });
     let slots = s.status().slots;
     assert!(slots.iter().all(|slot| slot.cached_tokens > 0), "{slots:?}");
     // X's next turn reuses everything X's slot processed: the prompt and the answer.
