@@ -214,6 +214,16 @@ impl<B: Backend + Send + 'static> Scheduler<B> {
         })
     }
 
+    /// The tokenizer the sessions share.
+    pub fn tokenizer(&self) -> &Arc<smollm3_chat::Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// The chat template the sessions share.
+    pub fn template(&self) -> &Arc<smollm3_chat::ChatTemplate> {
+        &self.template
+    }
+
     /// The slots and the queue now.
     pub fn status(&self) -> SchedulerStatus {
         let state = self.shared.lock();

@@ -312,3 +312,89 @@ async fn bodies_over_the_limit_and_unknown_endpoints_are_openai_shaped() {
         (StatusCode::OK, r#"{"status":"ok"}"#)
     );
 }
+
+#[tokio::test]
+async fn apply_template_shows_the_exact_prompt_and_the_thinking_switch() {
+    let body = |extra: Value| {
+        let mut b = json!({"messages": [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "Hi <|im_start|>"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b.to_string()
+    };
+    let (status, text) = send(app(&["x"]), "POST", "/apply-template", &body(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let thinking: Value = serde_json::from_str(&text).unwrap();
+    let prompt = thinking["prompt"].as_str().unwrap();
+    assert!(prompt.contains("Be brief."), "{prompt}");
+    assert!(
+        prompt.ends_with("<|im_start|>user\nHi <|im_start|><|im_end|>\n<|im_start|>assistant\n"),
+        "{prompt}"
+    );
+    // Both switches turn thinking off: the prompt ends with an empty think block.
+    for off in [
+        json!({"chat_template_kwargs": {"enable_thinking": false}}),
+        json!({"reasoning_effort": "none"}),
+    ] {
+        let (_, text) = send(app(&["x"]), "POST", "/apply-template", &body(off)).await;
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            v["prompt"]
+                .as_str()
+                .unwrap()
+                .ends_with("<|im_start|>assistant\n<think>\n\n</think>\n"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokenize_and_detokenize_round_trip_and_slots_report_the_context() {
+    let (status, text) = send(
+        app(&["x"]),
+        "POST",
+        "/tokenize",
+        r#"{"content": "Hello world", "with_pieces": true}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let pieces = v["tokens"].as_array().unwrap();
+    let joined: String = pieces
+        .iter()
+        .map(|p| p["piece"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, "Hello world");
+    let ids: Vec<Value> = pieces.iter().map(|p| p["id"].clone()).collect();
+    let (status, text) = send(
+        app(&["x"]),
+        "POST",
+        "/detokenize",
+        &json!({ "tokens": ids }).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["content"],
+        "Hello world"
+    );
+    // A bad id and a bad body are 400s naming the field.
+    let (status, text) = send(
+        app(&["x"]),
+        "POST",
+        "/detokenize",
+        r#"{"tokens": [99999999]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("\"param\":\"tokens\""), "{text}");
+    let (status, text) = send(app(&["x"]), "POST", "/tokenize", r#"{"content": 5}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("\"param\":\"content\""), "{text}");
+    let (status, text) = send(app(&["x"]), "GET", "/slots", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v[0]["n_ctx"], 4096);
+    assert_eq!(v[0]["is_processing"], false);
+}

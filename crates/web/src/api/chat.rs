@@ -110,10 +110,7 @@ async fn answer<B: Backend + Send + 'static>(
     app: &AppState<B>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| ApiError {
-        status: rejection.status(),
-        ..ApiError::invalid(rejection.body_text(), None)
-    })?;
+    let body = body.map_err(ApiError::from_rejection)?;
     let parsed = ChatCompletionRequest::parse(&body, &app.defaults)?;
     let meta = Meta::new(parsed.model.clone().unwrap_or_else(|| app.model.clone()));
     let mut ticket = app.scheduler.submit(parsed.request)?;

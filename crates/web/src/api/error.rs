@@ -34,6 +34,14 @@ impl ApiError {
         }
     }
 
+    /// A body that could not be read: too large (413) or not readable.
+    pub fn from_rejection(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        ApiError {
+            status: rejection.status(),
+            ..ApiError::invalid(rejection.body_text(), None)
+        }
+    }
+
     /// The body, as sent before a stream starts and as the `data:` of an error mid-stream.
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({

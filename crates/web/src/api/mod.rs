@@ -4,6 +4,7 @@
 mod chat;
 mod error;
 mod request;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Value};
 use smollm3_gen::{Backend, SamplingParams};
 
 pub use error::ApiError;
@@ -40,6 +41,10 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
         .route("/health", get(health))
         .route("/v1/models", get(models::<B>))
         .route("/v1/chat/completions", post(chat::chat_completions::<B>))
+        .route("/tokenize", post(tokens::tokenize::<B>))
+        .route("/detokenize", post(tokens::detokenize::<B>))
+        .route("/apply-template", post(tokens::apply_template::<B>))
+        .route("/slots", get(slots::<B>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -68,6 +73,24 @@ async fn models<B: Backend + Send + 'static>(
             "meta": { "n_ctx": context },
         }],
     }))
+}
+
+/// llama-server's `/slots`: each slot, busy or not, and how much it has cached.
+async fn slots<B: Backend + Send + 'static>(State(app): State<Arc<AppState<B>>>) -> Json<Value> {
+    let status = app.scheduler.status();
+    let slots: Vec<Value> = status
+        .slots
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "is_processing": s.busy,
+                "n_ctx": s.context,
+                "cached_tokens": s.cached_tokens,
+            })
+        })
+        .collect();
+    Json(Value::Array(slots))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

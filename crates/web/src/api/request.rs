@@ -62,6 +62,16 @@ enum Stop {
     Many(Vec<String>),
 }
 
+/// A JSON body read into `T`, or a 400 (413 over the size limit) naming the field.
+pub fn read_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(ApiError::from_rejection)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}"), None))?;
+    read(value, "body")
+}
+
 /// `T` from `value`, or a 400 naming the field (`top_p`, `stream_options.include_usage`).
 fn read<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
