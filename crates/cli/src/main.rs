@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: {}", render::error_line(&e));
+            eprintln!("error: {}", smollm3_flags::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use smollm3_gen::{Completion, Event, FinishReason, GenError};
+use smollm3_gen::{Completion, Event, FinishReason};
 use smollm3_tools::agent::{AgentEvent, AgentFinish, AgentOutcome};
 use smollm3_tools::ParsedCall;
 
@@ -16,34 +16,6 @@ pub fn colour_on_stderr() -> bool {
 
 pub const DIM: &str = "\x1b[2m";
 pub const RESET: &str = "\x1b[0m";
-
-/// The error as one line, whatever `RUST_BACKTRACE` says: the chain of causes, a hint naming
-/// the flag to change where the library's message cannot, and nothing of a backtrace (the
-/// libraries keep their messages to one line; this is the net under them).
-pub fn error_line(e: &anyhow::Error) -> String {
-    let text = format!("{e:#}");
-    let mut line = text
-        .lines()
-        .take_while(|l| !is_backtrace_frame(l))
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "Stack backtrace:")
-        .collect::<Vec<_>>()
-        .join(" ");
-    let too_long = e
-        .chain()
-        .any(|c| matches!(c.downcast_ref(), Some(GenError::PromptTooLong { .. })));
-    if too_long {
-        line.push_str(" (raise --ctx)");
-    }
-    line
-}
-
-/// `   0: std::backtrace::...` or `  12: main`: a line of a printed backtrace.
-fn is_backtrace_frame(line: &str) -> bool {
-    let t = line.trim_start();
-    let digits = t.chars().take_while(char::is_ascii_digit).count();
-    digits > 0 && line.len() - t.len() >= 2 && t[digits..].starts_with(": ")
-}
 
 /// One line of statistics, in the style of `ollama run --verbose`.
 pub fn stats_line(c: &Completion) -> String {

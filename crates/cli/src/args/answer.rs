@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::sampling::SamplingArgs;
+use smollm3_flags::SamplingArgs;
 
 /// How answers are generated and shown, shared by `run` and `chat`.
 #[derive(Args, Debug)]

@@ -28,9 +28,10 @@ use smollm3_tools::agent::AgentFinish;
 
 use crate::answer::{answer, Answered};
 use crate::args::{AnswerArgs, ToolSetup};
-use crate::render::{colour_on_stderr, error_line, stats_line, Printer, DIM, RESET};
+use crate::render::{colour_on_stderr, stats_line, Printer, DIM, RESET};
 pub use conversation::Conversation;
 use input::{Input, Line};
+use smollm3_flags::error_line;
 
 /// What `/show` says about the model.
 pub struct ModelInfo {

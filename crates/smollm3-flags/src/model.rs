@@ -1,4 +1,5 @@
-//! Model-loading flags shared by every subcommand that reads a model file.
+//! Model-loading flags: which file (`--model`, `--offline`) and how to load it (`--ctx`, rope
+//! overrides), for every subcommand and server that reads a model.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
