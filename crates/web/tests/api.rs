@@ -16,12 +16,9 @@ use tower::ServiceExt;
 /// A router over one scripted slot that answers with `replies` in turn. Greedy by default:
 /// the scripted "model" makes its reply the most likely token, not a certain one.
 fn app(replies: &[&str]) -> axum::Router {
-    let state = AppState {
-        scheduler: common::scheduler(1, replies, SchedulerOptions::default()),
-        model: "smollm3-test".into(),
-        defaults: SamplingParams::greedy(),
-        body_limit: 64 * 1024,
-    };
+    let mut state = AppState::new("smollm3-test", SamplingParams::greedy())
+        .with_scheduler(common::scheduler(1, replies, SchedulerOptions::default()));
+    state.body_limit = 64 * 1024;
     router(Arc::new(state))
 }
 
@@ -397,4 +394,46 @@ async fn tokenize_and_detokenize_round_trip_and_slots_report_the_context() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v[0]["n_ctx"], 4096);
     assert_eq!(v[0]["is_processing"], false);
+}
+
+#[tokio::test]
+async fn while_loading_everything_is_503_and_the_api_key_guards_all_but_health() {
+    let loading: AppState<smollm3_gen::ScriptedBackend> =
+        AppState::new("m", SamplingParams::greedy());
+    let app = router(Arc::new(loading));
+    let (status, text) = send(app.clone(), "GET", "/health", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(
+        text.contains("Loading model") && text.contains("unavailable_error"),
+        "{text}"
+    );
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .body(Body::from(
+            r#"{"messages": [{"role": "user", "content": "Hi"}]}"#,
+        ))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    let mut state = AppState::new("m", SamplingParams::greedy()).with_scheduler(common::scheduler(
+        1,
+        &["x"],
+        SchedulerOptions::default(),
+    ));
+    state.api_key = Some("k".into());
+    let app = router(Arc::new(state));
+    let (status, text) = send(app.clone(), "GET", "/v1/models", "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(text.contains("\"type\":\"authentication_error\""), "{text}");
+    let (status, _) = send(app.clone(), "GET", "/health", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let request = Request::builder()
+        .uri("/v1/models")
+        .header("authorization", "Bearer k")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
 }

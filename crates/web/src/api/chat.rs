@@ -113,7 +113,7 @@ async fn answer<B: Backend + Send + 'static>(
     let body = body.map_err(ApiError::from_rejection)?;
     let parsed = ChatCompletionRequest::parse(&body, &app.defaults)?;
     let meta = Meta::new(parsed.model.clone().unwrap_or_else(|| app.model.clone()));
-    let mut ticket = app.scheduler.submit(parsed.request)?;
+    let mut ticket = app.scheduler()?.submit(parsed.request)?;
     // Errors that come before any token (a prompt over the context, a template failure) are
     // answered with their HTTP status, not inside a 200 stream.
     let first = match ticket.events.recv().await {

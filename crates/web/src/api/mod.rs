@@ -6,10 +6,12 @@ mod error;
 mod request;
 mod tokens;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -22,23 +24,68 @@ use crate::Scheduler;
 /// `system_fingerprint` of every response: this build.
 const FINGERPRINT: &str = concat!("smollm3-rs-", env!("CARGO_PKG_VERSION"));
 
-/// What the handlers share.
+/// What the handlers share. Created while the model loads (every endpoint but `/health`
+/// answers 503 until [`AppState::set_scheduler`]).
 pub struct AppState<B: Backend + Send + 'static> {
-    pub scheduler: Scheduler<B>,
-    /// The model's name in `/v1/models` and in responses that name none.
+    scheduler: OnceLock<Scheduler<B>>,
+    /// The model's name in `/v1/models` and in responses to requests that name none.
     pub model: String,
     /// Sampling settings for fields a request leaves out (SmolLM3's defaults, or the server's
     /// flags).
     pub defaults: SamplingParams,
     /// Largest request body in bytes (413 above it).
     pub body_limit: usize,
+    /// When set, every endpoint but `/health` needs `Authorization: Bearer KEY` (else 401).
+    pub api_key: Option<String>,
+}
+
+impl<B: Backend + Send + 'static> AppState<B> {
+    /// A server still loading its model; 8 MiB bodies, no API key.
+    pub fn new(model: impl Into<String>, defaults: SamplingParams) -> Self {
+        AppState {
+            scheduler: OnceLock::new(),
+            model: model.into(),
+            defaults,
+            body_limit: 8 << 20,
+            api_key: None,
+        }
+    }
+
+    /// The same, ready to serve with `scheduler`.
+    pub fn with_scheduler(self, scheduler: Scheduler<B>) -> Self {
+        let _ = self.scheduler.set(scheduler);
+        self
+    }
+
+    /// The model is loaded: start serving (a second call is ignored).
+    pub fn set_scheduler(&self, scheduler: Scheduler<B>) {
+        let _ = self.scheduler.set(scheduler);
+    }
+
+    /// The scheduler, or a 503 while the model loads.
+    pub fn scheduler(&self) -> Result<&Scheduler<B>, ApiError> {
+        self.scheduler.get().ok_or_else(|| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "unavailable_error",
+            message: "Loading model".into(),
+            param: None,
+            extra: Vec::new(),
+        })
+    }
+
+    /// Stops taking requests; with `cancel`, running generations stop at their next token.
+    pub fn close(&self, cancel: bool) {
+        if let Some(scheduler) = self.scheduler.get() {
+            scheduler.close(cancel);
+        }
+    }
 }
 
 /// The API's routes.
 pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
     let limit = state.body_limit;
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health::<B>))
         .route("/v1/models", get(models::<B>))
         .route("/v1/chat/completions", post(chat::chat_completions::<B>))
         .route("/tokenize", post(tokens::tokenize::<B>))
@@ -46,24 +93,60 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
         .route("/apply-template", post(tokens::apply_template::<B>))
         .route("/slots", get(slots::<B>))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_key::<B>,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// `--api-key`: a request without `Authorization: Bearer KEY` gets OpenAI's 401; `/health`
+/// stays open for load balancers.
+async fn require_key<B: Backend + Send + 'static>(
+    State(app): State<Arc<AppState<B>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(key) = &app.api_key else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if request.uri().path() == "/health" || given == Some(key.as_str()) {
+        return next.run(request).await;
+    }
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        kind: "authentication_error",
+        message: "Invalid API Key".into(),
+        param: None,
+        extra: Vec::new(),
+    }
+    .into_response()
+}
+
+/// 200 `{"status":"ok"}` when requests can be served, 503 while the model loads.
+async fn health<B: Backend + Send + 'static>(
+    State(app): State<Arc<AppState<B>>>,
+) -> Result<Json<Value>, ApiError> {
+    app.scheduler()?;
+    Ok(Json(json!({ "status": "ok" })))
 }
 
 async fn models<B: Backend + Send + 'static>(
     State(app): State<Arc<AppState<B>>>,
-) -> Json<serde_json::Value> {
+) -> Result<Json<Value>, ApiError> {
     let context = app
-        .scheduler
+        .scheduler()?
         .status()
         .slots
         .first()
         .map_or(0, |s| s.context);
-    Json(json!({
+    Ok(Json(json!({
         "object": "list",
         "data": [{
             "id": app.model,
@@ -72,12 +155,14 @@ async fn models<B: Backend + Send + 'static>(
             "owned_by": "smollm3-rs",
             "meta": { "n_ctx": context },
         }],
-    }))
+    })))
 }
 
 /// llama-server's `/slots`: each slot, busy or not, and how much it has cached.
-async fn slots<B: Backend + Send + 'static>(State(app): State<Arc<AppState<B>>>) -> Json<Value> {
-    let status = app.scheduler.status();
+async fn slots<B: Backend + Send + 'static>(
+    State(app): State<Arc<AppState<B>>>,
+) -> Result<Json<Value>, ApiError> {
+    let status = app.scheduler()?.status();
     let slots: Vec<Value> = status
         .slots
         .iter()
@@ -90,7 +175,7 @@ async fn slots<B: Backend + Send + 'static>(State(app): State<Arc<AppState<B>>>)
             })
         })
         .collect();
-    Json(Value::Array(slots))
+    Ok(Json(Value::Array(slots)))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

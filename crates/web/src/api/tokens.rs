@@ -32,7 +32,7 @@ pub async fn tokenize<B: Backend + Send + 'static>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body: TokenizeBody = read_body(body)?;
-    let tokenizer = app.scheduler.tokenizer();
+    let tokenizer = app.scheduler()?.tokenizer();
     let ids = tokenizer
         .encode(&body.content, body.add_special)
         .map_err(|e| ApiError::invalid(e.to_string(), Some("content")))?;
@@ -60,7 +60,7 @@ pub async fn detokenize<B: Backend + Send + 'static>(
 ) -> Result<Json<Value>, ApiError> {
     let body: DetokenizeBody = read_body(body)?;
     let content = app
-        .scheduler
+        .scheduler()?
         .tokenizer()
         .decode(&body.tokens, false)
         .map_err(|e| ApiError::invalid(e.to_string(), Some("tokens")))?;
@@ -80,7 +80,7 @@ pub async fn apply_template<B: Backend + Send + 'static>(
         ));
     };
     let prompt = app
-        .scheduler
+        .scheduler()?
         .template()
         .render(chat)
         .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;

@@ -1,0 +1,178 @@
+//! `smollm3-web`: the OpenAI-compatible server. Binds first (so `/health` answers 503 while
+//! the model loads), loads the model on a blocking thread, then serves until Ctrl+C or
+//! SIGTERM: it stops accepting, cancels what is running, and exits 0.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use smollm3_flags::{error_line, ModelArgs, SamplingArgs};
+use smollm3_gen::ModelBackend;
+use smollm3_web::{router, AppState, Scheduler, SchedulerOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "smollm3-web",
+    version,
+    about = "Serve SmolLM3 over an OpenAI-compatible HTTP API",
+    after_help = "Examples:
+  smollm3-web --model SmolLM3-3B-Q4_K_M.gguf
+  smollm3-web --port 0 --parallel 1           # any free port; the address is printed
+  smollm3-web --host 0.0.0.0 --api-key \"$KEY\"  # reachable from other machines
+Then: curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+        -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'"
+)]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Default sampling settings; each request's fields of the same names override them.
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Address to listen on (127.0.0.1: this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on; 0 takes a free one (the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Conversations generated at once, each with its own KV cache of up to --ctx tokens.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    parallel: usize,
+    /// Requests that may wait for a free slot; more get a 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    queue: usize,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "SMOLLM3_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// The model's name in /v1/models and responses (default: --model as given).
+    #[arg(long, value_name = "NAME")]
+    alias: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let defaults = args.sampling.params();
+    defaults.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, defaults))
+}
+
+async fn serve(args: Args, defaults: smollm3_gen::SamplingParams) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let address = listener.local_addr()?;
+    println!("smollm3-web listening on http://{address}");
+    if !args.host.is_loopback() && args.api_key.is_none() {
+        eprintln!(
+            "warning: listening on {} without --api-key: anyone who can reach this machine can \
+             use the model",
+            args.host
+        );
+    }
+    let name = args
+        .alias
+        .clone()
+        .or_else(|| args.model.source.model.clone())
+        .unwrap_or_else(|| "SmolLM3-3B".to_string());
+    let mut state = AppState::new(name, defaults);
+    state.api_key = args.api_key.clone();
+    let state = Arc::new(state);
+
+    // Load on a blocking thread while /health answers 503; a failure ends the server.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let loading = state.clone();
+    tokio::task::spawn_blocking(move || match load(&args) {
+        Ok(scheduler) => {
+            loading.set_scheduler(scheduler);
+            eprintln!("model loaded; serving");
+        }
+        Err(e) => {
+            let _ = failed_tx.send(e);
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<anyhow::Error>>();
+    tokio::spawn(async move {
+        let reason = tokio::select! {
+            () = shutdown_signal() => None,
+            Ok(e) = failed_rx => Some(e),
+        };
+        let _ = stop_tx.send(reason);
+    });
+    let (reason_tx, reason_rx) = tokio::sync::oneshot::channel();
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move {
+            let reason = stop_rx.await.ok().flatten();
+            // Running generations stop at their next token, so their streams end.
+            state.close(true);
+            let _ = reason_tx.send(reason);
+        })
+        .await
+        .context("serving")?;
+    match reason_rx.await.ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Resolves and loads the model, and starts one session per `--parallel` slot.
+fn load(args: &Args) -> Result<Scheduler<ModelBackend>> {
+    let engine = args.model.load_engine()?;
+    let context = args
+        .model
+        .ctx
+        .unwrap_or(engine.model.config().max_context());
+    let sessions = (0..args.parallel)
+        .map(|_| engine.session(context))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = SchedulerOptions {
+        queue_limit: args.queue,
+        ..SchedulerOptions::default()
+    };
+    Ok(Scheduler::new(sessions, options)?)
+}
+
+/// Ctrl+C, or SIGTERM (what Kubernetes and systemd send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
