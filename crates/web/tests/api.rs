@@ -347,7 +347,7 @@ async fn apply_template_shows_the_exact_prompt_and_the_thinking_switch() {
 }
 
 #[tokio::test]
-async fn tokenize_and_detokenize_round_trip_and_slots_report_the_context() {
+async fn tokenize_detokenize_round_trip_and_props_and_slots_report_the_setup() {
     let (status, text) = send(
         app(&["x"]),
         "POST",
@@ -389,6 +389,25 @@ async fn tokenize_and_detokenize_round_trip_and_slots_report_the_context() {
     let (status, text) = send(app(&["x"]), "POST", "/tokenize", r#"{"content": 5}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("\"param\":\"content\""), "{text}");
+    let (status, text) = send(app(&["x"]), "GET", "/props", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["total_slots"], 1);
+    assert_eq!(v["n_ctx"], 4096);
+    // The defaults under the request fields' own names, from the one settings table.
+    let defaults = &v["default_generation_settings"];
+    for setting in smollm3_gen::SETTINGS {
+        assert!(
+            defaults.get(setting.name).is_some(),
+            "{} missing: {defaults}",
+            setting.name
+        );
+    }
+    assert_eq!(defaults["temperature"], 0.0);
+    assert!(v["chat_template"]
+        .as_str()
+        .unwrap()
+        .contains("<|im_start|>"));
     let (status, text) = send(app(&["x"]), "GET", "/slots", "").await;
     assert_eq!(status, StatusCode::OK);
     let v: Value = serde_json::from_str(&text).unwrap();

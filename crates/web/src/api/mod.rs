@@ -92,6 +92,7 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
         .route("/detokenize", post(tokens::detokenize::<B>))
         .route("/apply-template", post(tokens::apply_template::<B>))
         .route("/slots", get(slots::<B>))
+        .route("/props", get(props::<B>))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -155,6 +156,23 @@ async fn models<B: Backend + Send + 'static>(
             "owned_by": "smollm3-rs",
             "meta": { "n_ctx": context },
         }],
+    })))
+}
+
+/// llama-server's `/props`: the model, the slots and their context, the default sampling
+/// settings (the same table as the request fields) and the build.
+async fn props<B: Backend + Send + 'static>(
+    State(app): State<Arc<AppState<B>>>,
+) -> Result<Json<Value>, ApiError> {
+    let scheduler = app.scheduler()?;
+    let status = scheduler.status();
+    Ok(Json(json!({
+        "model": app.model,
+        "total_slots": status.slots.len(),
+        "n_ctx": status.slots.first().map_or(0, |s| s.context),
+        "default_generation_settings": app.defaults,
+        "chat_template": scheduler.template().source(),
+        "build_info": FINGERPRINT,
     })))
 }
 
