@@ -252,6 +252,19 @@ impl Message {
             .map_err(|e| Error::Messages(field_error("messages", &e)))?;
         de.end()
             .map_err(|e| Error::Messages(format!("not valid JSON: {e}")))?;
+        Self::checked(messages)
+    }
+
+    /// Like [`Message::list_from_json`], from already-parsed JSON (an HTTP request body's
+    /// `messages` field), without printing and re-reading it.
+    pub fn list_from_value(value: serde_json::Value) -> Result<Vec<Message>> {
+        let messages: Vec<Message> = serde_path_to_error::deserialize(value)
+            .map_err(|e| Error::Messages(field_error("messages", &e)))?;
+        Self::checked(messages)
+    }
+
+    /// `messages` after [`Message::check`] on each, the error naming its index.
+    fn checked(messages: Vec<Message>) -> Result<Vec<Message>> {
         for (i, m) in messages.iter().enumerate() {
             m.check()
                 .map_err(|e| Error::Messages(format!("messages[{i}].{e}")))?;
@@ -363,6 +376,8 @@ mod tests {
         assert_eq!(messages[1].text(), "a\nb");
         assert_eq!(messages[2].text(), "");
         assert_eq!(messages[3].role, Role::Tool);
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(Message::list_from_value(value).unwrap(), messages);
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl ChatCompletionRequest {
         let messages = fields.remove("messages").ok_or_else(|| {
             ApiError::invalid("messages: this field is required", Some("messages"))
         })?;
-        let messages = Message::list_from_json(&messages.to_string())
+        let messages = Message::list_from_value(messages)
             .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
         if messages.is_empty() {
             return Err(ApiError::invalid(
