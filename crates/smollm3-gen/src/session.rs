@@ -72,6 +72,11 @@ pub struct GenerateRequest {
     /// chat prompt's tools: `<tool_call>` for `tools` / `xml_tools`, `<code>` for
     /// `python_tools`.
     pub tool_tags: Option<Vec<(String, String)>>,
+    /// Text the answer must begin with, forced as tokens rather than sampled as soon as the
+    /// answer starts: at once with thinking off, right after `</think>` with it on (the
+    /// reasoning stays free). The server forces `<tool_call>` this way for `tool_choice`
+    /// `required` or a named function.
+    pub answer_prefix: Option<String>,
     pub overflow: ContextOverflow,
     pub cancel: Option<CancelHandle>,
 }
@@ -84,6 +89,7 @@ impl GenerateRequest {
             stop: Vec::new(),
             reasoning_budget: None,
             tool_tags: None,
+            answer_prefix: None,
             overflow: ContextOverflow::Error,
             cancel: None,
         }
@@ -250,6 +256,14 @@ impl<B: Backend> Session<B> {
             .chain(tool_tags.iter().flat_map(|(o, c)| [o.as_str(), c.as_str()]))
             .filter_map(|t| self.tokenizer.special_token(t))
             .collect();
+        let mut answer_prefix = match &request.answer_prefix {
+            Some(prefix) if !prefix.is_empty() => self.tokenizer.encode(prefix, true)?,
+            _ => Vec::new(),
+        };
+        let mut forced = VecDeque::new();
+        if !parse_reasoning {
+            forced.extend(answer_prefix.drain(..));
+        }
         let seed = sampler.seed();
         let prompt_tokens = prompt.len();
         Ok(Generation {
@@ -262,7 +276,8 @@ impl<B: Backend> Session<B> {
             prefilled: keep,
             logits: None,
             unfed: None,
-            forced: VecDeque::new(),
+            forced,
+            answer_prefix,
             close_think,
             budget_spent: false,
             eog,
@@ -404,6 +419,9 @@ pub struct Generation<'s, B: Backend> {
     unfed: Option<u32>,
     /// Tokens to emit instead of sampling (the forced `</think>`).
     forced: VecDeque<u32>,
+    /// [`GenerateRequest::answer_prefix`] while the reasoning is still being written: forced
+    /// once it closes.
+    answer_prefix: Vec<u32>,
     close_think: Vec<u32>,
     budget_spent: bool,
     eog: Vec<u32>,
@@ -528,9 +546,14 @@ impl<B: Backend> Generation<'_, B> {
         } else {
             self.decoder.push(tokenizer, token)?
         };
+        let was_reasoning = self.splitter.in_reasoning();
         if let Some(stop) = self.emit(&text) {
             self.finish(FinishReason::Stop, Some(stop), false);
             return Ok(());
+        }
+        if was_reasoning && !self.splitter.in_reasoning() {
+            // The reasoning just closed: the answer starts here (after any forced `</think>`).
+            self.forced.extend(self.answer_prefix.drain(..));
         }
         if let Some(budget) = self.reasoning_budget {
             let spent = self.completion.stats.reasoning_tokens >= budget;

@@ -425,3 +425,27 @@ fn control_tokens_print_nothing_but_count() {
     assert_eq!(c.answer, "Hi there");
     assert!(s.cached_tokens().contains(&bos));
 }
+
+#[test]
+fn an_answer_prefix_is_forced_where_the_answer_starts() {
+    // Thinking off: the prefix comes first, whatever the model would have said; it is made of
+    // forced tokens, so the scripted reply resumes after as many positions.
+    let prefix = "<tool_call>\n{\"name\": \"";
+    let mut s = session(512, &["Hello there, how are you today?"]);
+    let mut r = greedy(chat("Q", false));
+    r.answer_prefix = Some(prefix.to_string());
+    r.tool_tags = Some(vec![("<tool_call>".into(), "</tool_call>".into())]);
+    let ev = events(s.generate(&r).unwrap());
+    let c = done(&ev);
+    let spans: String = c.tool_calls.iter().map(|t| t.raw.as_str()).collect();
+    assert!(spans.starts_with(prefix), "{c:?}");
+    assert!(!c.answer.contains("Hello"), "{c:?}");
+
+    // Thinking on: the reasoning stays free, the prefix follows `</think>`.
+    let mut s = session(512, &["<think>\nLet me see.\n</think>\nPlain words here."]);
+    let mut r = greedy(chat("Q", true));
+    r.answer_prefix = Some("Answer: ".to_string());
+    let c = s.generate(&r).unwrap().complete().unwrap();
+    assert_eq!(c.reasoning, "Let me see.");
+    assert!(c.answer.starts_with("Answer: "), "{:?}", c.answer);
+}

@@ -61,3 +61,152 @@ impl ToolOutcome {
         }
     }
 }
+
+impl ToolCall {
+    /// The call written as the model writes it in `format`, tags included: what an earlier
+    /// assistant turn's `tool_calls` become in its text, since SmolLM3's template shows the
+    /// model only `content`. XML is JSON with Python's `json.dumps` spacing (the model card's
+    /// form); Python is a call with keyword arguments as Python literals. Both parse back to
+    /// the same call.
+    pub fn to_text(&self, format: ToolFormat) -> String {
+        let (open, close) = format.tags();
+        let mut body = String::new();
+        match format {
+            ToolFormat::Xml => {
+                body.push_str("{\"name\": ");
+                write_json(&Value::String(self.name.clone()), &mut body);
+                body.push_str(", \"arguments\": ");
+                write_json(&Value::Object(self.arguments.clone()), &mut body);
+                body.push('}');
+            }
+            ToolFormat::Python => {
+                body.push_str(&self.name);
+                body.push('(');
+                for (i, (key, value)) in self.arguments.iter().enumerate() {
+                    if i > 0 {
+                        body.push_str(", ");
+                    }
+                    body.push_str(key);
+                    body.push('=');
+                    write_python(value, &mut body);
+                }
+                body.push(')');
+            }
+        }
+        format!("{open}\n{body}\n{close}")
+    }
+}
+
+/// JSON with `", "` and `": "` separators, as Python's `json.dumps` writes it.
+fn write_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push_str(": ");
+                write_json(item, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// A Python literal for a JSON value (JSON's string escapes are valid Python).
+fn write_python(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push_str(": ");
+                write_python(item, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::parse::{parse_python, parse_xml};
+    use crate::ToolDefinition;
+
+    fn call(arguments: Value) -> ToolCall {
+        ToolCall {
+            name: "get_weather".into(),
+            arguments: arguments.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn xml_text_is_the_model_card_form() {
+        let c = call(json!({"city": "Copenhagen", "days": [1, 2]}));
+        assert_eq!(
+            c.to_text(ToolFormat::Xml),
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Copenhagen\", \"days\": [1, 2]}}\n</tool_call>"
+        );
+    }
+
+    #[test]
+    fn written_calls_parse_back_to_themselves() {
+        let c = call(json!({
+            "city": "Saint-\"Étienne\"\n", "n": -1.5, "ok": true, "none": null,
+            "list": [1, "a", false], "nested": {"k": [null]}
+        }));
+        let def = ToolDefinition::new("get_weather", "", json!({"type": "object"}));
+        for (format, parsed) in [
+            (ToolFormat::Xml, parse_xml(&c.to_text(ToolFormat::Xml))),
+            (
+                ToolFormat::Python,
+                parse_python(&c.to_text(ToolFormat::Python), std::slice::from_ref(&def)),
+            ),
+        ] {
+            match parsed.as_slice() {
+                [ParsedCall::Ok { call, .. }] => assert_eq!(call, &c, "{format:?}"),
+                other => panic!("{format:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            c.to_text(ToolFormat::Python).lines().nth(1),
+            Some(
+                "get_weather(city=\"Saint-\\\"Étienne\\\"\\n\", n=-1.5, ok=True, none=None, \
+                 list=[1, \"a\", False], nested={\"k\": [None]})"
+            )
+        );
+    }
+}
