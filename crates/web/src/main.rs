@@ -53,6 +53,10 @@ struct Args {
     /// The model's name in /v1/models and responses (default: --model as given).
     #[arg(long, value_name = "NAME")]
     alias: Option<String>,
+    /// Let web pages from ORIGIN (e.g. http://localhost:3000, or * for any) call the API from
+    /// a browser; repeat for more. Without it browsers keep other sites' pages out.
+    #[arg(long, value_name = "ORIGIN")]
+    cors: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,17 @@ fn run(args: Args) -> Result<()> {
     }
     let defaults = args.sampling.params();
     defaults.validate()?;
+    for origin in &args.cors {
+        let valid = origin == "*"
+            || (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace())
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+        if !valid {
+            bail!("--cors {origin:?}: expected an origin such as http://localhost:3000, or *");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,6 +115,7 @@ async fn serve(args: Args, defaults: smollm3_gen::SamplingParams) -> Result<()> 
         .unwrap_or_else(|| "SmolLM3-3B".to_string());
     let mut state = AppState::new(name, defaults);
     state.api_key = args.api_key.clone();
+    state.cors_origins = args.cors.clone();
     let state = Arc::new(state);
 
     // Load on a blocking thread while /health answers 503; a failure ends the server.

@@ -3,46 +3,16 @@
 
 mod common;
 
+use common::{app, post_json, send, sse_data};
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use smollm3_gen::SamplingParams;
 use smollm3_web::{router, AppState, SchedulerOptions};
 use tower::ServiceExt;
-
-/// A router over one scripted slot that answers with `replies` in turn. Greedy by default:
-/// the scripted "model" makes its reply the most likely token, not a certain one.
-fn app(replies: &[&str]) -> axum::Router {
-    let mut state = AppState::new("smollm3-test", SamplingParams::greedy())
-        .with_scheduler(common::scheduler(1, replies, SchedulerOptions::default()));
-    state.body_limit = 64 * 1024;
-    router(Arc::new(state))
-}
-
-async fn send(app: axum::Router, method: &str, path: &str, body: &str) -> (StatusCode, String) {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    // A clone serves the request: the router (and its scheduler, whose drop cancels what is
-    // running) stays alive until the streamed body is read, as in a server.
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    drop(app);
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
-}
-
-async fn post_json(app: axum::Router, body: Value) -> (StatusCode, Value, String) {
-    let (status, text) = send(app, "POST", "/v1/chat/completions", &body.to_string()).await;
-    let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, value, text)
-}
 
 const THOUGHT: &str = "<think>\nThe user greets me.\n</think>\nHello! How can I help?";
 
@@ -75,17 +45,6 @@ async fn a_completion_splits_reasoning_from_content() {
     assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 0);
     assert_eq!(v["timings"]["predicted_n"].as_u64(), Some(completion));
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
-}
-
-/// The `data:` payloads of an SSE body, in order (comments and blank lines skipped).
-fn sse_data(body: &str) -> Vec<&str> {
-    assert!(
-        body.ends_with("\n\n"),
-        "events end with a blank line: {body:?}"
-    );
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect()
 }
 
 #[tokio::test]

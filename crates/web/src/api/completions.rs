@@ -1,7 +1,8 @@
-//! `POST /v1/chat/completions`, streamed (SSE) or not, in OpenAI's exact shapes: reasoning in
-//! `reasoning_content` (never in `content`), `usage` with `prompt_tokens_details
-//! .cached_tokens`, llama.cpp's `timings` on the last chunk, errors before the stream as HTTP
-//! 4xx and after it as `data: {"error": ...}`.
+//! `POST /v1/chat/completions` and `POST /v1/completions`, streamed (SSE) or not, in OpenAI's
+//! exact shapes: reasoning in `reasoning_content` (never in `content`), tool calls in
+//! `tool_calls`, `usage` with `prompt_tokens_details.cached_tokens`, llama.cpp's `timings` on
+//! the last chunk, errors before the stream as HTTP 4xx and after it as `data: {"error":
+//! ...}`. Each request's outcome is counted in `/metrics`, a dropped client as `cancelled`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,26 +21,52 @@ use smollm3_gen::{Backend, Completion, Event, FinishReason, Stats};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
+use super::metrics::Metrics;
+use super::reply::{Delta, Reply};
 use super::request::ChatCompletionRequest;
 use super::AppState;
 use crate::JobEvent;
 
+/// Which API a request came through: the shapes of its responses differ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    /// `chat.completion`: a message with role, content, reasoning and tool calls.
+    Chat,
+    /// `text_completion`: the text alone.
+    Text,
+}
+
+impl Shape {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Shape::Chat => "/v1/chat/completions",
+            Shape::Text => "/v1/completions",
+        }
+    }
+}
+
 /// What every chunk and response of one request repeats.
 struct Meta {
+    shape: Shape,
     id: String,
     created: u64,
     model: String,
 }
 
 impl Meta {
-    fn new(model: String) -> Self {
+    fn new(shape: Shape, model: String) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let prefix = match shape {
+            Shape::Chat => "chatcmpl",
+            Shape::Text => "cmpl",
+        };
         Meta {
+            shape,
             id: format!(
-                "chatcmpl-{created:x}{:06x}",
+                "{prefix}-{created:x}{:06x}",
                 NEXT.fetch_add(1, Ordering::Relaxed)
             ),
             created,
@@ -47,7 +74,23 @@ impl Meta {
         }
     }
 
+    /// One streamed chunk; a text completion carries the delta's `content` as `text`.
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        if self.shape == Shape::Text {
+            return json!({
+                "id": self.id,
+                "object": "text_completion",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": super::FINGERPRINT,
+                "choices": [{
+                    "index": 0,
+                    "text": delta.get("content").and_then(Value::as_str).unwrap_or(""),
+                    "logprobs": null,
+                    "finish_reason": finish_reason,
+                }],
+            });
+        }
         json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -61,15 +104,6 @@ impl Meta {
                 "finish_reason": finish_reason,
             }],
         })
-    }
-}
-
-fn finish_reason(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Length => "length",
-        FinishReason::ToolCalls => "tool_calls",
-        // A cancelled generation only ends a stream nobody reads, or one cut by shutdown.
-        FinishReason::Stop | FinishReason::Cancelled => "stop",
     }
 }
 
@@ -95,24 +129,89 @@ fn timings(stats: &Stats) -> Value {
     })
 }
 
-/// The handler.
+/// Counts one request's outcome in `/metrics` exactly once: when it ends, or as
+/// `cancelled` when its response is dropped before (the client went away).
+struct Outcome {
+    metrics: Arc<Metrics>,
+    endpoint: &'static str,
+    counted: bool,
+}
+
+impl Outcome {
+    fn finished(&mut self, finish_reason: &str, completion: &Completion) {
+        self.counted = true;
+        let outcome = match completion.finish_reason {
+            // Cut short by the server's shutdown.
+            FinishReason::Cancelled => "cancelled",
+            _ => finish_reason,
+        };
+        self.metrics
+            .generation(self.endpoint, outcome, &completion.stats);
+    }
+
+    fn failed(&mut self, error: &ApiError) {
+        self.counted = true;
+        let outcome = Metrics::error_outcome(error.status);
+        self.metrics.request(self.endpoint, outcome);
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.metrics.request(self.endpoint, "cancelled");
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`.
 pub async fn chat_completions<B: Backend + Send + 'static>(
     State(app): State<Arc<AppState<B>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match answer(&app, body).await {
+    respond(&app, Shape::Chat, body).await
+}
+
+/// `POST /v1/completions`: a raw prompt, no chat template.
+pub async fn completions<B: Backend + Send + 'static>(
+    State(app): State<Arc<AppState<B>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(&app, Shape::Text, body).await
+}
+
+async fn respond<B: Backend + Send + 'static>(
+    app: &AppState<B>,
+    shape: Shape,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut outcome = Outcome {
+        metrics: app.metrics.clone(),
+        endpoint: shape.endpoint(),
+        counted: false,
+    };
+    match answer(app, shape, body, &mut outcome).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            outcome.failed(&e);
+            e.into_response()
+        }
     }
 }
 
 async fn answer<B: Backend + Send + 'static>(
     app: &AppState<B>,
+    shape: Shape,
     body: Result<Bytes, BytesRejection>,
+    outcome: &mut Outcome,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from_rejection)?;
-    let parsed = ChatCompletionRequest::parse(&body, &app.defaults)?;
-    let meta = Meta::new(parsed.model.clone().unwrap_or_else(|| app.model.clone()));
+    let parsed = match shape {
+        Shape::Chat => ChatCompletionRequest::parse(&body, &app.defaults)?,
+        Shape::Text => ChatCompletionRequest::parse_text(&body, &app.defaults)?,
+    };
+    let model = parsed.model.clone().unwrap_or_else(|| app.model.clone());
+    let meta = Meta::new(shape, model);
     let mut ticket = app.scheduler()?.submit(parsed.request)?;
     // Errors that come before any token (a prompt over the context, a template failure) are
     // answered with their HTTP status, not inside a 200 stream.
@@ -121,35 +220,93 @@ async fn answer<B: Backend + Send + 'static>(
         Some(JobEvent::Event(event)) => event,
         None => return Err(ApiError::from(crate::SubmitError::Closed)),
     };
+    let reply = Reply::new(parsed.tools, &meta.id);
+    // From here the stream (or the collected answer) counts the outcome.
+    let outcome = Outcome {
+        metrics: outcome.metrics.clone(),
+        endpoint: outcome.endpoint,
+        counted: std::mem::replace(&mut outcome.counted, true),
+    };
     if parsed.stream {
-        Ok(stream(meta, first, ticket.events, parsed.include_usage).into_response())
+        let stream = stream(
+            meta,
+            reply,
+            outcome,
+            first,
+            ticket.events,
+            parsed.include_usage,
+        );
+        Ok(stream.into_response())
     } else {
-        collect(meta, first, ticket.events).await
+        collect(meta, reply, outcome, first, ticket.events).await
     }
 }
 
 /// The whole answer as one `chat.completion`.
 async fn collect(
     meta: Meta,
+    mut reply: Reply,
+    mut outcome: Outcome,
     first: Event,
     mut events: mpsc::Receiver<JobEvent>,
 ) -> Result<Response, ApiError> {
+    let (mut reasoning, mut content, mut calls) = (String::new(), String::new(), Vec::new());
     let mut next = Some(first);
-    let completion: Completion = loop {
-        match next.take() {
-            Some(Event::Done(done)) => break *done,
-            Some(_) => {}
-            None => {}
+    let (finish_reason, completion) = 'read: loop {
+        if let Some(event) = next.take() {
+            for delta in reply.read(event) {
+                match delta {
+                    Delta::Reasoning(text) => reasoning.push_str(&text),
+                    Delta::Content(text) => content.push_str(&text),
+                    Delta::ToolCall(call) => calls.push(call.to_json(false)),
+                    Delta::Done {
+                        finish_reason,
+                        completion,
+                    } => break 'read (finish_reason, completion),
+                }
+            }
         }
         next = match events.recv().await {
             Some(JobEvent::Event(event)) => Some(event),
-            Some(JobEvent::Failed(e)) => return Err(e.into()),
-            None => return Err(ApiError::from(crate::SubmitError::Closed)),
+            Some(JobEvent::Failed(e)) => return Err(fail(&mut outcome, e.into())),
+            None => {
+                let closed = ApiError::from(crate::SubmitError::Closed);
+                return Err(fail(&mut outcome, closed));
+            }
         };
     };
-    let mut message = json!({ "role": "assistant", "content": completion.answer });
-    if !completion.reasoning.is_empty() {
-        message["reasoning_content"] = completion.reasoning.clone().into();
+    outcome.finished(finish_reason, &completion);
+    if meta.shape == Shape::Text {
+        return Ok(Json(json!({
+            "id": meta.id,
+            "object": "text_completion",
+            "created": meta.created,
+            "model": meta.model,
+            "system_fingerprint": super::FINGERPRINT,
+            "choices": [{
+                "index": 0,
+                "text": content,
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }],
+            "usage": usage(&completion.stats),
+            "timings": timings(&completion.stats),
+        }))
+        .into_response());
+    }
+    let mut message = json!({ "role": "assistant", "content": content });
+    if !calls.is_empty() {
+        // OpenAI's shape: the calls, and content only when the model also wrote text.
+        let text = content.trim();
+        message["content"] = if text.is_empty() {
+            Value::Null
+        } else {
+            text.into()
+        };
+        message["tool_calls"] = calls.into();
+    }
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = reasoning.into();
     }
     Ok(Json(json!({
         "id": meta.id,
@@ -161,7 +318,7 @@ async fn collect(
             "index": 0,
             "message": message,
             "logprobs": null,
-            "finish_reason": finish_reason(completion.finish_reason),
+            "finish_reason": finish_reason,
         }],
         "usage": usage(&completion.stats),
         "timings": timings(&completion.stats),
@@ -169,9 +326,17 @@ async fn collect(
     .into_response())
 }
 
+/// Counts `error` as this request's outcome and hands it back.
+fn fail(outcome: &mut Outcome, error: ApiError) -> ApiError {
+    outcome.failed(&error);
+    error
+}
+
 /// What the SSE stream still has to send.
 struct StreamState {
     meta: Meta,
+    reply: Reply,
+    outcome: Outcome,
     events: mpsc::Receiver<JobEvent>,
     /// An event already received (the first one, read before the stream started).
     pending: Option<Event>,
@@ -186,16 +351,26 @@ struct StreamState {
 /// flow while the prompt is processed.
 fn stream(
     meta: Meta,
+    reply: Reply,
+    outcome: Outcome,
     first: Event,
     events: mpsc::Receiver<JobEvent>,
     include_usage: bool,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
-    let opening = meta.chunk(json!({ "role": "assistant", "content": null }), None);
+    let mut out = VecDeque::new();
+    if meta.shape == Shape::Chat {
+        out.push_back(
+            meta.chunk(json!({ "role": "assistant", "content": null }), None)
+                .to_string(),
+        );
+    }
     let state = StreamState {
         meta,
+        reply,
+        outcome,
         events,
         pending: Some(first),
-        out: VecDeque::from([opening.to_string()]),
+        out,
         include_usage,
         done: false,
     };
@@ -212,12 +387,14 @@ fn stream(
                 None => match state.events.recv().await {
                     Some(JobEvent::Event(event)) => event,
                     Some(JobEvent::Failed(e)) => {
-                        state.out.push_back(ApiError::from(e).body().to_string());
+                        let error = fail(&mut state.outcome, e.into());
+                        state.out.push_back(error.body().to_string());
                         state.done = true;
                         continue;
                     }
                     None => {
                         let closed = ApiError::from(crate::SubmitError::Closed);
+                        let closed = fail(&mut state.outcome, closed);
                         state.out.push_back(closed.body().to_string());
                         state.done = true;
                         continue;
@@ -232,29 +409,31 @@ fn stream(
 
 impl StreamState {
     fn push(&mut self, event: Event) {
-        let delta = match event {
-            Event::Reasoning { text } => json!({ "reasoning_content": text }),
-            Event::Answer { text } => json!({ "content": text }),
-            // Tool calls are not offered through the API yet, so any span is plain text.
-            Event::ToolCall(span) => json!({ "content": span.raw }),
-            Event::PrefillProgress { .. } => return,
-            Event::Done(done) => {
-                let mut last = self
-                    .meta
-                    .chunk(json!({}), Some(finish_reason(done.finish_reason)));
-                last["timings"] = timings(&done.stats);
-                self.out.push_back(last.to_string());
-                if self.include_usage {
-                    let mut usage_chunk = self.meta.chunk(json!({}), None);
-                    usage_chunk["choices"] = json!([]);
-                    usage_chunk["usage"] = usage(&done.stats);
-                    self.out.push_back(usage_chunk.to_string());
+        for delta in self.reply.read(event) {
+            let delta = match delta {
+                Delta::Reasoning(text) => json!({ "reasoning_content": text }),
+                Delta::Content(text) => json!({ "content": text }),
+                Delta::ToolCall(call) => json!({ "tool_calls": [call.to_json(true)] }),
+                Delta::Done {
+                    finish_reason,
+                    completion,
+                } => {
+                    self.outcome.finished(finish_reason, &completion);
+                    let mut last = self.meta.chunk(json!({}), Some(finish_reason));
+                    last["timings"] = timings(&completion.stats);
+                    self.out.push_back(last.to_string());
+                    if self.include_usage {
+                        let mut usage_chunk = self.meta.chunk(json!({}), None);
+                        usage_chunk["choices"] = json!([]);
+                        usage_chunk["usage"] = usage(&completion.stats);
+                        self.out.push_back(usage_chunk.to_string());
+                    }
+                    self.out.push_back("[DONE]".to_string());
+                    self.done = true;
+                    return;
                 }
-                self.out.push_back("[DONE]".to_string());
-                self.done = true;
-                return;
-            }
-        };
-        self.out.push_back(self.meta.chunk(delta, None).to_string());
+            };
+            self.out.push_back(self.meta.chunk(delta, None).to_string());
+        }
     }
 }

@@ -1,23 +1,27 @@
 //! The OpenAI-compatible HTTP API over a [`Scheduler`]: state and small handlers, as in
 //! axum's examples. Tested through `router(state).oneshot(request)` on scripted sessions.
 
-mod chat;
+mod completions;
 mod error;
+mod metrics;
+mod reply;
 mod request;
 mod tokens;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use smollm3_gen::{Backend, SamplingParams};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
+pub use metrics::Metrics;
 
 use crate::Scheduler;
 
@@ -37,6 +41,11 @@ pub struct AppState<B: Backend + Send + 'static> {
     pub body_limit: usize,
     /// When set, every endpoint but `/health` needs `Authorization: Bearer KEY` (else 401).
     pub api_key: Option<String>,
+    /// Origins whose pages may call the API from a browser (`--cors`); `*` for any. Empty:
+    /// no CORS headers, so browsers keep other sites' pages out.
+    pub cors_origins: Vec<String>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl<B: Backend + Send + 'static> AppState<B> {
@@ -48,6 +57,8 @@ impl<B: Backend + Send + 'static> AppState<B> {
             defaults,
             body_limit: 8 << 20,
             api_key: None,
+            cors_origins: Vec::new(),
+            metrics: Arc::default(),
         }
     }
 
@@ -87,7 +98,12 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
     Router::new()
         .route("/health", get(health::<B>))
         .route("/v1/models", get(models::<B>))
-        .route("/v1/chat/completions", post(chat::chat_completions::<B>))
+        .route(
+            "/v1/chat/completions",
+            post(completions::chat_completions::<B>),
+        )
+        .route("/v1/completions", post(completions::completions::<B>))
+        .route("/metrics", get(metrics::<B>))
         .route("/tokenize", post(tokens::tokenize::<B>))
         .route("/detokenize", post(tokens::detokenize::<B>))
         .route("/apply-template", post(tokens::apply_template::<B>))
@@ -99,7 +115,26 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
             require_key::<B>,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        // Outermost, so that browsers' preflight requests are answered without a key.
+        .layer(cors(&state.cors_origins))
         .with_state(state)
+}
+
+/// `--cors`: which origins' pages may read the API's answers (tower-http's `CorsLayer`).
+fn cors(origins: &[String]) -> CorsLayer {
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 /// `--api-key`: a request without `Authorization: Bearer KEY` gets OpenAI's 401; `/health`
@@ -117,7 +152,8 @@ async fn require_key<B: Backend + Send + 'static>(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if request.uri().path() == "/health" || given == Some(key.as_str()) {
+    let matches = given.is_some_and(|g| same_bytes(g.as_bytes(), key.as_bytes()));
+    if request.uri().path() == "/health" || matches {
         return next.run(request).await;
     }
     ApiError {
@@ -128,6 +164,18 @@ async fn require_key<B: Backend + Send + 'static>(
         extra: Vec::new(),
     }
     .into_response()
+}
+
+/// Compares in a time that does not depend on where the first difference is, so a client
+/// cannot find the key a byte at a time by timing 401s.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Prometheus text; the queue and slot gauges are read at each scrape.
+async fn metrics<B: Backend + Send + 'static>(State(app): State<Arc<AppState<B>>>) -> Response {
+    let status = app.scheduler().ok().map(Scheduler::status);
+    app.metrics.render(status.as_ref())
 }
 
 /// 200 `{"status":"ok"}` when requests can be served, 503 while the model loads.

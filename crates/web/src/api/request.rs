@@ -5,8 +5,9 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use smollm3_chat::{ChatRequest, Message};
+use smollm3_chat::{ChatRequest, Content, Message, Role};
 use smollm3_gen::{GenerateRequest, SamplingParams};
+use smollm3_tools::{ToolCall, ToolDefinition, ToolFormat};
 
 use super::error::ApiError;
 
@@ -19,6 +20,68 @@ pub struct ChatCompletionRequest {
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk with `usage` and no choices.
     pub include_usage: bool,
+    /// The tools the model was offered, when it may call them (not with `tool_choice:
+    /// "none"`): its calls are parsed against them.
+    pub tools: Option<OfferedTools>,
+}
+
+/// The fields of `POST /v1/completions` besides the sampling settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TextOptions {
+    model: Option<String>,
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    stop: Option<Stop>,
+    n: Option<u64>,
+    best_of: Option<u64>,
+    echo: bool,
+    suffix: Option<String>,
+    logprobs: Option<Value>,
+}
+
+/// `prompt`: a string, a list of one string, or token ids (as llama-server takes them).
+#[derive(Debug)]
+enum TextPrompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+impl<'de> Deserialize<'de> for TextPrompt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        let err = |what: &str| serde::de::Error::custom(what.to_string());
+        match value {
+            Value::String(s) => Ok(TextPrompt::Text(s)),
+            Value::Array(items) => match items.as_slice() {
+                [Value::String(s)] => Ok(TextPrompt::Text(s.clone())),
+                [] => Err(err("the prompt is empty")),
+                _ if items.iter().all(Value::is_u64) => Ok(TextPrompt::Tokens(
+                    items
+                        .iter()
+                        .filter_map(Value::as_u64)
+                        .map(|t| u32::try_from(t).unwrap_or(u32::MAX))
+                        .collect(),
+                )),
+                _ if items.iter().all(Value::is_string) => Err(err(
+                    "one prompt per request is supported (a list of several strings was given)",
+                )),
+                _ => Err(err("expected a string, a list of one string, or token ids")),
+            },
+            other => Err(err(&format!(
+                "expected a string, a list of one string, or token ids, got {other}"
+            ))),
+        }
+    }
+}
+
+/// Tools shown to the model, and how its calls are read back.
+#[derive(Debug, Clone)]
+pub struct OfferedTools {
+    pub format: ToolFormat,
+    pub definitions: Vec<ToolDefinition>,
+    /// `parallel_tool_calls` (default true): when false only the first call is returned.
+    pub parallel: bool,
 }
 
 /// The fields that are neither messages nor sampling settings.
@@ -32,7 +95,9 @@ struct Options {
     n: Option<u64>,
     chat_template_kwargs: Option<TemplateKwargs>,
     reasoning_effort: Option<String>,
-    tools: Option<Value>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<ToolChoice>,
+    parallel_tool_calls: Option<bool>,
     response_format: Option<ResponseFormat>,
 }
 
@@ -46,6 +111,62 @@ struct StreamOptions {
 #[serde(default)]
 struct TemplateKwargs {
     enable_thinking: Option<bool>,
+    /// SmolLM3's own switches: `true` shows the request's `tools` in that format; a list
+    /// gives the definitions here instead.
+    xml_tools: Option<ToolsKwarg>,
+    python_tools: Option<ToolsKwarg>,
+}
+
+/// A `chat_template_kwargs.xml_tools` / `python_tools` value.
+#[derive(Debug)]
+enum ToolsKwarg {
+    Switch(bool),
+    List(Vec<Value>),
+}
+
+impl<'de> Deserialize<'de> for ToolsKwarg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(on) => Ok(ToolsKwarg::Switch(on)),
+            Value::Array(list) => Ok(ToolsKwarg::List(list)),
+            other => Err(serde::de::Error::custom(format!(
+                "expected true, false or a list of tool definitions, got {other}"
+            ))),
+        }
+    }
+}
+
+/// OpenAI's `tool_choice`.
+#[derive(Debug)]
+enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Named(String),
+}
+
+impl<'de> Deserialize<'de> for ToolChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        match value.as_str() {
+            Some("auto") => return Ok(ToolChoice::Auto),
+            Some("none") => return Ok(ToolChoice::None),
+            Some("required") => return Ok(ToolChoice::Required),
+            _ => {}
+        }
+        let named = value
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .filter(|_| value.get("type").and_then(Value::as_str) == Some("function"));
+        match named {
+            Some(name) => Ok(ToolChoice::Named(name.to_string())),
+            None => Err(serde::de::Error::custom(format!(
+                "expected \"auto\", \"none\", \"required\" or \
+                 {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {value}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +183,15 @@ enum Stop {
     Many(Vec<String>),
 }
 
+impl Stop {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(list) => list,
+        }
+    }
+}
+
 /// A JSON body read into `T`, or a 400 (413 over the size limit) naming the field.
 pub fn read_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
@@ -70,6 +200,21 @@ pub fn read_body<T: serde::de::DeserializeOwned>(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}"), None))?;
     read(value, "body")
+}
+
+/// The body as a JSON object, or a 400.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ApiError::invalid(
+            "the request body must be a JSON object",
+            None,
+        )),
+        Err(e) => Err(ApiError::invalid(
+            format!("the request body is not valid JSON: {e}"),
+            None,
+        )),
+    }
 }
 
 /// `T` from `value`, or a 400 naming the field (`top_p`, `stream_options.include_usage`).
@@ -82,18 +227,60 @@ fn read<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T, A
 }
 
 impl ChatCompletionRequest {
+    /// Parses a `POST /v1/completions` body: a raw prompt, no template, no reasoning split.
+    pub fn parse_text(body: &[u8], defaults: &SamplingParams) -> Result<Self, ApiError> {
+        let mut fields = json_object(body)?;
+        let prompt = fields
+            .remove("prompt")
+            .ok_or_else(|| ApiError::invalid("prompt: this field is required", Some("prompt")))?;
+        let prompt: TextPrompt = read(prompt, "prompt")?;
+        let sampling = sampling(&fields, defaults)?;
+        let options: TextOptions = read(Value::Object(fields), "body")?;
+        let unsupported = [
+            ("n", options.n.is_some_and(|n| n != 1), "only n = 1"),
+            (
+                "best_of",
+                options.best_of.is_some_and(|n| n > 1),
+                "only best_of = 1",
+            ),
+            ("echo", options.echo, "echo is not supported"),
+            (
+                "suffix",
+                options.suffix.is_some(),
+                "suffix (insertion) is not supported",
+            ),
+            (
+                "logprobs",
+                options.logprobs.as_ref().is_some_and(|l| !l.is_null()),
+                "logprobs are not supported yet",
+            ),
+        ];
+        if let Some((param, _, why)) = unsupported.iter().find(|(_, bad, _)| *bad) {
+            return Err(ApiError::invalid(format!("{param}: {why}"), Some(param)));
+        }
+        let prompt = match prompt {
+            TextPrompt::Text(text) => smollm3_gen::Prompt::Text(text),
+            TextPrompt::Tokens(ids) => smollm3_gen::Prompt::Tokens(ids),
+        };
+        let stop = options.stop.map_or_else(Vec::new, Stop::into_list);
+        Ok(ChatCompletionRequest {
+            request: GenerateRequest {
+                sampling,
+                stop,
+                tool_tags: Some(Vec::new()),
+                ..GenerateRequest::new(prompt)
+            },
+            model: options.model,
+            stream: options.stream,
+            include_usage: options.stream_options.is_some_and(|o| o.include_usage),
+            tools: None,
+        })
+    }
+
     /// Parses a request body; `defaults` are the server's sampling settings, which the
     /// request's fields override.
     pub fn parse(body: &[u8], defaults: &SamplingParams) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::invalid(format!("the request body is not valid JSON: {e}"), None)
-        })?;
-        let Value::Object(mut fields) = value else {
-            return Err(ApiError::invalid(
-                "the request body must be a JSON object",
-                None,
-            ));
-        };
+        let mut fields = json_object(body)?;
         let messages = fields.remove("messages").ok_or_else(|| {
             ApiError::invalid("messages: this field is required", Some("messages"))
         })?;
@@ -113,12 +300,6 @@ impl ChatCompletionRequest {
                 Some("n"),
             ));
         }
-        if options.tools.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(ApiError::invalid(
-                "tools: tool calling through the API is not supported yet",
-                Some("tools"),
-            ));
-        }
         if let Some(format) = &options.response_format {
             if format.kind != "text" {
                 return Err(ApiError::invalid(
@@ -130,7 +311,8 @@ impl ChatCompletionRequest {
                 ));
             }
         }
-        let mut enable_thinking = options.chat_template_kwargs.and_then(|k| k.enable_thinking);
+        let kwargs = options.chat_template_kwargs.unwrap_or_default();
+        let mut enable_thinking = kwargs.enable_thinking;
         match options.reasoning_effort.as_deref() {
             Some("none") => enable_thinking = Some(false),
             Some("low" | "medium" | "high") | None => {}
@@ -141,26 +323,55 @@ impl ChatCompletionRequest {
                 ))
             }
         }
-        let chat = ChatRequest {
+        let (format, definitions) = tool_definitions(options.tools, kwargs)?;
+        let choice = options.tool_choice.unwrap_or(ToolChoice::Auto);
+        let messages = write_calls_into_content(messages, format)?;
+        let mut chat = ChatRequest {
             messages,
             add_generation_prompt: true,
             enable_thinking,
             ..Default::default()
         };
-        let stop = match options.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s],
-            Some(Stop::Many(list)) => list,
+        let stop = options.stop.map_or_else(Vec::new, Stop::into_list);
+        let mut request = GenerateRequest {
+            sampling,
+            stop,
+            ..GenerateRequest::chat(ChatRequest::default())
         };
+        let offered = match (&choice, definitions.is_empty()) {
+            (ToolChoice::None, _) | (ToolChoice::Auto, true) => {
+                // Nothing to call: any tag the model writes stays text.
+                request.tool_tags = Some(Vec::new());
+                None
+            }
+            (_, true) => {
+                return Err(ApiError::invalid(
+                    "tool_choice: a tool call is required but no tools are given",
+                    Some("tool_choice"),
+                ))
+            }
+            (choice, false) => {
+                request.answer_prefix = forced_call_start(choice, format, &definitions)?;
+                let listed: Vec<Value> = definitions.iter().map(ToolDefinition::to_bare).collect();
+                let listed = minijinja::Value::from_serialize(&listed);
+                match format {
+                    ToolFormat::Xml => chat.xml_tools = Some(listed),
+                    ToolFormat::Python => chat.python_tools = Some(listed),
+                }
+                Some(OfferedTools {
+                    format,
+                    definitions,
+                    parallel: options.parallel_tool_calls.unwrap_or(true),
+                })
+            }
+        };
+        request.prompt = smollm3_gen::Prompt::Chat(chat);
         Ok(ChatCompletionRequest {
-            request: GenerateRequest {
-                sampling,
-                stop,
-                ..GenerateRequest::chat(chat)
-            },
+            request,
             model: options.model,
             stream: options.stream,
             include_usage: options.stream_options.is_some_and(|o| o.include_usage),
+            tools: offered,
         })
     }
 }
@@ -186,4 +397,135 @@ fn sampling(
     let params: SamplingParams = read(Value::Object(merged), "body")?;
     params.validate().map_err(ApiError::from)?;
     Ok(params)
+}
+
+/// The tools offered and their format: `tools` (OpenAI's field) in SmolLM3's XML format
+/// unless `chat_template_kwargs.python_tools` asks for the Python one; lists given under
+/// `chat_template_kwargs.xml_tools` / `python_tools` are added, as HF's `apply_chat_template`
+/// takes them.
+fn tool_definitions(
+    tools: Option<Vec<Value>>,
+    kwargs: TemplateKwargs,
+) -> Result<(ToolFormat, Vec<ToolDefinition>), ApiError> {
+    let mut listed: Vec<(String, Value)> = tools
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (format!("tools[{i}]"), t))
+        .collect();
+    let on = |kwarg: &Option<ToolsKwarg>| {
+        matches!(kwarg, Some(ToolsKwarg::List(_) | ToolsKwarg::Switch(true)))
+    };
+    let format = match (on(&kwargs.xml_tools), on(&kwargs.python_tools)) {
+        (true, true) => {
+            return Err(ApiError::invalid(
+                "chat_template_kwargs: give xml_tools or python_tools, not both",
+                Some("chat_template_kwargs"),
+            ))
+        }
+        (_, true) => ToolFormat::Python,
+        _ => ToolFormat::Xml,
+    };
+    for (name, kwarg) in [
+        ("xml_tools", kwargs.xml_tools),
+        ("python_tools", kwargs.python_tools),
+    ] {
+        if let Some(ToolsKwarg::List(list)) = kwarg {
+            listed.extend(
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("chat_template_kwargs.{name}[{i}]"), t)),
+            );
+        }
+    }
+    let mut definitions: Vec<ToolDefinition> = Vec::with_capacity(listed.len());
+    for (param, value) in listed {
+        let definition = ToolDefinition::from_value(&value)
+            .map_err(|e| ApiError::invalid(format!("{param}: {e}"), Some(&param)))?;
+        if definitions.iter().any(|d| d.name == definition.name) {
+            return Err(ApiError::invalid(
+                format!("{param}: a second tool named {:?}", definition.name),
+                Some(&param),
+            ));
+        }
+        definitions.push(definition);
+    }
+    Ok((format, definitions))
+}
+
+/// What the answer must start with for `tool_choice` `required` (a call) or a named function
+/// (a call of that one). Until decoding is constrained by the tool's schema, this forces the
+/// opening of the call and the model writes the rest.
+fn forced_call_start(
+    choice: &ToolChoice,
+    format: ToolFormat,
+    definitions: &[ToolDefinition],
+) -> Result<Option<String>, ApiError> {
+    let (open, _) = format.tags();
+    match choice {
+        ToolChoice::Auto | ToolChoice::None => Ok(None),
+        ToolChoice::Required => Ok(Some(match format {
+            ToolFormat::Xml => format!("{open}\n{{\"name\": \""),
+            ToolFormat::Python => open.to_string(),
+        })),
+        ToolChoice::Named(name) => {
+            if !definitions.iter().any(|d| &d.name == name) {
+                return Err(ApiError::invalid(
+                    format!("tool_choice.function.name: no tool named {name:?} in tools"),
+                    Some("tool_choice.function.name"),
+                ));
+            }
+            Ok(Some(match format {
+                ToolFormat::Xml => {
+                    let quoted = Value::String(name.clone());
+                    format!("{open}\n{{\"name\": {quoted}, \"arguments\": ")
+                }
+                ToolFormat::Python => format!("{open}{name}("),
+            }))
+        }
+    }
+}
+
+/// Earlier assistant turns' `tool_calls` written into their `content` the way the model
+/// writes calls: SmolLM3's template shows the model only `content`, so without this the model
+/// would see results of calls it never made. A turn whose content already holds the call
+/// text (a client that sends back the raw output) is left as it is.
+fn write_calls_into_content(
+    mut messages: Vec<Message>,
+    format: ToolFormat,
+) -> Result<Vec<Message>, ApiError> {
+    let (open, _) = format.tags();
+    for (i, message) in messages.iter_mut().enumerate() {
+        let Some(calls) = message.tool_calls.as_ref().filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        if message.role != Role::Assistant || message.text().contains(open) {
+            continue;
+        }
+        let mut text = message.text().trim_end().to_string();
+        for (j, call) in calls.iter().enumerate() {
+            let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
+            let arguments = match serde_json::from_str::<Value>(&call.function.arguments) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) if call.function.arguments.trim().is_empty() => Map::new(),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("{param}: not a JSON object"),
+                        Some(&param),
+                    ))
+                }
+            };
+            let written = ToolCall {
+                name: call.function.name.clone(),
+                arguments,
+            }
+            .to_text(format);
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&written);
+        }
+        message.content = Some(Content::Text(text));
+    }
+    Ok(messages)
 }

@@ -5,9 +5,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
 use smollm3_chat::{ChatTemplate, DateTime, FixedClock, Tokenizer};
-use smollm3_gen::{ScriptedBackend, Session};
-use smollm3_web::{Scheduler, SchedulerOptions};
+use smollm3_gen::{SamplingParams, ScriptedBackend, Session};
+use smollm3_web::{router, AppState, Scheduler, SchedulerOptions};
+use tower::ServiceExt;
 
 pub fn tokenizer() -> Arc<Tokenizer> {
     let path =
@@ -42,4 +47,152 @@ pub fn scheduler(
         })
         .collect();
     Scheduler::new(sessions, options).unwrap()
+}
+
+/// A router over one scripted slot that answers with `replies` in turn. Greedy by default:
+/// the scripted "model" makes its reply the most likely token, not a certain one.
+pub fn app(replies: &[&str]) -> axum::Router {
+    router(Arc::new(state(replies)))
+}
+
+/// The state behind [`app`], to change before building the router.
+pub fn state(replies: &[&str]) -> AppState<ScriptedBackend> {
+    let mut state = AppState::new("smollm3-test", SamplingParams::greedy())
+        .with_scheduler(scheduler(1, replies, SchedulerOptions::default()));
+    state.body_limit = 64 * 1024;
+    state
+}
+
+pub async fn send(app: axum::Router, method: &str, path: &str, body: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    // A clone serves the request: the router (and its scheduler, whose drop cancels what is
+    // running) stays alive until the streamed body is read, as in a server.
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    drop(app);
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+pub async fn post_json(app: axum::Router, body: Value) -> (StatusCode, Value, String) {
+    let (status, text) = send(app, "POST", "/v1/chat/completions", &body.to_string()).await;
+    let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, value, text)
+}
+
+/// The `data:` payloads of an SSE body, in order (comments and blank lines skipped).
+pub fn sse_data(body: &str) -> Vec<&str> {
+    assert!(
+        body.ends_with("\n\n"),
+        "events end with a blank line: {body:?}"
+    );
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect()
+}
+
+/// A router over one scripted slot whose replies are given as token ids.
+pub fn app_from_tokens(replies: Vec<Vec<u32>>) -> axum::Router {
+    let tok = tokenizer();
+    let end = tok.special_token("<|im_end|>").unwrap();
+    let backend = ScriptedBackend::new(tok.vocab_size(), 4096, end, replies);
+    let session = Session::with_backend(backend, tok, template());
+    let scheduler = Scheduler::new(vec![session], SchedulerOptions::default()).unwrap();
+    let state = AppState::new("smollm3-test", SamplingParams::greedy()).with_scheduler(scheduler);
+    router(Arc::new(state))
+}
+
+/// The real `smollm3-web` binary, killed if a test fails before it stops it.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`, as the server printed it.
+    pub address: String,
+}
+
+impl Server {
+    /// Starts the binary on a free loopback port with `model` and `args`, and waits until
+    /// `/health` says it can serve (503 "Loading model" until then).
+    pub fn start(model: &Path, args: &[&str]) -> Server {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_smollm3-web"))
+            .args(["--model", model.to_str().unwrap(), "--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("smollm3-web listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let server = Server { child, address };
+        let start = Instant::now();
+        loop {
+            let (status, body) = http(&server.address, "GET", "/health", None, "");
+            if status == 200 {
+                return server;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(body.contains("Loading model"), "{body}");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the model never loaded"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; the status and the body (responses here carry a Content-Length).
+pub fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }

@@ -1,0 +1,338 @@
+//! Tool calls through the API on scripted sessions: definitions into the prompt, calls out
+//! of the model's text into OpenAI `tool_calls` (streamed and not), earlier calls back into
+//! the text the model sees, `tool_choice`, `parallel_tool_calls`, and 400s for bad tools.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{app, app_from_tokens, post_json, send, sse_data, tokenizer};
+use serde_json::{json, Value};
+
+const WEATHER_CALL: &str = "<think>\nI need the weather.\n</think>\nLet me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+
+fn tools() -> Value {
+    json!([{
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"]
+            }
+        }
+    }])
+}
+
+fn ask(extra: Value) -> Value {
+    let mut body = json!({
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": tools(),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test]
+async fn a_call_comes_back_as_tool_calls_with_a_json_string_of_arguments() {
+    let (status, v, text) = post_json(app(&[WEATHER_CALL]), ask(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{text}");
+    let message = &choice["message"];
+    assert_eq!(message["content"], "Let me check.");
+    assert_eq!(message["reasoning_content"], "I need the weather.");
+    let calls = message["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{text}");
+    let call = &calls[0];
+    assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    // OpenAI sends arguments as a JSON *string*.
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, json!({"city": "Paris"}));
+    assert!(
+        call.get("index").is_none(),
+        "index belongs to stream deltas only"
+    );
+}
+
+/// Replaces what changes between runs (ids, times, speeds) so the raw bytes can be compared.
+fn normalize(sse: &str) -> String {
+    let re = |p: &str| regex::Regex::new(p).unwrap();
+    let s = re(r#""id":"chatcmpl-[0-9a-f]+""#).replace_all(sse, r#""id":"chatcmpl-ID""#);
+    let s = re(r#""id":"call_[0-9a-f]+_(\d+)""#).replace_all(&s, r#""id":"call_ID_$1""#);
+    let s = re(r#""created":\d+"#).replace_all(&s, r#""created":0"#);
+    let s = re(r#""(prompt_ms|prompt_per_second|predicted_ms|predicted_per_second)":[0-9.e+-]+"#)
+        .replace_all(&s, r#""$1":0"#);
+    s.into_owned()
+}
+
+/// The raw SSE bytes of a streamed answer with reasoning, text and a tool call, against a
+/// golden file. The file was written from the protocol (`../shared/docs/api-and-ux.md`) and
+/// checked line by line: `data: ` + one JSON object + a blank line per event; the role chunk
+/// first; reasoning in `reasoning_content`, text in `content`, token by token; the call in one
+/// `tool_calls` delta carrying `index`, `id`, `type` and the name with the whole arguments
+/// string; `finish_reason: "tool_calls"` with `timings` on an empty delta; the usage chunk
+/// with no choices; `[DONE]`. Set `UPDATE_GOLDEN=1` to rewrite it after a deliberate change,
+/// and review the diff.
+#[tokio::test]
+async fn a_streamed_tool_call_matches_the_golden_sse_bytes() {
+    let body = ask(json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let (status, text) = send(
+        app(&[WEATHER_CALL]),
+        "POST",
+        "/v1/chat/completions",
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let got = normalize(&text);
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tool_call_stream.sse");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(got, want, "raw SSE differs from {}", path.display());
+
+    // The same facts, independently of the file.
+    let data = sse_data(&text);
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let call_deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(call_deltas.len(), 1);
+    let call = &call_deltas[0][0];
+    assert_eq!(call["index"], 0);
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        content, "Let me check.\n",
+        "no call text leaks into content"
+    );
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+}
+
+#[tokio::test]
+async fn calls_that_are_malformed_or_of_unknown_tools_stay_text() {
+    let reply = "<tool_call>\n{\"name\": \"launch_rockets\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \n</tool_call>";
+    let (_, v, text) = post_json(app(&[reply]), ask(json!({"reasoning_effort": "none"}))).await;
+    let message = &v["choices"][0]["message"];
+    assert!(message.get("tool_calls").is_none(), "{text}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let content = message["content"].as_str().unwrap();
+    assert!(content.contains("launch_rockets"), "{content}");
+    assert!(content.contains("\"city\": \n</tool_call>"), "{content}");
+}
+
+#[tokio::test]
+async fn without_tools_or_with_tool_choice_none_tags_are_plain_text() {
+    for body in [
+        json!({"messages": [{"role": "user", "content": "Hi"}], "reasoning_effort": "none"}),
+        ask(json!({"tool_choice": "none", "reasoning_effort": "none"})),
+    ] {
+        let (_, v, text) = post_json(app(&[WEATHER_CALL]), body.clone()).await;
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{text}");
+        assert!(
+            v["choices"][0]["message"].get("tool_calls").is_none(),
+            "{text}"
+        );
+        // The call's text stays in the content (its tags are control tokens, which print
+        // nothing when they are not tool-call tags, as in llama.cpp).
+        assert!(v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("{\"name\": \"get_weather\""));
+        // And the model was not shown the tools.
+        let (_, text) = send(app(&["x"]), "POST", "/apply-template", &body.to_string()).await;
+        assert!(!text.contains("get_weather"), "{text}");
+    }
+    let (_, text) = send(
+        app(&["x"]),
+        "POST",
+        "/apply-template",
+        &ask(json!({})).to_string(),
+    )
+    .await;
+    let prompt: Value = serde_json::from_str(&text).unwrap();
+    let prompt = prompt["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("<tools>\n{'name': 'get_weather'"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("within <tool_call></tool_call> XML tags"),
+        "{prompt}"
+    );
+}
+
+#[tokio::test]
+async fn a_named_tool_choice_forces_the_call_open() {
+    // The scripted model would write junk where the call must start; the server forces the
+    // opening (`<tool_call>` and the name) instead, and the model writes the arguments.
+    let tok = tokenizer();
+    let prefix = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ";
+    let forced = tok.encode(prefix, true).unwrap();
+    let junk = tok.encode("x", true).unwrap()[0];
+    let mut reply = vec![junk; forced.len()];
+    reply.extend(
+        tok.encode("{\"city\": \"Oslo\"}}\n</tool_call>", true)
+            .unwrap(),
+    );
+    let body = ask(json!({
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "reasoning_effort": "none",
+    }));
+    let (_, v, text) = post_json(app_from_tokens(vec![reply.clone()]), body).await;
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{text}");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Oslo"}"#);
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    // The same script without the forced opening is no call at all.
+    let (_, v, text) = post_json(
+        app_from_tokens(vec![reply]),
+        ask(json!({"reasoning_effort": "none"})),
+    )
+    .await;
+    assert!(
+        v["choices"][0]["message"].get("tool_calls").is_none(),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn parallel_calls_are_all_returned_unless_turned_off() {
+    let two = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>";
+    let (_, v, text) = post_json(app(&[two]), ask(json!({"reasoning_effort": "none"}))).await;
+    let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{text}");
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+    assert_eq!(calls[1]["function"]["arguments"], r#"{"city":"Rome"}"#);
+    assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+    let (_, v, text) = post_json(
+        app(&[two]),
+        ask(json!({"reasoning_effort": "none", "parallel_tool_calls": false})),
+    )
+    .await;
+    let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{text}");
+    assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+}
+
+#[tokio::test]
+async fn python_tools_are_offered_and_parsed_in_smollm3s_code_format() {
+    let reply = "<code>get_weather(city=\"Paris\")</code>";
+    let body = ask(json!({
+        "reasoning_effort": "none",
+        "chat_template_kwargs": {"python_tools": true},
+    }));
+    let (_, v, text) = post_json(app(&[reply]), body.clone()).await;
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather", "{text}");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
+    let (_, text) = send(app(&["x"]), "POST", "/apply-template", &body.to_string()).await;
+    assert!(text.contains("stateful Jupyter notebook"), "{text}");
+}
+
+#[tokio::test]
+async fn earlier_calls_are_written_into_the_assistant_text_the_model_sees() {
+    let body = json!({
+        "tools": tools(),
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}
+            }]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+        ],
+    });
+    let (status, text) = send(app(&["x"]), "POST", "/apply-template", &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let prompt: Value = serde_json::from_str(&text).unwrap();
+    let prompt = prompt["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains(
+            "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n<|im_start|>user\nsunny, 21 C<|im_end|>"
+        ),
+        "{prompt}"
+    );
+}
+
+#[tokio::test]
+async fn bad_tools_and_tool_choices_get_400s_naming_the_field() {
+    let user = json!([{"role": "user", "content": "Hi"}]);
+    for (body, param, needle) in [
+        (
+            json!({"messages": user, "tools": [{"type": "function", "function": {"name": "no spaces"}}]}),
+            "tools[0]",
+            "invalid tool name",
+        ),
+        (
+            json!({"messages": user, "tools": "get_weather"}),
+            "tools",
+            "invalid type",
+        ),
+        (
+            json!({"messages": user, "tools": [tools()[0], tools()[0]]}),
+            "tools[1]",
+            "a second tool named",
+        ),
+        (
+            json!({"messages": user, "tools": tools(), "tool_choice": "sometimes"}),
+            "tool_choice",
+            "expected \"auto\"",
+        ),
+        (
+            json!({"messages": user, "tools": tools(),
+                   "tool_choice": {"type": "function", "function": {"name": "fly"}}}),
+            "tool_choice.function.name",
+            "no tool named \"fly\"",
+        ),
+        (
+            json!({"messages": user, "tool_choice": "required"}),
+            "tool_choice",
+            "no tools are given",
+        ),
+        (
+            json!({"messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "tool_calls": [{"type": "function",
+                    "function": {"name": "get_weather", "arguments": "[1]"}}]}
+            ]}),
+            "messages[1].tool_calls[0].function.arguments",
+            "not a JSON object",
+        ),
+        (
+            json!({"messages": user, "chat_template_kwargs": {"python_tools": "yes"}}),
+            "chat_template_kwargs.python_tools",
+            "expected true, false or a list",
+        ),
+    ] {
+        let (status, v, text) = post_json(app(&["x"]), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert_eq!(v["error"]["param"], param, "{text}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{text}"
+        );
+    }
+}
