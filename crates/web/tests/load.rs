@@ -218,3 +218,93 @@ fn sixteen_clients_on_two_slots_end_cleanly_and_leave_nothing_behind() {
     }
     let _ = warm_up;
 }
+
+/// With one slot, a client that hangs up after its first token frees the slot for the next
+/// request at once: its generation stops within a few tokens of the hang-up (counted in the
+/// slot's cache, not timed), though it was allowed 900, and the next request then runs.
+#[test]
+fn a_hang_up_frees_the_only_slot_within_a_few_tokens() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf");
+    assert!(model.exists(), "run `cargo xtask gen-fixtures` first");
+    let server = Server::start(&model, &["--parallel", "1", "--ctx", "1024"]);
+    let address = server.address.as_str();
+    let question = |max_tokens: usize, stream: bool| {
+        json!({
+            "messages": [{"role": "user", "content": "Tell me everything."}],
+            "max_tokens": max_tokens, "temperature": 1.0, "seed": 7,
+            "reasoning_effort": "none", "stream": stream,
+        })
+        .to_string()
+    };
+    let (status, text) = http(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        &question(1, false),
+    );
+    assert_eq!(status, 200, "{text}");
+    let prompt_tokens = serde_json::from_str::<Value>(&text).unwrap()["usage"]["prompt_tokens"]
+        .as_u64()
+        .unwrap();
+
+    let mut socket = TcpStream::connect(address).unwrap();
+    let body = question(900, true);
+    write!(
+        socket,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(socket);
+    let mut received = 0;
+    for line in (&mut reader).lines() {
+        if line.unwrap().contains("\"content\":\"") {
+            received += 1;
+            break;
+        }
+    }
+    assert_eq!(received, 1);
+    drop(reader); // hang up
+
+    // The slot comes back holding the prompt and only the few tokens made before the server
+    // saw the closed connection (an event buffer's worth at most), not 900.
+    let mut cached = None;
+    for _ in 0..2000 {
+        let (_, slots) = http(address, "GET", "/slots", None, "");
+        let slots: Value = serde_json::from_str(&slots).unwrap();
+        if slots[0]["is_processing"] == false {
+            cached = slots[0]["cached_tokens"].as_u64();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cached = cached.expect("the slot stayed busy after the hang-up");
+    assert!(
+        (prompt_tokens..=prompt_tokens + 16).contains(&cached),
+        "the slot holds {cached} tokens for a prompt of {prompt_tokens}"
+    );
+    let (_, text) = http(address, "GET", "/metrics", None, "");
+    assert!(
+        text.contains(r#"outcome="cancelled"} 1"#),
+        "the hang-up is counted as a cancel: {text}"
+    );
+    // The next request is served by the same slot, from its cache.
+    let (status, text) = http(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        &question(2, false),
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            >= prompt_tokens - 1
+    );
+}
