@@ -58,7 +58,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn of(values: impl IntoIterator<Item = f64>) -> Self {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
         let mut v: Vec<f64> = values.into_iter().collect();
         v.sort_by(f64::total_cmp);
         let n = v.len();
@@ -528,7 +528,7 @@ pub fn synthetic_spec() -> FixtureSpec {
 
 /// Returns the cached synthetic 3B GGUF, generating it (atomically) if it is missing or does
 /// not match the generator's tensor plan.
-fn ensure_synthetic_model(dir: &Path) -> Result<PathBuf> {
+pub fn ensure_synthetic_model(dir: &Path) -> Result<PathBuf> {
     let spec = synthetic_spec();
     let path = dir.join(&spec.file_name);
     if path.exists() {
@@ -602,7 +602,7 @@ fn cpuinfo_field(field: &str) -> Option<String> {
     })
 }
 
-fn cpu_model_name() -> String {
+pub fn cpu_model_name() -> String {
     cpuinfo_field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 

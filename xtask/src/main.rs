@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_child;
+mod bench_server;
 mod fetch;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ enum Command {
     /// Measure load time, time to first token, prefill and decode speed and peak RSS
     /// (docs/performance.md).
     Bench(bench::BenchArgs),
+    /// Serve the model in-process and measure time to first token and tok/s per stream with
+    /// 1, 2 and 4 concurrent streaming clients, and what HTTP costs per token.
+    BenchServer(bench_server::ServerBenchArgs),
     /// Download a SmolLM3 GGUF (default: SmolLM3-3B Q4_K_M) into the Hugging Face cache and
     /// print where it is; a file already in the cache is not downloaded again.
     FetchWeights(fetch::FetchArgs),
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::GenFixtures { out, only, with_3b } => gen_fixtures(out, only, with_3b),
         Command::Bench(args) => bench::run(args, &workspace_root()),
+        Command::BenchServer(args) => bench_server::run(args, &workspace_root()),
         Command::BenchChild(args) => bench_child::run(args),
         Command::FetchWeights(args) => fetch::run(args),
     };

@@ -1,9 +1,10 @@
-//! `smollm3-web`: SmolLM3 served to many clients at once. This first part is the server core,
-//! kept apart from HTTP so that the OpenAI-compatible API and the web chat (next) both go
-//! through it:
+//! `smollm3-web`: SmolLM3 served to many clients at once. The server core is kept apart from
+//! HTTP so that the OpenAI-compatible API and the web chat (next) both go through it:
 //!
-//! - [`router`] ([`AppState`]): the OpenAI-compatible API (`/v1/chat/completions`
-//!   streamed and not, `/v1/models`, `/health`) with OpenAI-shaped [`ApiError`]s.
+//! - [`router`] ([`AppState`]): the OpenAI-compatible API (`/v1/chat/completions` and
+//!   `/v1/completions` streamed and not, with reasoning and tool calls; `/v1/models`,
+//!   `/health`, `/metrics`, `/tokenize`, `/detokenize`, `/apply-template`, `/props`,
+//!   `/slots`) with OpenAI-shaped [`ApiError`]s; [`Metrics`] counts what it serves.
 //! - [`Scheduler`]: a fixed set of sessions (slots), each with its own KV cache and
 //!   generation thread, behind one bounded FIFO queue; a request goes to the idle slot that
 //!   already holds the longest prefix of its prompt, and a dropped [`Ticket`] receiver cancels
@@ -43,7 +44,7 @@
 mod api;
 mod scheduler;
 
-pub use api::{router, ApiError, AppState};
+pub use api::{router, ApiError, AppState, Metrics};
 
 pub use scheduler::{
     JobEvent, Scheduler, SchedulerOptions, SchedulerStatus, SlotStatus, SubmitError, Ticket,

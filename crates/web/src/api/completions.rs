@@ -138,6 +138,16 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Moves the duty to count into a new value (for the response body, which outlives the
+    /// handler); this one then counts nothing.
+    fn hand_over(&mut self) -> Outcome {
+        Outcome {
+            metrics: self.metrics.clone(),
+            endpoint: self.endpoint,
+            counted: std::mem::replace(&mut self.counted, true),
+        }
+    }
+
     fn finished(&mut self, finish_reason: &str, completion: &Completion) {
         self.counted = true;
         let outcome = match completion.finish_reason {
@@ -222,11 +232,7 @@ async fn answer<B: Backend + Send + 'static>(
     };
     let reply = Reply::new(parsed.tools, &meta.id);
     // From here the stream (or the collected answer) counts the outcome.
-    let outcome = Outcome {
-        metrics: outcome.metrics.clone(),
-        endpoint: outcome.endpoint,
-        counted: std::mem::replace(&mut outcome.counted, true),
-    };
+    let outcome = outcome.hand_over();
     if parsed.stream {
         let stream = stream(
             meta,

@@ -1,0 +1,267 @@
+//! `cargo xtask bench-server`: the server under concurrent clients, in-process. One engine and
+//! `max(--clients)` sessions behind `smollm3_web::router`, served on a loopback port; for each
+//! client count, that many streaming clients (plain HTTP/1.1 over TCP, as any client) ask at
+//! once. Per stream: time to first token and tok/s as the client sees them, beside the decode
+//! speed the engine reports for the same request (`timings.predicted_per_second`). The
+//! difference per token is what HTTP, JSON and SSE cost; it must stay far below a token's
+//! time. Medians over the streams and repetitions; the report also goes to
+//! `target/bench/server.json`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+use smollm3_gen::{Engine, SamplingParams};
+use smollm3_model::LoadOptions;
+use smollm3_web::{router, AppState, Scheduler, SchedulerOptions};
+
+use crate::bench::Stat;
+
+/// Options of `cargo xtask bench-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerBenchArgs {
+    /// GGUF to serve [default: the synthetic SmolLM3-3B Q4_K_M file in target/bench/, as
+    /// `cargo xtask bench` makes it].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Concurrent client counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub clients: Vec<usize>,
+    /// Tokens each stream generates.
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    /// Repetitions of each client count.
+    #[arg(long, default_value_t = 2)]
+    pub reps: usize,
+    /// Compute threads (RAYON_NUM_THREADS / CANDLE_NUM_THREADS) [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the JSON report instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one stream saw.
+#[derive(Debug, Clone, Serialize)]
+struct StreamReport {
+    ttft_ms: f64,
+    /// Tokens after the first, per second between the first and the last token received.
+    client_tokens_per_second: f64,
+    /// The engine's own decode speed for the request (`timings.predicted_per_second`).
+    engine_tokens_per_second: f64,
+    tokens: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    clients: usize,
+    ttft_ms: Stat,
+    per_stream_tokens_per_second: Stat,
+    engine_tokens_per_second: Stat,
+    /// Sum over the streams of one round, tokens per wall-clock second.
+    total_tokens_per_second: Stat,
+    /// (1 / client tok/s - 1 / engine tok/s) per token, in milliseconds.
+    http_cost_per_token_ms: Stat,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    cpu: String,
+    threads: usize,
+    tokens: usize,
+    rows: Vec<Row>,
+}
+
+pub fn run(args: ServerBenchArgs, workspace: &Path) -> Result<()> {
+    if args.clients.is_empty() || args.clients.contains(&0) {
+        bail!("--clients: give one or more counts of at least 1, e.g. 1,2,4");
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    // The engine reads these when its thread pool starts (before the model loads).
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+    let bench_dir = workspace.join("target/bench");
+    let model = match &args.model {
+        Some(path) => path.clone(),
+        None => crate::bench::ensure_synthetic_model(&bench_dir)?,
+    };
+    eprintln!("loading {}", model.display());
+    let engine = Engine::load(&model, &LoadOptions::default())
+        .with_context(|| format!("loading {}", model.display()))?;
+    let slots = args.clients.iter().copied().max().unwrap_or(1);
+    let context = 1024;
+    let sessions = (0..slots)
+        .map(|_| engine.session(context))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scheduler = Scheduler::new(sessions, SchedulerOptions::default())?;
+    let state =
+        Arc::new(AppState::new("bench", SamplingParams::default()).with_scheduler(scheduler));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let address = listener.local_addr()?.to_string();
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, router(state)).await;
+    });
+
+    // One warm-up stream per slot: first-call costs and cache growth are not measured.
+    round(&address, slots, args.tokens, 1000)?;
+    let mut rows = Vec::new();
+    for (i, &clients) in args.clients.iter().enumerate() {
+        let mut streams = Vec::new();
+        let mut totals = Vec::new();
+        for rep in 0..args.reps {
+            // A different prompt each round, so no stream finds its prompt cached.
+            let seed = 2000 + 100 * i + 10 * rep;
+            let started = Instant::now();
+            let round_streams = round(&address, clients, args.tokens, seed)?;
+            let wall = started.elapsed().as_secs_f64();
+            let tokens: usize = round_streams.iter().map(|s| s.tokens).sum();
+            totals.push(tokens as f64 / wall);
+            streams.extend(round_streams);
+        }
+        rows.push(Row {
+            clients,
+            ttft_ms: Stat::of(streams.iter().map(|s| s.ttft_ms)),
+            per_stream_tokens_per_second: Stat::of(
+                streams.iter().map(|s| s.client_tokens_per_second),
+            ),
+            engine_tokens_per_second: Stat::of(streams.iter().map(|s| s.engine_tokens_per_second)),
+            total_tokens_per_second: Stat::of(totals),
+            http_cost_per_token_ms: Stat::of(
+                streams
+                    .iter()
+                    .map(|s| 1e3 / s.client_tokens_per_second - 1e3 / s.engine_tokens_per_second),
+            ),
+        });
+    }
+    let report = Report {
+        model: model.display().to_string(),
+        cpu: crate::bench::cpu_model_name(),
+        threads,
+        tokens: args.tokens,
+        rows,
+    };
+    std::fs::create_dir_all(&bench_dir)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(bench_dir.join("server.json"), &json)?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print_table(&report);
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
+}
+
+/// `clients` streams started together; each one's report.
+fn round(address: &str, clients: usize, tokens: usize, seed: usize) -> Result<Vec<StreamReport>> {
+    let barrier = Arc::new(Barrier::new(clients));
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let (address, barrier) = (address.to_string(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                stream(&address, tokens, seed + i)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+        })
+        .collect()
+}
+
+/// One streamed request of exactly `tokens` tokens (no end-of-turn: `ignore_eos` is not
+/// offered, so the prompt asks for a long answer and max_tokens cuts it).
+fn stream(address: &str, tokens: usize, seed: usize) -> Result<StreamReport> {
+    let body = json!({
+        "messages": [{"role": "user", "content":
+            format!("Request {seed}: write a long story about a lighthouse keeper.")}],
+        "max_tokens": tokens, "temperature": 1.0, "seed": seed, "reasoning_effort": "none",
+        "stream": true, "stream_options": {"include_usage": true},
+    })
+    .to_string();
+    let started = Instant::now();
+    let mut socket = TcpStream::connect(address)?;
+    socket.set_read_timeout(Some(Duration::from_secs(600)))?;
+    write!(
+        socket,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let (mut first, mut last) = (None, None);
+    let (mut engine_speed, mut generated) = (0.0, 0);
+    for line in BufReader::new(socket).lines() {
+        let line = line?;
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data)?;
+        if let Some(error) = chunk.get("error") {
+            bail!("the server answered with an error: {error}");
+        }
+        let delta = &chunk["choices"][0]["delta"];
+        if delta["content"].is_string() || delta["reasoning_content"].is_string() {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = Some(now);
+        }
+        if let Some(speed) = chunk["timings"]["predicted_per_second"].as_f64() {
+            engine_speed = speed;
+        }
+        if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
+            generated = n as usize;
+        }
+    }
+    let (Some(first), Some(last)) = (first, last) else {
+        bail!("a stream ended without text");
+    };
+    let decode_s = last.duration_since(first).as_secs_f64();
+    Ok(StreamReport {
+        ttft_ms: first.duration_since(started).as_secs_f64() * 1e3,
+        client_tokens_per_second: generated.saturating_sub(1) as f64 / decode_s.max(1e-9),
+        engine_tokens_per_second: engine_speed,
+        tokens: generated,
+    })
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "model {}\nCPU {}, {} threads, {} tokens a stream (medians, [min..max])",
+        r.model, r.cpu, r.threads, r.tokens
+    );
+    println!(
+        "{:>7} {:>18} {:>22} {:>18} {:>18} {:>16}",
+        "clients", "TTFT ms", "per-stream tok/s", "engine tok/s", "total tok/s", "HTTP ms/token"
+    );
+    let show = |s: &Stat| format!("{:.1} [{:.1}..{:.1}]", s.median, s.min, s.max);
+    for row in &r.rows {
+        println!(
+            "{:>7} {:>18} {:>22} {:>18} {:>18} {:>16}",
+            row.clients,
+            show(&row.ttft_ms),
+            show(&row.per_stream_tokens_per_second),
+            show(&row.engine_tokens_per_second),
+            show(&row.total_tokens_per_second),
+            format!("{:.3}", row.http_cost_per_token_ms.median),
+        );
+    }
+}
