@@ -70,22 +70,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(mut args: Args) -> Result<()> {
     if args.parallel == 0 {
         bail!("--parallel must be at least 1");
     }
     let defaults = args.sampling.params();
     defaults.validate()?;
-    for origin in &args.cors {
+    for origin in &mut args.cors {
+        // Browsers send `Origin` without a trailing slash; one copied from the address bar
+        // has it.
+        let trimmed = origin.trim_end_matches('/');
         let valid = origin == "*"
-            || (origin.starts_with("http://") || origin.starts_with("https://"))
-                && !origin
-                    .trim_end_matches('/')
-                    .contains(|c: char| c.is_whitespace())
-                && axum::http::HeaderValue::from_str(origin).is_ok();
+            || (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+                && !trimmed.contains(char::is_whitespace)
+                && axum::http::HeaderValue::from_str(trimmed).is_ok();
         if !valid {
             bail!("--cors {origin:?}: expected an origin such as http://localhost:3000, or *");
         }
+        *origin = trimmed.to_string();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -82,3 +82,19 @@ fn the_binary_serves_reuses_the_cache_and_stops_on_sigterm() {
         assert!(status.success(), "{status:?}");
     }
 }
+
+#[test]
+fn a_bad_cors_origin_is_one_line_before_anything_starts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3-web"))
+        .args(["--cors", "localhost:3000", "--port", "0"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: --cors \"localhost:3000\": expected an origin such as http://localhost:3000, or *"
+    );
+    assert!(out.stdout.is_empty(), "nothing was served");
+}
