@@ -5,6 +5,8 @@
 //!   `/v1/completions` streamed and not, with reasoning and tool calls; `/v1/models`,
 //!   `/health`, `/metrics`, `/tokenize`, `/detokenize`, `/apply-template`, `/props`,
 //!   `/slots`) with OpenAI-shaped [`ApiError`]s; [`Metrics`] counts what it serves.
+//! - [`chat`]: the web chat at `/` (server-rendered HTML, htmx, SSE), its conversations kept
+//!   by [`chat::Store`] in the data directory.
 //! - [`Scheduler`]: a fixed set of sessions (slots), each with its own KV cache and
 //!   generation thread, behind one bounded FIFO queue; a request goes to the idle slot that
 //!   already holds the longest prefix of its prompt, and a dropped [`Ticket`] receiver cancels
@@ -42,6 +44,7 @@
 //! The library never prints and never panics on input.
 
 mod api;
+pub mod chat;
 mod scheduler;
 
 pub use api::{router, ApiError, AppState, Metrics};

@@ -57,6 +57,10 @@ struct Args {
     /// a browser; repeat for more. Without it browsers keep other sites' pages out.
     #[arg(long, value_name = "ORIGIN")]
     cors: Vec<String>,
+    /// Where the web chat keeps its conversations [default: $XDG_DATA_HOME/smollm3, else
+    /// ~/.local/share/smollm3].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,7 @@ async fn serve(args: Args, defaults: smollm3_gen::SamplingParams) -> Result<()> 
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let address = listener.local_addr()?;
     println!("smollm3-web listening on http://{address}");
+    eprintln!("web chat: http://{address}/");
     if !args.host.is_loopback() && args.api_key.is_none() {
         eprintln!(
             "warning: listening on {} without --api-key: anyone who can reach this machine can \
@@ -115,7 +120,14 @@ async fn serve(args: Args, defaults: smollm3_gen::SamplingParams) -> Result<()> 
         .clone()
         .or_else(|| args.model.source.model.clone())
         .unwrap_or_else(|| "SmolLM3-3B".to_string());
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(smollm3_web::chat::Store::default_dir)
+        .context("no data directory: set --data-dir (HOME is not set)")?;
+    let store = smollm3_web::chat::Store::open(&data_dir)?;
     let mut state = AppState::new(name, defaults);
+    state.chat = smollm3_web::chat::ChatState::new(store);
     state.api_key = args.api_key.clone();
     state.cors_origins = args.cors.clone();
     let state = Arc::new(state);

@@ -46,6 +46,8 @@ pub struct AppState<B: Backend + Send + 'static> {
     pub cors_origins: Vec<String>,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// The web chat's conversations and running answers.
+    pub chat: crate::chat::ChatState,
 }
 
 impl<B: Backend + Send + 'static> AppState<B> {
@@ -59,6 +61,7 @@ impl<B: Backend + Send + 'static> AppState<B> {
             api_key: None,
             cors_origins: Vec::new(),
             metrics: Arc::default(),
+            chat: crate::chat::ChatState::default(),
         }
     }
 
@@ -109,6 +112,7 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
         .route("/apply-template", post(tokens::apply_template::<B>))
         .route("/slots", get(slots::<B>))
         .route("/props", get(props::<B>))
+        .merge(crate::chat::routes::<B>())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -147,14 +151,37 @@ async fn require_key<B: Backend + Send + 'static>(
     let Some(key) = &app.api_key else {
         return next.run(request).await;
     };
-    let given = request
-        .headers()
+    let headers = request.headers();
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let matches = given.is_some_and(|g| same_bytes(g.as_bytes(), key.as_bytes()));
-    if request.uri().path() == "/health" || matches {
+    // A browser cannot send a bearer token: the web chat's login sets this cookie.
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(crate::chat::KEY_COOKIE)?
+                .strip_prefix('=')
+        });
+    let matches = [bearer, cookie]
+        .into_iter()
+        .flatten()
+        .any(|g| same_bytes(g.as_bytes(), key.as_bytes()));
+    let path = request.uri().path();
+    if matches || path == "/health" || crate::chat::is_public(path) {
         return next.run(request).await;
+    }
+    let wants_page = request.method() == axum::http::Method::GET
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+    if wants_page {
+        return axum::response::Redirect::to("/login").into_response();
     }
     ApiError {
         status: StatusCode::UNAUTHORIZED,
@@ -168,7 +195,7 @@ async fn require_key<B: Backend + Send + 'static>(
 
 /// Compares in a time that does not depend on where the first difference is, so a client
 /// cannot find the key a byte at a time by timing 401s.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
