@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use smollm3_flags::{error_line, ModelArgs, SamplingArgs};
-use smollm3_gen::ModelBackend;
+use smollm3_gen::{Backend, ModelBackend, ScriptedBackend, Session};
 use smollm3_web::{router, AppState, Scheduler, SchedulerOptions};
 
 #[derive(Parser)]
@@ -61,6 +61,13 @@ struct Args {
     /// ~/.local/share/smollm3].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Testing: a JSON array of reply texts played back instead of running the model (the
+    /// model file still provides the tokenizer and template), as `smollm3 run --replay`.
+    #[arg(long, value_name = "replies.json", hide = true)]
+    replay: Option<std::path::PathBuf>,
+    /// Testing: with --replay, wait this long per token, as a real model would.
+    #[arg(long, value_name = "MS", hide = true, default_value_t = 0)]
+    replay_token_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -98,10 +105,18 @@ fn run(mut args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, defaults))
+    if args.replay.is_some() {
+        runtime.block_on(serve(args, defaults, load_replay))
+    } else {
+        runtime.block_on(serve(args, defaults, load))
+    }
 }
 
-async fn serve(args: Args, defaults: smollm3_gen::SamplingParams) -> Result<()> {
+async fn serve<B: Backend + Send + 'static>(
+    args: Args,
+    defaults: smollm3_gen::SamplingParams,
+    load: fn(&Args) -> Result<Scheduler<B>>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -183,6 +198,72 @@ fn load(args: &Args) -> Result<Scheduler<ModelBackend>> {
         ..SchedulerOptions::default()
     };
     Ok(Scheduler::new(sessions, options)?)
+}
+
+/// `--replay`: scripted sessions that play back the given replies, paced by
+/// `--replay-token-ms` (for browser tests, which need an answer that takes its time).
+fn load_replay(args: &Args) -> Result<Scheduler<Paced>> {
+    let path = args.replay.as_deref().context("--replay is not set")?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--replay {}", path.display()))?;
+    let replies: Vec<String> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--replay {}: expected a JSON array of strings",
+            path.display()
+        )
+    })?;
+    let replies: Vec<&str> = replies.iter().map(String::as_str).collect();
+    let engine = args.model.load_engine()?;
+    let context = args.model.ctx.unwrap_or(65_536);
+    let sessions = (0..args.parallel)
+        .map(|_| -> Result<Session<Paced>> {
+            let backend = ScriptedBackend::from_texts(&engine.tokenizer, context, &replies)?;
+            let paced = Paced {
+                inner: backend,
+                per_token: std::time::Duration::from_millis(args.replay_token_ms),
+            };
+            Ok(Session::with_backend(
+                paced,
+                engine.tokenizer.clone(),
+                engine.template.clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = SchedulerOptions {
+        queue_limit: args.queue,
+        ..SchedulerOptions::default()
+    };
+    Ok(Scheduler::new(sessions, options)?)
+}
+
+/// A scripted backend that takes `per_token` for each decoded token.
+struct Paced {
+    inner: ScriptedBackend,
+    per_token: std::time::Duration,
+}
+
+impl Backend for Paced {
+    fn context_size(&self) -> usize {
+        self.inner.context_size()
+    }
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+    fn cached_len(&self) -> usize {
+        self.inner.cached_len()
+    }
+    fn truncate(&mut self, len: usize) -> smollm3_gen::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn forward(&mut self, tokens: &[u32]) -> smollm3_gen::Result<Vec<f32>> {
+        if tokens.len() == 1 {
+            std::thread::sleep(self.per_token);
+        }
+        self.inner.forward(tokens)
+    }
+    fn start_generation(&mut self, prompt_len: usize) {
+        self.inner.start_generation(prompt_len);
+    }
 }
 
 /// Ctrl+C, or SIGTERM (what Kubernetes and systemd send).

@@ -197,6 +197,13 @@ async fn with_htmx_the_answer_streams_as_html_updates_then_done() {
         "{}",
         r.body
     );
+    // The title and the sidebar are swapped out of band.
+    assert!(
+        r.body
+            .contains("<h1 id=\"chat-title\" hx-swap-oob=\"true\">Count</h1>"),
+        "{}",
+        r.body
+    );
 
     let stream = call(&app, "GET", &format!("/c/{id}/stream"), "", true).await;
     let (updates, done) = updates(&stream.body);

@@ -32,6 +32,8 @@ pub struct LiveState {
     /// Raw tool-call spans the model wrote.
     pub tool_calls: Vec<String>,
     pub thinking: bool,
+    /// Tokens a slot holds (for the context meter).
+    pub context_size: usize,
     /// Seconds of reasoning so far (final once the reasoning block closed).
     pub thought_seconds: f64,
     /// The finished answer as saved (with its statistics).
@@ -133,12 +135,14 @@ impl Running {
         ticket: Ticket,
         cancel: CancelHandle,
         thinking: bool,
+        context_size: usize,
     ) -> Arc<Live> {
         let (changed, _) = watch::channel(0);
         let live = Arc::new(Live {
             state: Mutex::new(LiveState {
                 queue_position: ticket.queue_position,
                 thinking,
+                context_size,
                 ..LiveState::default()
             }),
             changed,

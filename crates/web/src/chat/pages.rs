@@ -108,6 +108,7 @@ fn respond<B: Backend + Send + 'static>(
         context_size: context_size(app),
         defaults: &app.defaults,
         banner,
+        oob: is_htmx(headers),
     };
     let html = if is_htmx(headers) {
         view::messages(conversation, &parts)
@@ -217,6 +218,7 @@ fn start<B: Backend + Send + 'static>(
         ticket,
         cancel,
         thinking,
+        context_size(app),
     ))
 }
 

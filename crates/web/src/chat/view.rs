@@ -92,6 +92,9 @@ pub struct TurnView {
     started: bool,
     queue_position: usize,
     error: Option<String>,
+    /// Once a live answer is done: the context it used, for the meter.
+    context_used: usize,
+    context_size: usize,
 }
 
 /// Splits tool-call spans out of a saved answer so they show as their own blocks.
@@ -150,6 +153,11 @@ pub fn live_view(state: &LiveState) -> TurnView {
     if let Some(done) = &state.done {
         let mut view = turn_view(0, done, false);
         view.started = true;
+        view.context_used = done
+            .stats
+            .as_ref()
+            .map_or(0, |s| s.prompt_tokens + s.generated_tokens);
+        view.context_size = state.context_size;
         return view;
     }
     TurnView {
@@ -194,6 +202,8 @@ pub struct PageParts<'a> {
     pub context_size: usize,
     pub defaults: &'a SamplingParams,
     pub banner: Option<(&'a str, String)>,
+    /// Also update the title and the sidebar (htmx fragments swap only the messages).
+    pub oob: bool,
 }
 
 /// The settings shown in the panel, from the one table of settings.
@@ -234,6 +244,7 @@ fn context_for(conversation: &Conversation, parts: &PageParts) -> Value {
         conversations => list_items(parts.list, Some(&conversation.id)),
         turns => turns,
         live => parts.live.is_some(),
+        oob => parts.oob,
         t => parts.live.map(live_view),
         settings => settings,
         context => context! { used => used, size => parts.context_size },

@@ -112,6 +112,8 @@ pub struct Server {
     pub child: std::process::Child,
     /// `127.0.0.1:PORT`, as the server printed it.
     pub address: String,
+    /// The web chat's data directory (a fresh one; never the user's).
+    pub data_dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -121,8 +123,11 @@ impl Server {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         use std::time::{Duration, Instant};
+        let data_dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_smollm3-web"))
             .args(["--model", model.to_str().unwrap(), "--port", "0"])
+            .arg("--data-dir")
+            .arg(data_dir.path())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -137,7 +142,11 @@ impl Server {
             .strip_prefix("smollm3-web listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        let server = Server { child, address };
+        let server = Server {
+            child,
+            address,
+            data_dir,
+        };
         let start = Instant::now();
         loop {
             let (status, body) = http(&server.address, "GET", "/health", None, "");

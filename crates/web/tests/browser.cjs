@@ -1,0 +1,114 @@
+// The web chat in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core;
+// no browser is downloaded). Run by tests/browser.rs, which starts smollm3-web with two
+// scripted replies: an answer with reasoning and a code block, then a long one to stop.
+//
+// Usage: node browser.cjs BASE_URL [SCREENSHOT.png]
+// Exits 0 when every check passes; else prints the failed check and exits 1.
+
+const { chromium } = require('playwright-core');
+
+const [base, screenshot] = process.argv.slice(2);
+
+function check(condition, message) {
+  if (!condition) {
+    console.error(`FAILED: ${message}`);
+    process.exit(1);
+  }
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+           '--disable-component-update', '--no-first-run'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1100, height: 820 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  // Nothing but this server is ever asked for.
+  const foreign = [];
+  page.on('request', (r) => { if (!r.url().startsWith(base)) foreign.push(r.url()); });
+
+  await page.goto(base);
+  check(/\/c\/[0-9a-f-]+$/.test(page.url()), `/ opens a conversation: ${page.url()}`);
+  await page.waitForFunction(() => window.htmx !== undefined);
+  await page.evaluate(() => {
+    window.__updates = 0;
+    document.addEventListener('htmx:sseMessage', () => { window.__updates += 1; });
+  });
+
+  // Send with Enter; the answer streams in.
+  await page.fill('#input', 'Write a tiny Rust program');
+  await page.press('#input', 'Enter');
+  await page.waitForSelector('#live .streaming', { timeout: 10000 });
+  check(await page.evaluate(() => document.body.classList.contains('generating')),
+        'the page knows an answer is being written');
+  await page.waitForSelector('#live footer.stats', { timeout: 30000 });
+  const updates = await page.evaluate(() => window.__updates);
+  check(updates > 5, `the answer arrived in many updates (${updates})`);
+  check(await page.inputValue('#input') === '', 'the composer was cleared');
+  await page.waitForFunction(() => !document.body.classList.contains('generating'));
+  // The title, the sidebar and the context meter follow without a reload.
+  check((await page.locator('#chat-title').innerText()).includes('Write a tiny Rust program'),
+        'the chat is titled by its first message');
+  check((await page.locator('#conversations .conv-link.active').innerText())
+        .includes('Write a tiny Rust program'), 'the sidebar shows the new title');
+  const used = await page.locator('#context-meter').evaluate((m) => Number(m.value));
+  check(used > 60, `the context meter counts the exchange (${used})`);
+
+  // Reasoning: its own block, collapsed when done, opens on click.
+  const reasoning = page.locator('#live details.reasoning');
+  check(await reasoning.count() === 1, 'one reasoning block');
+  check(!(await reasoning.evaluate((d) => d.open)), 'the reasoning is collapsed when done');
+  const summary = await reasoning.locator('summary').innerText();
+  check(/^Thought for \d+(\.\d)? s$/.test(summary.trim()), `summary: ${summary}`);
+  await reasoning.locator('summary').click();
+  check(await reasoning.evaluate((d) => d.open), 'the reasoning opens on click');
+  check((await reasoning.innerText()).includes('tiny Rust program'), 'the reasoning text');
+  const answer = await page.locator('#live .content').innerText();
+  check(!answer.includes('tiny Rust program'), 'no reasoning in the answer');
+  check(!answer.includes('<think>'), 'no raw think tags');
+  // Markdown: bold, a highlighted code block with a copy button.
+  check(await page.locator('#live .content strong').count() === 1, 'bold rendered');
+  check(await page.locator('#live pre code.language-rust [class*="hl-"]').count() > 0,
+        'the code is highlighted');
+  await page.waitForSelector('#live pre button.copy-code', { timeout: 5000 });
+  if (screenshot) {
+    await page.screenshot({ path: screenshot });
+  }
+
+  // Stop: Esc ends the long answer on the server; what was written stays.
+  await page.fill('#input', 'Count for me');
+  await page.press('#input', 'Enter');
+  await page.waitForFunction(
+    () => (document.querySelector('#live .content')?.innerText || '').includes('three'),
+    null, { timeout: 10000 });
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#live footer.stats', { timeout: 10000 });
+  const stats = await page.locator('#live footer.stats').innerText();
+  check(stats.includes('stopped'), `the answer says it was stopped: ${stats}`);
+  const partial = await page.locator('#live .content').innerText();
+  check(partial.startsWith('Counting:'), `the text written so far stays: ${partial.slice(0, 40)}`);
+  check(partial.split('ten').length - 1 < 100, 'it stopped well before the end');
+
+  // Reload: the conversation is on the server.
+  await page.reload();
+  const texts = await page.locator('#messages .msg .content').allInnerTexts();
+  check(texts.length === 4, `four messages after a reload: ${texts.length}`);
+  check(texts[0].includes('Write a tiny Rust program'), 'the first question');
+  check(texts[3].startsWith('Counting:'), 'the stopped answer');
+  check(await page.locator('[sse-connect]').count() === 0, 'nothing streams after a reload');
+  check((await page.locator('#conversations .conv-link').first().innerText())
+        .includes('Write a tiny Rust program'), 'the sidebar lists the chat by its first message');
+
+  check(errors.length === 0, `console errors: ${errors.join(' | ')}`);
+  check(foreign.length === 0, `requests to other hosts: ${foreign.join(' ')}`);
+  await browser.close();
+  console.log('ok: browser checks passed');
+})().catch((e) => {
+  console.error(`FAILED: ${e.stack || e}`);
+  process.exit(1);
+});
