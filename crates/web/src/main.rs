@@ -61,6 +61,10 @@ struct Args {
     /// ~/.local/share/smollm3].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Let the web chat's tools read the text files under DIR (read-only; the calculator and
+    /// the time are always there). A chat switches tools on in its settings.
+    #[arg(long, value_name = "DIR")]
+    files_root: Option<std::path::PathBuf>,
     /// Testing: a JSON array of reply texts played back instead of running the model (the
     /// model file still provides the tokenizer and template), as `smollm3 run --replay`.
     #[arg(long, value_name = "replies.json", hide = true)]
@@ -142,7 +146,18 @@ async fn serve<B: Backend + Send + 'static>(
         .context("no data directory: set --data-dir (HOME is not set)")?;
     let store = smollm3_web::chat::Store::open(&data_dir)?;
     let mut state = AppState::new(name, defaults);
-    state.chat = smollm3_web::chat::ChatState::new(store);
+    let mut chat = smollm3_web::chat::ChatState::new(store);
+    if let Some(root) = &args.files_root {
+        let names = ["calculator", "time", "files"].map(String::from);
+        let mut tools = smollm3_tools::Registry::new();
+        for tool in smollm3_tools::builtins::by_names(&names, Some(root))
+            .with_context(|| format!("--files-root {}", root.display()))?
+        {
+            tools.register(tool)?;
+        }
+        chat.tools = Arc::new(tools);
+    }
+    state.chat = chat;
     state.api_key = args.api_key.clone();
     state.cors_origins = args.cors.clone();
     let state = Arc::new(state);

@@ -83,9 +83,19 @@ function check(condition, message) {
   // Stop: Esc ends the long answer on the server; what was written stays.
   await page.fill('#input', 'Count for me');
   await page.press('#input', 'Enter');
+  const written = () => page.evaluate(
+    () => (document.querySelector('#live .content')?.innerText || '').length);
   await page.waitForFunction(
     () => (document.querySelector('#live .content')?.innerText || '').includes('three'),
     null, { timeout: 10000 });
+  // A reload while it is written joins the same generation, which goes on.
+  await page.reload();
+  await page.waitForSelector('#live .streaming', { timeout: 10000 });
+  const before = await written();
+  await page.waitForFunction((n) =>
+    (document.querySelector('#live .content')?.innerText || '').length > n + 20,
+    before, { timeout: 10000 });
+  check(await page.locator('#messages .msg.user').count() === 2, 'no second question after the reload');
   await page.keyboard.press('Escape');
   await page.waitForSelector('#live footer.stats', { timeout: 10000 });
   const stats = await page.locator('#live footer.stats').innerText();
@@ -94,10 +104,27 @@ function check(condition, message) {
   check(partial.startsWith('Counting:'), `the text written so far stays: ${partial.slice(0, 40)}`);
   check(partial.split('ten').length - 1 < 100, 'it stopped well before the end');
 
+  // A tab closed while an answer is written cancels it on the server (after a grace
+  // period in which a reload would have joined it again).
+  const url = page.url();
+  const tab = await context.newPage();
+  tab.on('pageerror', (e) => errors.push(String(e)));
+  await tab.goto(url);
+  await tab.fill('#input', 'Count again');
+  await tab.press('#input', 'Enter');
+  await tab.waitForFunction(
+    () => (document.querySelector('#live .content')?.innerText || '').includes('three'),
+    null, { timeout: 10000 });
+  await tab.close();
+  await page.waitForTimeout(4500);
+
   // Reload: the conversation is on the server.
   await page.reload();
   const texts = await page.locator('#messages .msg .content').allInnerTexts();
-  check(texts.length === 4, `four messages after a reload: ${texts.length}`);
+  check(texts.length === 6, `six messages after a reload: ${texts.length}`);
+  const lastStats = await page.locator('#messages .msg.assistant footer.stats').last().innerText();
+  check(lastStats.includes('stopped'), `the closed tab's answer was cancelled: ${lastStats}`);
+  check(await page.locator('[sse-connect]').count() === 0, 'nothing runs after the tab closed');
   check(texts[0].includes('Write a tiny Rust program'), 'the first question');
   check(texts[3].startsWith('Counting:'), 'the stopped answer');
   check(await page.locator('[sse-connect]').count() === 0, 'nothing streams after a reload');

@@ -406,3 +406,49 @@ async fn settings_come_from_the_sampling_table_and_bad_values_are_named() {
     assert_eq!(saved.sampling.max_tokens, Some(64));
     assert!(!saved.thinking, "the unticked box turns thinking off");
 }
+
+#[tokio::test]
+async fn with_tools_on_the_server_runs_the_calls_and_the_model_answers_with_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let call = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}\n</tool_call>";
+    let app = chat_app(dir.path(), &[call, "It is 42."]);
+    let id = open(&app).await;
+    let page = call_page(&app, &id).await;
+    assert!(
+        page.contains("Tools: calculator, get_current_time"),
+        "{page}"
+    );
+    let r = call_form(&app, &format!("/c/{id}/settings"), &[("tools", "on")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = call_form(
+        &app,
+        &format!("/c/{id}/send"),
+        &[("content", "What is 6 times 7?")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let turns = Store::open(dir.path()).unwrap().load(&id).unwrap().turns;
+    let roles: Vec<&str> = turns.iter().map(|t| t.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+    assert!(turns[1].content.contains("\"expression\": \"6*7\""));
+    assert_eq!(
+        turns[2].content, r#"{"expression":"6*7","result":42}"#,
+        "the calculator ran on the server"
+    );
+    assert_eq!(turns[3].content, "It is 42.");
+    let page = call_page(&app, &id).await;
+    assert!(
+        page.contains("<summary>Result of calculator</summary>"),
+        "{page}"
+    );
+    assert!(page.contains("<summary>Tool call</summary>"), "{page}");
+    assert!(page.contains("It is 42."), "{page}");
+}
+
+async fn call_page(app: &axum::Router, id: &str) -> String {
+    call(app, "GET", &format!("/c/{id}"), "", false).await.body
+}
+
+async fn call_form(app: &axum::Router, path: &str, pairs: &[(&str, &str)]) -> Reply {
+    call(app, "POST", path, &form(pairs), false).await
+}

@@ -13,8 +13,37 @@ use std::time::{Duration, Instant};
 use smollm3_gen::{CancelHandle, Event, FinishReason};
 use tokio::sync::watch;
 
-use super::store::{Store, Turn, TurnStats};
+use smollm3_tools::parse::parse_xml;
+use smollm3_tools::Registry;
+
+use super::store::{Conversation, Store, Turn, TurnStats};
 use crate::{JobEvent, Ticket};
+
+/// Most generations of one answer when tools are on (each may call tools).
+pub const MAX_TOOL_ROUNDS: usize = 6;
+
+/// What the server needs to run the model's tool calls and ask again: the tools, and how to
+/// submit the conversation for its next round (same settings, same cancel handle).
+pub struct Agent {
+    pub registry: Arc<Registry>,
+    pub resubmit: Resubmit,
+}
+
+/// Submits a conversation for its next round (an error is a message for the page).
+pub type Resubmit = Box<dyn Fn(&Conversation) -> Result<Ticket, String> + Send + Sync>;
+
+/// A generation to follow: for which conversation, and how it was started.
+pub struct Started {
+    pub store: Store,
+    pub conversation: String,
+    pub ticket: Ticket,
+    pub cancel: CancelHandle,
+    pub thinking: bool,
+    /// Tokens a slot holds (for the context meter).
+    pub context_size: usize,
+    /// Set when the conversation has tools on.
+    pub agent: Option<Agent>,
+}
 
 /// How long a generation nobody watches keeps running (a page reload reconnects well within
 /// it; a closed tab does not).
@@ -31,6 +60,9 @@ pub struct LiveState {
     pub answer: String,
     /// Raw tool-call spans the model wrote.
     pub tool_calls: Vec<String>,
+    /// Earlier rounds of this answer (tools on): the model's turns and the tools' results,
+    /// already saved.
+    pub earlier: Vec<Turn>,
     pub thinking: bool,
     /// Tokens a slot holds (for the context meter).
     pub context_size: usize,
@@ -126,17 +158,18 @@ impl Running {
         self.lock().get(conversation).cloned()
     }
 
-    /// Starts following `ticket` for `conversation`; the answer is saved into `store` at
-    /// the end. Returns the new [`Live`].
-    pub fn start(
-        self: &Arc<Self>,
-        store: Store,
-        conversation: String,
-        ticket: Ticket,
-        cancel: CancelHandle,
-        thinking: bool,
-        context_size: usize,
-    ) -> Arc<Live> {
+    /// Starts following a generation; its answer is saved into the conversation at the end.
+    /// Returns the new [`Live`].
+    pub fn start(self: &Arc<Self>, started: Started) -> Arc<Live> {
+        let Started {
+            store,
+            conversation,
+            ticket,
+            cancel,
+            thinking,
+            context_size,
+            agent,
+        } = started;
         let (changed, _) = watch::channel(0);
         let live = Arc::new(Live {
             state: Mutex::new(LiveState {
@@ -153,7 +186,7 @@ impl Running {
         let running = Arc::clone(self);
         let follower = Arc::clone(&live);
         tokio::spawn(async move {
-            follow(&follower, ticket, &store, &conversation).await;
+            follow(&follower, ticket, &store, &conversation, agent).await;
             running.lock().remove(&conversation);
             // Watchers see `done` or `error` after the entry is gone, so a page that
             // reloads then renders the saved conversation.
@@ -163,8 +196,79 @@ impl Running {
     }
 }
 
-/// Reads the events into the state; saves the answer at the end.
-async fn follow(live: &Live, mut ticket: Ticket, store: &Store, conversation: &str) {
+/// Reads each round's events into the state and saves it; with tools on, runs the calls the
+/// model made, saves their results and asks again, up to [`MAX_TOOL_ROUNDS`].
+async fn follow(
+    live: &Live,
+    mut ticket: Ticket,
+    store: &Store,
+    conversation: &str,
+    agent: Option<Agent>,
+) {
+    for round in 1..=MAX_TOOL_ROUNDS {
+        let Some((turn, finish)) = one_round(live, &mut ticket).await else {
+            return;
+        };
+        let calls: Vec<_> = match &agent {
+            Some(_) if finish == FinishReason::ToolCalls && round < MAX_TOOL_ROUNDS => live
+                .state()
+                .tool_calls
+                .iter()
+                .flat_map(|raw| parse_xml(raw))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut saved = vec![turn.clone()];
+        if let Some(agent) = agent.as_ref().filter(|_| !calls.is_empty()) {
+            for call in calls {
+                let registry = Arc::clone(&agent.registry);
+                // Tools may read files or wait on their timeout: off the async threads.
+                let outcome = tokio::task::spawn_blocking(move || registry.run(&call)).await;
+                let (name, content) = match outcome {
+                    Ok(outcome) => (outcome.name.clone(), outcome.to_message_content()),
+                    Err(e) => ("tool".to_string(), format!("{{\"error\": \"{e}\"}}")),
+                };
+                saved.push(Turn::tool(&name, content));
+            }
+        }
+        let conversation_now = store.load(conversation).and_then(|mut c| {
+            c.turns.extend(saved.iter().cloned());
+            store.touch_and_save(&mut c).map(|()| c)
+        });
+        let conversation_now = match conversation_now {
+            Ok(c) => c,
+            Err(e) => {
+                live.update(|s| s.error = Some(format!("The answer could not be saved: {e}")));
+                return;
+            }
+        };
+        let Some(agent) = agent.as_ref().filter(|_| saved.len() > 1) else {
+            live.update(|s| s.done = Some(turn));
+            return;
+        };
+        // The next round: what this one showed stays on the page above it.
+        match (agent.resubmit)(&conversation_now) {
+            Ok(next) => {
+                ticket = next;
+                live.update(|s| {
+                    s.earlier.extend(saved);
+                    s.reasoning.clear();
+                    s.answer.clear();
+                    s.tool_calls.clear();
+                    s.thought_seconds = 0.0;
+                });
+            }
+            Err(e) => {
+                live.update(|s| s.error = Some(e));
+                return;
+            }
+        }
+    }
+}
+
+/// One generation: events into the state until it ends; the answer as a turn, or `None`
+/// after an error (already in the state).
+async fn one_round(live: &Live, ticket: &mut Ticket) -> Option<(Turn, FinishReason)> {
     let mut reasoning_since: Option<Instant> = None;
     loop {
         let event = match ticket.events.recv().await {
@@ -182,11 +286,11 @@ async fn follow(live: &Live, mut ticket: Ticket, store: &Store, conversation: &s
                     other => format!("The model failed: {other}"),
                 };
                 live.update(|s| s.error = Some(message));
-                return;
+                return None;
             }
             None => {
                 live.update(|s| s.error = Some("The server is shutting down.".into()));
-                return;
+                return None;
             }
         };
         match event {
@@ -209,36 +313,27 @@ async fn follow(live: &Live, mut ticket: Ticket, store: &Store, conversation: &s
                     FinishReason::Cancelled => "cancelled",
                     other => other.as_str(),
                 };
-                let mut turn = {
-                    let s = live.lock();
-                    Turn {
-                        role: "assistant".into(),
-                        content: s.answer.clone(),
-                        reasoning: s.reasoning.clone(),
-                        thinking: s.thinking,
-                        stats: Some(TurnStats::from_stats(
-                            &completion.stats,
-                            finish,
-                            s.thought_seconds,
-                        )),
-                    }
+                let s = live.lock();
+                let mut turn = Turn {
+                    role: "assistant".into(),
+                    content: s.answer.clone(),
+                    reasoning: s.reasoning.clone(),
+                    thinking: s.thinking,
+                    stats: Some(TurnStats::from_stats(
+                        &completion.stats,
+                        finish,
+                        s.thought_seconds,
+                    )),
                 };
-                // Tool calls the model wrote stay visible in the saved text.
-                for raw in &live.lock().tool_calls {
+                // Tool calls the model wrote stay in the saved text, as the model wrote them
+                // (the template shows the model only the text).
+                for raw in &s.tool_calls {
                     if !turn.content.is_empty() {
                         turn.content.push('\n');
                     }
                     turn.content.push_str(raw);
                 }
-                let saved = store.load(conversation).and_then(|mut c| {
-                    c.turns.push(turn.clone());
-                    store.touch_and_save(&mut c)
-                });
-                live.update(|s| match saved {
-                    Ok(()) => s.done = Some(turn),
-                    Err(e) => s.error = Some(format!("The answer could not be saved: {e}")),
-                });
-                return;
+                return Some((turn, completion.finish_reason));
             }
         }
     }

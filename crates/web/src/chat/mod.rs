@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use smollm3_gen::Backend;
+use smollm3_tools::{builtins, Registry};
 
 pub use live::ORPHAN_GRACE;
 pub use store::{Conversation, Store, StoreError, Turn, TurnStats};
@@ -38,13 +39,25 @@ use crate::api::AppState;
 pub struct ChatState {
     /// Where conversations are kept; `None` turns the chat pages into a clear 503.
     pub store: Option<Store>,
+    /// The built-in tools a conversation can switch on (run by the server; calculator and
+    /// time by default, read-only files when the server was given a directory).
+    pub tools: Arc<Registry>,
     running: Arc<live::Running>,
 }
 
 impl ChatState {
+    /// Conversations in `store`; the calculator and the time as tools.
     pub fn new(store: Store) -> Self {
+        let mut tools = Registry::new();
+        for tool in
+            builtins::by_names(&["calculator".into(), "time".into()], None).unwrap_or_default()
+        {
+            // Two distinct built-in names: registering cannot clash.
+            let _ = tools.register(tool);
+        }
         ChatState {
             store: Some(store),
+            tools: Arc::new(tools),
             running: Arc::default(),
         }
     }

@@ -13,7 +13,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use smollm3_chat::ChatRequest;
 use smollm3_gen::{Backend, CancelHandle, GenerateRequest, SETTINGS};
 
-use super::live::Live;
+use smollm3_tools::ToolDefinition;
+
+use super::live::{Agent, Live, Started};
 use super::store::{Conversation, Store, StoreError, Turn};
 use super::view::{self, PageParts};
 use crate::api::AppState;
@@ -108,6 +110,7 @@ fn respond<B: Backend + Send + 'static>(
         context_size: context_size(app),
         defaults: &app.defaults,
         banner,
+        tool_names: app.chat.tools.names().join(", "),
         oob: is_htmx(headers),
     };
     let html = if is_htmx(headers) {
@@ -184,25 +187,39 @@ pub struct MessageForm {
     thinking: Option<String>,
 }
 
-/// Starts the answer to the conversation as it stands (its last turn is the user's).
-fn start<B: Backend + Send + 'static>(
+/// The generation request for the conversation as it stands (its last turn is the user's,
+/// or a tool's result): its messages, settings and, when on, the built-in tools.
+fn request_for<B: Backend + Send + 'static>(
     app: &AppState<B>,
     conversation: &Conversation,
     thinking: bool,
-) -> Result<Arc<Live>, PageError> {
-    let chat = ChatRequest {
+    cancel: &CancelHandle,
+) -> GenerateRequest {
+    let mut chat = ChatRequest {
         messages: conversation.messages(),
         add_generation_prompt: true,
         enable_thinking: Some(thinking),
         ..Default::default()
     };
-    let cancel = CancelHandle::default();
-    let request = GenerateRequest {
+    if conversation.tools && !app.chat.tools.is_empty() {
+        let listed: Vec<serde_json::Value> = app
+            .chat
+            .tools
+            .definitions()
+            .iter()
+            .map(ToolDefinition::to_bare)
+            .collect();
+        chat.xml_tools = Some(minijinja::Value::from_serialize(&listed));
+    }
+    GenerateRequest {
         sampling: conversation.sampling.clone(),
         cancel: Some(cancel.clone()),
         ..GenerateRequest::chat(chat)
-    };
-    let ticket = app.scheduler()?.submit(request).map_err(|e| match e {
+    }
+}
+
+fn busy(e: SubmitError) -> PageError {
+    match e {
         SubmitError::QueueFull { limit } => PageError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("The server is busy ({limit} requests are waiting): try again in a moment."),
@@ -211,15 +228,38 @@ fn start<B: Backend + Send + 'static>(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is shutting down.",
         ),
-    })?;
-    Ok(app.chat.running.start(
-        store(app)?.clone(),
-        conversation.id.clone(),
+    }
+}
+
+/// Starts the answer to the conversation as it stands (its last turn is the user's).
+fn start<B: Backend + Send + 'static>(
+    app: &Arc<AppState<B>>,
+    conversation: &Conversation,
+    thinking: bool,
+) -> Result<Arc<Live>, PageError> {
+    let cancel = CancelHandle::default();
+    let request = request_for(app, conversation, thinking, &cancel);
+    let ticket = app.scheduler()?.submit(request).map_err(busy)?;
+    let agent = (conversation.tools && !app.chat.tools.is_empty()).then(|| {
+        let (app, cancel) = (Arc::clone(app), cancel.clone());
+        Agent {
+            registry: Arc::clone(&app.chat.tools),
+            resubmit: Box::new(move |c: &Conversation| {
+                let request = request_for(&app, c, thinking, &cancel);
+                let scheduler = app.scheduler().map_err(|e| e.message)?;
+                scheduler.submit(request).map_err(|e| busy(e).message)
+            }),
+        }
+    });
+    Ok(app.chat.running.start(Started {
+        store: store(app)?.clone(),
+        conversation: conversation.id.clone(),
         ticket,
         cancel,
         thinking,
-        context_size(app),
-    ))
+        context_size: context_size(app),
+        agent,
+    }))
 }
 
 /// After a change that starts an answer: the messages for htmx (the answer then streams),
@@ -458,6 +498,7 @@ pub async fn settings<B: Backend + Send + 'static>(
 ) -> PageResult {
     let store = store(&app)?;
     let mut conversation = store.load(&id)?;
+    conversation.tools = form.contains_key("tools");
     let mut sampling = conversation.sampling.clone();
     for setting in SETTINGS.iter() {
         let Some(value) = form.get(setting.name).map(|v| v.trim()) else {

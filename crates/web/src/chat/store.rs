@@ -66,9 +66,10 @@ impl TurnStats {
 /// One message of the conversation as the page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
-    /// `user` or `assistant`.
+    /// `user`, `assistant` or `tool`.
     pub role: String,
     pub content: String,
+    /// The reasoning of an answer; the tool's name for a tool result.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reasoning: String,
     /// Whether thinking was on for this answer (user turns: asked for it).
@@ -89,8 +90,23 @@ impl Turn {
         }
     }
 
+    /// A tool's result, sent back to the model as a `tool` message.
+    pub fn tool(name: &str, content: String) -> Self {
+        Turn {
+            role: "tool".into(),
+            content,
+            reasoning: name.to_string(),
+            thinking: false,
+            stats: None,
+        }
+    }
+
     pub fn is_user(&self) -> bool {
         self.role == "user"
+    }
+
+    pub fn is_tool(&self) -> bool {
+        self.role == "tool"
     }
 }
 
@@ -109,6 +125,9 @@ pub struct Conversation {
     pub sampling: SamplingParams,
     #[serde(default = "yes")]
     pub thinking: bool,
+    /// The server's built-in tools (calculator, time, files) are offered and run.
+    #[serde(default)]
+    pub tools: bool,
     #[serde(default)]
     pub turns: Vec<Turn>,
 }
@@ -143,6 +162,7 @@ impl Conversation {
             system: String::new(),
             sampling,
             thinking: true,
+            tools: false,
             turns: Vec::new(),
         }
     }
@@ -155,10 +175,10 @@ impl Conversation {
             messages.push(Message::system(self.system.clone()));
         }
         for turn in &self.turns {
-            messages.push(if turn.is_user() {
-                Message::user(turn.content.clone())
-            } else {
-                Message::assistant(turn.content.clone())
+            messages.push(match turn.role.as_str() {
+                "user" => Message::user(turn.content.clone()),
+                "tool" => Message::tool(turn.content.clone()),
+                _ => Message::assistant(turn.content.clone()),
             });
         }
         messages

@@ -79,6 +79,10 @@ fn stats_view(stats: &TurnStats) -> StatsView {
 pub struct TurnView {
     index: usize,
     user: bool,
+    tool: bool,
+    tool_name: String,
+    /// Earlier rounds of a live answer (tools on).
+    earlier: Vec<TurnView>,
     last: bool,
     content: String,
     html: String,
@@ -122,6 +126,15 @@ fn split_tool_calls(content: &str) -> (String, Vec<String>) {
 }
 
 fn turn_view(index: usize, turn: &Turn, last: bool) -> TurnView {
+    if turn.is_tool() {
+        return TurnView {
+            index,
+            tool: true,
+            tool_name: turn.reasoning.clone(),
+            content: turn.content.clone(),
+            ..TurnView::default()
+        };
+    }
     if turn.is_user() {
         return TurnView {
             index,
@@ -150,8 +163,14 @@ fn turn_view(index: usize, turn: &Turn, last: bool) -> TurnView {
 
 /// The answer being written, as the templates read it.
 pub fn live_view(state: &LiveState) -> TurnView {
+    let earlier = state
+        .earlier
+        .iter()
+        .map(|t| turn_view(0, t, false))
+        .collect();
     if let Some(done) = &state.done {
         let mut view = turn_view(0, done, false);
+        view.earlier = earlier;
         view.started = true;
         view.context_used = done
             .stats
@@ -171,6 +190,7 @@ pub fn live_view(state: &LiveState) -> TurnView {
         queue_position: state.queue_position,
         error: state.error.clone(),
         thinking: state.thinking,
+        earlier,
         ..TurnView::default()
     }
 }
@@ -202,6 +222,8 @@ pub struct PageParts<'a> {
     pub context_size: usize,
     pub defaults: &'a SamplingParams,
     pub banner: Option<(&'a str, String)>,
+    /// The built-in tools a conversation may switch on, by name (empty: none).
+    pub tool_names: String,
     /// Also update the title and the sidebar (htmx fragments swap only the messages).
     pub oob: bool,
 }
@@ -210,7 +232,10 @@ pub struct PageParts<'a> {
 const PANEL: [&str; 5] = ["temperature", "top_p", "top_k", "max_tokens", "seed"];
 
 fn context_for(conversation: &Conversation, parts: &PageParts) -> Value {
-    let last = conversation.turns.iter().rposition(|t| !t.is_user());
+    let last = conversation
+        .turns
+        .iter()
+        .rposition(|t| !t.is_user() && !t.is_tool());
     let turns: Vec<TurnView> = conversation
         .turns
         .iter()
@@ -245,6 +270,7 @@ fn context_for(conversation: &Conversation, parts: &PageParts) -> Value {
         turns => turns,
         live => parts.live.is_some(),
         oob => parts.oob,
+        tool_names => parts.tool_names.clone(),
         t => parts.live.map(live_view),
         settings => settings,
         context => context! { used => used, size => parts.context_size },
