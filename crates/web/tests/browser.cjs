@@ -131,6 +131,52 @@ function check(condition, message) {
   check((await page.locator('#conversations .conv-link').first().innerText())
         .includes('Write a tiny Rust program'), 'the sidebar lists the chat by its first message');
 
+  // Rename from the sidebar.
+  await page.locator('#conversations .conv.active .conv-rename-btn').click();
+  await page.fill('#conversations .conv.active .conv-rename input[name=title]', 'Renamed chat');
+  await Promise.all([page.waitForNavigation(),
+    page.locator('#conversations .conv.active .conv-rename button[type=submit]').click()]);
+  check((await page.locator('#chat-title').innerText()) === 'Renamed chat', 'renamed');
+
+  // Installable: the manifest is served and the service worker takes control.
+  const manifest = await page.evaluate(async () => (await fetch('/manifest.webmanifest')).json());
+  check(manifest.display === 'standalone' && manifest.icons.length >= 2, 'a web app manifest');
+  const icon = await page.evaluate(async (src) => (await fetch(src)).status, manifest.icons[0].src);
+  check(icon === 200, `the manifest's icon is served (${manifest.icons[0].src})`);
+  const worker = await page.evaluate(async () => {
+    const reg = await navigator.serviceWorker.ready;
+    return reg.active ? reg.active.scriptURL : null;
+  });
+  check(worker && worker.endsWith('/sw.js'), `the service worker runs: ${worker}`);
+
+  // Themes: follows the system, the toggle switches to dark and then light.
+  await page.click('#theme-toggle');
+  check(await page.evaluate(() => document.documentElement.dataset.theme) === 'dark', 'dark theme');
+  await page.click('#theme-toggle');
+  check(await page.evaluate(() => document.documentElement.dataset.theme) === 'light', 'light theme');
+  await page.click('#theme-toggle');
+
+  // A phone-sized screen: the sidebar is a drawer behind a button.
+  await page.setViewportSize({ width: 390, height: 800 });
+  // (hidden once its closing transition ends)
+  await page.waitForSelector('#sidebar', { state: 'hidden', timeout: 3000 });
+  await page.click('#sidebar-toggle');
+  await page.waitForSelector('#sidebar', { state: 'visible' });
+  await page.setViewportSize({ width: 1100, height: 820 });
+
+  // Without JavaScript: sending a message and reading the answer still work.
+  const plain = await browser.newContext({ javaScriptEnabled: false });
+  const noJs = await plain.newPage();
+  await noJs.goto(base);
+  await noJs.click('#new-chat');
+  await noJs.fill('#input', 'Hello without scripts');
+  await Promise.all([noJs.waitForNavigation(), noJs.click('#send')]);
+  const plainTexts = await noJs.locator('#messages .msg .content').allInnerTexts();
+  check(plainTexts.length === 2 && plainTexts[0].includes('Hello without scripts'),
+        `the answer without JavaScript: ${plainTexts.length}`);
+  check(plainTexts[1].trim().length > 0, 'an answer was written');
+  await plain.close();
+
   check(errors.length === 0, `console errors: ${errors.join(' | ')}`);
   check(foreign.length === 0, `requests to other hosts: ${foreign.join(' ')}`);
   await browser.close();

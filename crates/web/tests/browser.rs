@@ -4,7 +4,9 @@
 //! (`tests/browser.cjs`): send with Enter, the answer streams, the reasoning collapses and
 //! opens, code is highlighted, a reload while an answer is written joins the same
 //! generation, Esc stops it on the server, a closed tab cancels its answer, a reload finds
-//! the conversation, no console errors and no request to any other host. With
+//! the conversation, the manifest and service worker (PWA), the theme toggle, a phone-sized
+//! drawer, sending and reading with JavaScript off, no console errors and no request to any
+//! other host. With
 //! `SMOLLM3_SCREENSHOT=PATH` it also saves a screenshot of the finished answer.
 
 mod common;
@@ -41,7 +43,13 @@ fn the_web_chat_works_in_headless_chromium() {
                   println!(\"Hello, SmolLM3!\");\n}\n```\n\nRun it with `cargo run`.";
     std::fs::write(
         &replies,
-        serde_json::to_string(&[answer, counting.as_str(), counting.as_str()]).unwrap(),
+        serde_json::to_string(&[
+            answer,
+            counting.as_str(),
+            counting.as_str(),
+            "A short answer, written before the page came back.",
+        ])
+        .unwrap(),
     )
     .unwrap();
     let server = Server::start(

@@ -452,3 +452,56 @@ async fn call_page(app: &axum::Router, id: &str) -> String {
 async fn call_form(app: &axum::Router, path: &str, pairs: &[(&str, &str)]) -> Reply {
     call(app, "POST", path, &form(pairs), false).await
 }
+
+#[tokio::test]
+async fn a_full_queue_and_a_full_context_are_clear_banners() {
+    // No room in the queue: the page says the server is busy (htmx swaps it into the banner).
+    let dir = tempfile::tempdir().unwrap();
+    let options = smollm3_web::SchedulerOptions {
+        queue_limit: 0,
+        ..Default::default()
+    };
+    let mut state = AppState::new("t", smollm3_gen::SamplingParams::greedy())
+        .with_scheduler(common::scheduler(1, &["x"], options));
+    state.chat = ChatState::new(Store::open(dir.path()).unwrap());
+    let busy = router(Arc::new(state));
+    let id = open(&busy).await;
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/c/{id}/send"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("HX-Request", "true")
+        .body(Body::from(form(&[("content", "Hi")])))
+        .unwrap();
+    let response = busy.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["HX-Retarget"], "#banner");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("The server is busy"), "{body}");
+    // The refused message was not saved.
+    assert!(Store::open(dir.path())
+        .unwrap()
+        .load(&id)
+        .unwrap()
+        .turns
+        .is_empty());
+
+    // A prompt over the context: the page says so with the numbers; nothing is cut silently.
+    let dir = tempfile::tempdir().unwrap();
+    let app = chat_app(dir.path(), &["x"]);
+    let id = open(&app).await;
+    let long = "word ".repeat(5000);
+    let r = call_form(
+        &app,
+        &format!("/c/{id}/send"),
+        &[("content", long.as_str())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "the page with its banner");
+    assert!(
+        r.body.contains("too long for the context") && r.body.contains("the context holds 4096"),
+        "{}",
+        r.body
+    );
+}
