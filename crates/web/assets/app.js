@@ -357,6 +357,16 @@
     follow();
   }
 
+  // The server answers a refused action (busy, not found, a bad setting) with an error
+  // status and a banner it retargets; htmx does not swap error answers unless told to.
+  document.addEventListener('htmx:beforeSwap', (e) => {
+    const xhr = e.detail?.xhr;
+    if (xhr && xhr.status >= 400 && xhr.getResponseHeader('HX-Retarget') === '#banner') {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
+
   for (const ev of ['htmx:afterSwap', 'htmx:afterSettle', 'htmx:sseMessage', 'htmx:oobAfterSwap']) {
     document.addEventListener(ev, enhance);
   }

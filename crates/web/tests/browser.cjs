@@ -138,6 +138,17 @@ function check(condition, message) {
     page.locator('#conversations .conv.active .conv-rename button[type=submit]').click()]);
   check((await page.locator('#chat-title').innerText()) === 'Renamed chat', 'renamed');
 
+  // An error answer lands in the banner, not in the conversation.
+  check(errors.length === 0, `console errors: ${errors.join(' | ')}`);
+  await page.evaluate(() => htmx.ajax('POST', '/c/0000/regenerate', { target: '#messages', swap: 'outerHTML' }));
+  await page.waitForFunction(() => (document.querySelector('#banner')?.innerText || '').includes('no conversation'),
+    null, { timeout: 5000 });
+  check(await page.locator('#messages .msg').count() === 6, 'the messages are untouched by an error');
+  // The browser logs the deliberate 404 (and htmx its response error); nothing else.
+  const unexpected = errors.filter((e) => !/404|Not Found|htmx:responseError|Response Status Error/i.test(e));
+  check(unexpected.length === 0, `console errors: ${unexpected.join(' | ')}`);
+  errors.length = 0;
+
   // Installable: the manifest is served and the service worker takes control.
   const manifest = await page.evaluate(async () => (await fetch('/manifest.webmanifest')).json());
   check(manifest.display === 'standalone' && manifest.icons.length >= 2, 'a web app manifest');

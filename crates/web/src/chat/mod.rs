@@ -99,7 +99,7 @@ pub fn routes<B: Backend + Send + 'static>() -> Router<Arc<AppState<B>>> {
 }
 
 /// The embedded static files: name, media type, bytes.
-const ASSETS: &[(&str, &str, &[u8])] = &[
+pub(crate) const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "htmx.min.js",
         "text/javascript",
@@ -149,7 +149,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 async fn asset(Path((version, file)): Path<(String, String)>) -> Response {
     // An old version's URL still answers (a page open across an upgrade), uncached.
-    asset_named(&file, version == view::ASSET_VERSION).await
+    asset_named(&file, version == view::asset_version()).await
 }
 
 async fn asset_named(file: &str, immutable: bool) -> Response {
@@ -167,7 +167,8 @@ async fn asset_named(file: &str, immutable: bool) -> Response {
     ];
     // The service worker and the manifest name the versioned asset URLs.
     if matches!(file, "sw.js" | "manifest.webmanifest") {
-        let text = String::from_utf8_lossy(bytes).replace("__ASSET_VERSION__", view::ASSET_VERSION);
+        let text =
+            String::from_utf8_lossy(bytes).replace("__ASSET_VERSION__", view::asset_version());
         return (headers, text).into_response();
     }
     (headers, *bytes).into_response()

@@ -69,6 +69,10 @@ impl IntoResponse for PageError {
         response
             .headers_mut()
             .insert("HX-Reswap", header::HeaderValue::from_static("outerHTML"));
+        // ...taking only the banner out of this small page.
+        response
+            .headers_mut()
+            .insert("HX-Reselect", header::HeaderValue::from_static("#banner"));
         response
     }
 }
@@ -531,7 +535,7 @@ pub async fn settings<B: Backend + Send + 'static>(
 pub async fn login_page() -> Html<String> {
     Html(view::render(
         "login.html",
-        minijinja::context! { version => view::ASSET_VERSION, failed => false },
+        minijinja::context! { version => view::asset_version(), failed => false },
     ))
 }
 
@@ -552,7 +556,7 @@ pub async fn login<B: Backend + Send + 'static>(
     if !right || form.key.contains(|c: char| c == ';' || c.is_control()) {
         let html = view::render(
             "login.html",
-            minijinja::context! { version => view::ASSET_VERSION, failed => true },
+            minijinja::context! { version => view::asset_version(), failed => true },
         );
         return (StatusCode::UNAUTHORIZED, Html(html)).into_response();
     }

@@ -11,8 +11,21 @@ use super::live::LiveState;
 use super::markdown;
 use super::store::{Conversation, Turn, TurnStats};
 
-/// Changes with each build, so the assets' URLs can be cached for a year.
-pub const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The assets' version in their URLs: a hash of their bytes, so a changed file gets a new
+/// URL and the old one can be cached for a year.
+pub fn asset_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        // FNV-1a: stable, dependency-free, and plenty to tell builds' assets apart.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (_, _, bytes) in super::ASSETS {
+            for byte in bytes.iter() {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{:012x}", hash & 0xffff_ffff_ffff)
+    })
+}
 
 fn templates() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -259,7 +272,7 @@ fn context_for(conversation: &Conversation, parts: &PageParts) -> Value {
         })
         .collect();
     context! {
-        version => ASSET_VERSION,
+        version => asset_version(),
         conversation => context! {
             id => conversation.id.clone(),
             title => conversation.title.clone(),
