@@ -84,9 +84,10 @@ fn version_text() -> String {
         "portable quantized kernels (no AVX2+FMA)"
     };
     format!(
-        "{} ({}; cpu features: {}; {} threads)",
+        "{} ({}, own kernels: {}; cpu features: {}; {} threads)",
         env!("CARGO_PKG_VERSION"),
         kernels,
+        smollm3_model::kernels::path_name(),
         if features.is_empty() {
             "none detected".to_string()
         } else {

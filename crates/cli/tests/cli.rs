@@ -206,6 +206,15 @@ fn version_names_the_cpu_features_and_every_subcommand_has_examples() {
         version.contains("cpu features") && version.contains("kernels"),
         "{version}"
     );
+    // Our own kernels name the path they chose; forcing the portable one is seen there.
+    assert!(version.contains("own kernels: "), "{version}");
+    let portable = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))
+        .arg("--version")
+        .env("SMOLLM3_KERNELS", "portable")
+        .output()
+        .unwrap();
+    let portable = String::from_utf8_lossy(&portable.stdout);
+    assert!(portable.contains("own kernels: portable"), "{portable}");
     for sub in [
         "run",
         "chat",

@@ -37,6 +37,7 @@ mod cache;
 mod config;
 mod error;
 mod gguf;
+pub mod kernels;
 mod linear;
 mod model;
 mod rope;

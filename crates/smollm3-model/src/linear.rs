@@ -163,6 +163,13 @@ impl QLinear {
                 let mut dst = vec![0f32; m * n];
                 let bytes = weight.bytes();
                 let mkn = (m, k, n);
+                if *dtype == GgmlDType::Q4_1 && k % crate::kernels::q4_1::BLOCK == 0 {
+                    // Our own kernel: candle has only a scalar loop for Q4_1.
+                    let count = n * k / crate::kernels::q4_1::BLOCK;
+                    let weights = blocks::<crate::kernels::q4_1::BlockQ4_1>(bytes, count, *dtype)?;
+                    crate::kernels::q4_1::matmul(mkn, &lhs, weights, &mut dst);
+                    return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
+                }
                 with_block_type!(*dtype, T => run::<T>(mkn, &lhs, bytes, &mut dst)?, "a matmul");
                 Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?)
             }
@@ -177,25 +184,25 @@ fn run<T: GgmlType>(
     dst: &mut [f32],
 ) -> Result<()> {
     let (_, k, n) = mkn;
-    let blocks = blocks::<T>(bytes, n * k / T::BLCK_SIZE)?;
+    let blocks = blocks::<T>(bytes, n * k / T::BLCK_SIZE, T::DTYPE)?;
     Ok(k_quants::matmul(mkn, lhs, blocks, dst)?)
 }
 
 /// Views a QTensor's bytes as its blocks. The bytes come from candle's own `Vec<T>` storage, so
 /// size and alignment hold; both are checked anyway rather than trusted.
-fn blocks<T: GgmlType>(bytes: &[u8], count: usize) -> Result<&[T]> {
+fn blocks<T>(bytes: &[u8], count: usize, dtype: GgmlDType) -> Result<&[T]> {
     let size = std::mem::size_of::<T>();
     if bytes.len() != count * size
         || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
     {
         return Err(candle_core::Error::Msg(format!(
-            "quantized weight storage of {} bytes does not hold {count} {:?} blocks",
+            "quantized weight storage of {} bytes does not hold {count} {dtype:?} blocks",
             bytes.len(),
-            T::DTYPE
         ))
         .into());
     }
-    // SAFETY: length and alignment were checked above, and every k-quant block type is plain
+    // SAFETY: length and alignment were checked above, and every block type used here
+    // (candle's and `kernels::q4_1::BlockQ4_1`) is plain
     // old data (integers and f16 only), valid for any bit pattern.
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, count) })
 }
@@ -239,7 +246,7 @@ impl Embedding {
 
 fn rows<T: GgmlType>(bytes: &[u8], ids: &[u32], hidden: usize, out: &mut [f32]) -> Result<()> {
     let per_row = hidden / T::BLCK_SIZE;
-    let all = blocks::<T>(bytes, bytes.len() / std::mem::size_of::<T>())?;
+    let all = blocks::<T>(bytes, bytes.len() / std::mem::size_of::<T>(), T::DTYPE)?;
     for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(hidden)) {
         let start = id as usize * per_row;
         let row = all.get(start..start + per_row).ok_or_else(|| {
