@@ -30,6 +30,9 @@
 //! # }
 //! ```
 //!
+//! [`kernels`] holds our own quantized kernels (chosen at run time for the CPU; Q4_1 so far),
+//! used by the forward pass where candle has no fast path.
+//!
 //! The crate never prints and never panics on bad input: every failure is a [`ModelError`]
 //! naming the file, key, tensor or token at fault.
 
