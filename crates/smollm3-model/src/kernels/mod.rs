@@ -34,9 +34,7 @@ fn q4_1_avx2(w: &[q4_1::BlockQ4_1], a: &[q4_1::BlockQ8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 fn avx2_available() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
 }
 
 /// Every path this machine can run, the portable one first.

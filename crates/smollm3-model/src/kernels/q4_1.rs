@@ -111,7 +111,7 @@ fn block_value(w: &BlockQ4_1, a: &BlockQ8, sumi: i32) -> f32 {
 /// paths (and candle) give the same bits.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA (checked by the dispatcher before it picks this path).
+/// The CPU must have AVX2 and F16C (checked by the dispatcher before it picks this path).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_avx2(w: &[BlockQ4_1], a: &[BlockQ8]) -> f32 {
@@ -143,13 +143,18 @@ pub unsafe fn dot_avx2(w: &[BlockQ4_1], a: &[BlockQ8]) -> f32 {
 /// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
 /// values in `weights`; the activations are quantized once, the rows split over candle's
 /// thread pool (the one every other matmul uses, so no second set of threads competes).
-pub fn matmul(
+pub(crate) fn matmul(
     (m, k, n): (usize, usize, usize),
     lhs: &[f32],
     weights: &[BlockQ4_1],
     dst: &mut [f32],
 ) {
     let blocks = k / BLOCK;
+    // The raw writes below rely on these (the caller, `QLinear`, has checked the shapes).
+    assert!(
+        k % BLOCK == 0 && lhs.len() == m * k && weights.len() == n * blocks && dst.len() >= m * n,
+        "q4_1 matmul: shapes do not match ({m}, {k}, {n})"
+    );
     let zero = BlockQ8 {
         d: 0.0,
         s: 0.0,
@@ -167,7 +172,7 @@ pub fn matmul(
             let w = &weights[c * blocks..(c + 1) * blocks];
             for r in 0..m {
                 let value = dot(w, &quantized[r * blocks..(r + 1) * blocks]);
-                // SAFETY: `dst` holds `m × n` values (checked by the caller), and each (r, c)
+                // SAFETY: `dst` holds `m × n` values (asserted above), and each (r, c)
                 // is written by exactly one work item: the pool splits the columns.
                 unsafe { *(dst_address as *mut f32).add(r * n + c) = value };
             }
