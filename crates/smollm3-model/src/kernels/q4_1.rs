@@ -118,17 +118,74 @@ pub unsafe fn dot_avx2(w: &[BlockQ4_1], a: &[BlockQ8]) -> f32 {
     use std::arch::x86_64::*;
     let low_mask = _mm_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut sum = 0f32;
-    for (w, a) in w.iter().zip(a) {
+    // The eight i32 partial sums of one block's integer dot product.
+    let block_sums = |w: &BlockQ4_1, a: &BlockQ8| {
         // 16 bytes of nibbles -> 32 u8 values: low nibbles, then high nibbles.
         let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
         let lo = _mm_and_si128(packed, low_mask);
         let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
         let x = _mm256_set_m128i(hi, lo);
         let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        // u8 × i8 pairs summed to i16 (at most 2 × 15 × 127: no saturation), pairs of i16 to
-        // eight i32, then those eight: the block's exact integer dot product.
-        let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones);
+        // u8 × i8 pairs summed to i16 (at most 2 × 15 × 127: no saturation), then pairs of
+        // i16 to eight i32.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones)
+    };
+    let mut sum = 0f32;
+    let groups = w.len() / 8;
+    for g in 0..groups {
+        let (w8, a8) = (&w[g * 8..g * 8 + 8], &a[g * 8..g * 8 + 8]);
+        // Eight blocks' totals in one vector (integer adds: exact in any order).
+        let s: [__m256i; 8] = std::array::from_fn(|i| block_sums(&w8[i], &a8[i]));
+        let h01 = _mm256_hadd_epi32(s[0], s[1]);
+        let h23 = _mm256_hadd_epi32(s[2], s[3]);
+        let h45 = _mm256_hadd_epi32(s[4], s[5]);
+        let h67 = _mm256_hadd_epi32(s[6], s[7]);
+        let h0123 = _mm256_hadd_epi32(h01, h23);
+        let h4567 = _mm256_hadd_epi32(h45, h67);
+        let t0123 = _mm_add_epi32(
+            _mm256_castsi256_si128(h0123),
+            _mm256_extracti128_si256(h0123, 1),
+        );
+        let t4567 = _mm_add_epi32(
+            _mm256_castsi256_si128(h4567),
+            _mm256_extracti128_si256(h4567, 1),
+        );
+        let sumi = _mm256_cvtepi32_ps(_mm256_set_m128i(t4567, t0123));
+        // The float work of `block_value`, lane by lane, with the same roundings (separate
+        // multiplies and add, no FMA), so the bits stay those of the portable path.
+        let f16s = |f: fn(&BlockQ4_1) -> u16| {
+            _mm256_cvtph_ps(_mm_setr_epi16(
+                f(&w8[0]) as i16,
+                f(&w8[1]) as i16,
+                f(&w8[2]) as i16,
+                f(&w8[3]) as i16,
+                f(&w8[4]) as i16,
+                f(&w8[5]) as i16,
+                f(&w8[6]) as i16,
+                f(&w8[7]) as i16,
+            ))
+        };
+        let dx = f16s(|b| b.d.to_bits());
+        let mx = f16s(|b| b.m.to_bits());
+        let dy = _mm256_setr_ps(
+            a8[0].d, a8[1].d, a8[2].d, a8[3].d, a8[4].d, a8[5].d, a8[6].d, a8[7].d,
+        );
+        let sy = _mm256_setr_ps(
+            a8[0].s, a8[1].s, a8[2].s, a8[3].s, a8[4].s, a8[5].s, a8[6].s, a8[7].s,
+        );
+        let terms = _mm256_add_ps(
+            _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy),
+            _mm256_mul_ps(mx, sy),
+        );
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), terms);
+        // Accumulated in block order, as the portable path does.
+        for t in out {
+            sum += t;
+        }
+    }
+    for (w, a) in w[groups * 8..].iter().zip(&a[groups * 8..]) {
+        let sums = block_sums(w, a);
         let quad = _mm_add_epi32(
             _mm256_castsi256_si128(sums),
             _mm256_extracti128_si256(sums, 1),
