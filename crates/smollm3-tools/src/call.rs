@@ -97,48 +97,35 @@ impl ToolCall {
     }
 }
 
-/// JSON with `", "` and `": "` separators, as Python's `json.dumps` writes it.
-fn write_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push_str(": ");
-                write_json(item, out);
-            }
-            out.push('}');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
+/// How [`write_literal`] spells the values JSON and Python disagree on.
+#[derive(Clone, Copy, PartialEq)]
+enum Literal {
+    /// JSON with `", "` and `": "` separators, as Python's `json.dumps` writes it.
+    Json,
+    /// A Python literal (JSON's string escapes are valid Python).
+    Python,
 }
 
-/// A Python literal for a JSON value (JSON's string escapes are valid Python).
+fn write_json(value: &Value, out: &mut String) {
+    write_literal(value, Literal::Json, out);
+}
+
 fn write_python(value: &Value, out: &mut String) {
+    write_literal(value, Literal::Python, out);
+}
+
+fn write_literal(value: &Value, style: Literal, out: &mut String) {
     match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
+        Value::Null if style == Literal::Python => out.push_str("None"),
+        Value::Bool(true) if style == Literal::Python => out.push_str("True"),
+        Value::Bool(false) if style == Literal::Python => out.push_str("False"),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_python(item, out);
+                write_literal(item, style, out);
             }
             out.push(']');
         }
@@ -150,7 +137,7 @@ fn write_python(value: &Value, out: &mut String) {
                 }
                 out.push_str(&Value::String(key.clone()).to_string());
                 out.push_str(": ");
-                write_python(item, out);
+                write_literal(item, style, out);
             }
             out.push('}');
         }

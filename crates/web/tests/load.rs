@@ -38,13 +38,12 @@ fn request(stream: bool, user: usize) -> String {
     .to_string()
 }
 
-/// One client: sends its request and reads the response as an HTTP/1.1 client would.
-fn client(address: &str, user: usize, stream: bool, hang_up: bool) -> Ending {
+/// Sends a chat request and returns the response to read as it comes (status line first).
+fn post_chat(address: &str, body: &str) -> BufReader<TcpStream> {
     let mut socket = TcpStream::connect(address).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
-    let body = request(stream, user);
     write!(
         socket,
         "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
@@ -52,7 +51,12 @@ fn client(address: &str, user: usize, stream: bool, hang_up: bool) -> Ending {
         body.len()
     )
     .unwrap();
-    let mut reader = BufReader::new(socket);
+    BufReader::new(socket)
+}
+
+/// One client: sends its request and reads the response as an HTTP/1.1 client would.
+fn client(address: &str, user: usize, stream: bool, hang_up: bool) -> Ending {
+    let mut reader = post_chat(address, &request(stream, user));
     let mut status_line = String::new();
     reader.read_line(&mut status_line).unwrap();
     let mut retry_after = false;
@@ -249,16 +253,7 @@ fn a_hang_up_frees_the_only_slot_within_a_few_tokens() {
         .as_u64()
         .unwrap();
 
-    let mut socket = TcpStream::connect(address).unwrap();
-    let body = question(900, true);
-    write!(
-        socket,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reader = BufReader::new(socket);
+    let mut reader = post_chat(address, &question(900, true));
     let mut received = 0;
     for line in (&mut reader).lines() {
         if line.unwrap().contains("\"content\":\"") {

