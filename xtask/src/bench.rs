@@ -18,7 +18,10 @@ use candle_core::quantized::gguf_file::Content;
 use serde::Serialize;
 use xtask::fixtures::{self, FixtureSpec};
 
+use crate::bench_busy::{BusyCore, BusyCoreReport};
 use crate::bench_child::{ChildReport, GenLoopReport, Workload};
+use crate::bench_llama::{self, Comparison, LlamaRun, Tool};
+use crate::bench_wall::{self, DecodeBytes, WallReport};
 
 /// File name of the cached synthetic model under `target/bench/`.
 pub const SYNTHETIC_FILE_NAME: &str = "smollm3-3b-synthetic-q4_k_m.gguf";
@@ -47,6 +50,22 @@ pub struct BenchArgs {
     /// 0: do not wait.
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     pub wait_idle: u64,
+    /// Size of the buffer the memory-bandwidth wall is measured on, before the runs, with the
+    /// bench's threads (much larger than the L3 cache). 0: do not measure it.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub wall_mib: usize,
+    /// Keep one core busy with a spinning process during every measured run (ours and
+    /// llama.cpp's), to see what a contended core costs.
+    #[arg(long)]
+    pub busy_core: bool,
+    /// Also run llama.cpp on the same file, interleaved run by run with ours: PATH is
+    /// `crates/smollm3-model/benches/llama_cpp_reference.py` (llama-cpp-python) or a
+    /// `llama-bench` binary.
+    #[arg(long, value_name = "PATH")]
+    pub vs_llama_cpp: Option<PathBuf>,
+    /// Python that runs the reference script [default: $SMOLLM3_LLAMA_PYTHON, else python3].
+    #[arg(long, value_name = "PYTHON")]
+    pub llama_python: Option<String>,
 }
 
 /// Medians (and spread) of one quantity over the repetitions.
@@ -127,6 +146,8 @@ pub struct Machine {
     pub logical_cpus: usize,
     /// SIMD features relevant to the quantized kernels that the CPU reports.
     pub simd_flags: Vec<String>,
+    /// Our kernels' instruction-set path, as the bench child reported it.
+    pub kernel_path: String,
     pub loadavg_before: String,
     pub loadavg_after: String,
 }
@@ -151,6 +172,15 @@ pub struct Report {
     pub kv_cache_bytes: u64,
     /// The peak-RSS target: (file + KV cache) * 1.1, in MB (10^6 bytes).
     pub rss_budget_mb: f64,
+    /// The decode against the machine's memory bandwidth.
+    pub wall: WallReport,
+    /// `--busy-core`: the spinner of every measured run, in order (ours 1, llama.cpp 1,
+    /// ours 2, ...); empty without it.
+    pub busy_core: bool,
+    pub spinners: Vec<BusyCoreReport>,
+    /// `--vs-llama-cpp`: llama.cpp on the same file, interleaved with our runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llama_cpp: Option<Comparison>,
     pub runs: Vec<ChildReport>,
 }
 
@@ -170,10 +200,34 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
     let file_bytes = std::fs::metadata(&model)
         .with_context(|| format!("reading {}", model.display()))?
         .len();
+    let tool = match &args.vs_llama_cpp {
+        Some(path) => {
+            let tool = Tool::new(path, args.llama_python.clone())?;
+            tool.check()?;
+            Some(tool)
+        }
+        None => None,
+    };
+    let work = &args.workload;
+    let decode_bytes = DecodeBytes::of(&model, work.prompt, work.gen)?;
 
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let loadavg_before = loadavg();
+    let bandwidth = if args.wall_mib > 0 {
+        prepare_run(&args, None)?;
+        eprintln!(
+            "bench: measuring the read bandwidth wall ({} MiB, {threads} threads)",
+            args.wall_mib
+        );
+        let b = bench_wall::measure_read_bandwidth(args.wall_mib << 20, threads)?;
+        eprintln!("bench:   {:.2} GB/s", b.gb_s);
+        Some(b)
+    } else {
+        None
+    };
     let mut runs = Vec::with_capacity(args.reps);
+    let mut theirs: Vec<LlamaRun> = Vec::new();
+    let mut spinners = Vec::new();
     for rep in 0..args.reps {
         let load = loadavg();
         eprintln!(
@@ -181,16 +235,9 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
             rep + 1,
             args.reps
         );
-        if args.wait_idle > 0 {
-            let (idle, waited) = wait_for_idle(args.wait_idle)?;
-            eprintln!(
-                "bench:   CPUs {:.0}% idle after waiting {waited:.0} s",
-                idle * 100.0
-            );
-        }
-        let warm = warm_page_cache(&model)?;
-        eprintln!("bench:   page cache warm read {warm:.2} s");
+        let busy = prepare_run(&args, Some((&exe, &model)))?;
         let mut report = run_child(&exe, &model, &args, threads)?;
+        spinners.extend(stop_busy(busy, format!("ours {}", rep + 1)));
         report.loadavg_before = Some(load);
         eprintln!(
             "bench:   load {:.2} s, ttft {:.3} s, warm-up {:.3} s, prefill {:.1} tok/s, \
@@ -219,7 +266,26 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
             );
         }
         runs.push(report);
+        if let Some(tool) = &tool {
+            eprintln!("bench: llama.cpp run {}/{}", rep + 1, args.reps);
+            let busy = prepare_run(&args, Some((&exe, &model)))?;
+            let r = tool.run(&model, work, threads)?;
+            spinners.extend(stop_busy(busy, format!("llama.cpp {}", rep + 1)));
+            eprintln!(
+                "bench:   llama.cpp: load + TTFT {}, prefill {:.1} tok/s, decode {:.2} tok/s",
+                r.load_s
+                    .zip(r.ttft_s)
+                    .map_or("-".to_string(), |(l, t)| format!("{:.3} s", l + t)),
+                r.prefill_tok_s,
+                r.decode_tok_s
+            );
+            theirs.push(r);
+        }
     }
+    let decode_tok_s: Vec<f64> = runs.iter().map(|r| r.decode_tok_s).collect();
+    let wall = WallReport::new(bandwidth, decode_bytes, &decode_tok_s);
+    let llama_cpp = tool
+        .map(|t| bench_llama::compare(&t, work, &runs, theirs, &wall.decode_bytes, Some(&wall)));
     let kv_cache_bytes = runs.iter().map(|r| r.kv_cache_bytes).max().unwrap_or(0);
     let report = Report {
         model,
@@ -237,12 +303,20 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
             cpu: cpu_model_name(),
             logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             simd_flags: simd_flags(),
+            kernel_path: runs
+                .first()
+                .and_then(|r| r.kernel_path.clone())
+                .unwrap_or_else(|| "?".to_string()),
             loadavg_before,
             loadavg_after: loadavg(),
         },
         median: summarize(&runs),
         kv_cache_bytes,
         rss_budget_mb: (file_bytes + kv_cache_bytes) as f64 * 1.1 / 1e6,
+        wall,
+        busy_core: args.busy_core,
+        spinners,
+        llama_cpp,
         runs,
     };
     let json = serde_json::to_string_pretty(&report)?;
@@ -257,6 +331,38 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
         println!("(JSON: {})", last.display());
     }
     Ok(())
+}
+
+/// Before a measured run (or the wall, `run` None): waits for idle CPUs if asked, warms the
+/// page cache with the model, and starts the `--busy-core` spinner (after the idle wait, which
+/// it would defeat). The spinner stops when the returned guard drops, also on error.
+fn prepare_run(args: &BenchArgs, run: Option<(&Path, &Path)>) -> Result<Option<BusyCore>> {
+    if args.wait_idle > 0 {
+        let (idle, waited) = wait_for_idle(args.wait_idle)?;
+        eprintln!(
+            "bench:   CPUs {:.0}% idle after waiting {waited:.0} s",
+            idle * 100.0
+        );
+    }
+    let Some((exe, model)) = run else {
+        return Ok(None);
+    };
+    let warm = warm_page_cache(model)?;
+    eprintln!("bench:   page cache warm read {warm:.2} s");
+    if !args.busy_core {
+        return Ok(None);
+    }
+    let busy = BusyCore::start(exe)?;
+    eprintln!("bench:   one core kept busy by pid {}", busy.report().pid);
+    Ok(Some(busy))
+}
+
+/// Stops the spinner (if any) and returns what it did.
+fn stop_busy(busy: Option<BusyCore>, during: String) -> Option<BusyCoreReport> {
+    busy.map(|b| BusyCoreReport {
+        during,
+        ..b.report()
+    })
 }
 
 /// Idle and total jiffies of all CPUs (`/proc/stat`, first line).
@@ -348,10 +454,11 @@ fn print_table(r: &Report) {
         if r.synthetic { ", synthetic" } else { "" }
     );
     println!(
-        "machine {} | {} logical CPUs | {} | load avg {} -> {}",
+        "machine {} | {} logical CPUs | {} | kernels {} | load avg {} -> {}",
         m.cpu,
         m.logical_cpus,
         m.simd_flags.join(" "),
+        m.kernel_path,
         m.loadavg_before,
         m.loadavg_after
     );
@@ -361,6 +468,20 @@ fn print_table(r: &Report) {
     );
     if let Some(settings) = &r.gen_loop_settings {
         println!("loop    {settings}");
+    }
+    if r.busy_core {
+        let cpu: Vec<String> = r
+            .spinners
+            .iter()
+            .map(|s| match s.cpu_s {
+                Some(c) => format!("{:.0}%", c / s.wall_s * 100.0),
+                None => "?".to_string(),
+            })
+            .collect();
+        println!(
+            "busy    CONTENDED: one core kept busy by a spinning process during every run              (--busy-core; its CPU share per run: {})",
+            cpu.join(" ")
+        );
     }
     println!();
     println!(
@@ -478,6 +599,11 @@ fn print_table(r: &Report) {
         r.file_bytes as f64 / 1e6,
         r.kv_cache_bytes as f64 / 1e6
     );
+    println!();
+    r.wall.print(s.decode_tok_s.median);
+    if let Some(c) = &r.llama_cpp {
+        bench_llama::print(c, s, r.prompt, r.gen);
+    }
 }
 
 /// Runs one repetition in a child process and parses its JSON report (its last stdout line).

@@ -175,6 +175,9 @@ pub struct ChildReport {
     pub process_threads: u64,
     pub rayon_num_threads: Option<String>,
     pub candle_num_threads: Option<String>,
+    /// Our kernels' instruction-set path in this process (`smollm3_model::kernels::path_name`).
+    #[serde(default)]
+    pub kernel_path: Option<String>,
     /// 1, 5 and 15-minute load averages when the parent started this run.
     #[serde(default)]
     pub loadavg_before: Option<String>,
@@ -302,6 +305,7 @@ pub fn run(args: ChildArgs) -> Result<()> {
         process_threads: proc_status_kb("Threads").unwrap_or(0),
         rayon_num_threads: std::env::var("RAYON_NUM_THREADS").ok(),
         candle_num_threads: std::env::var("CANDLE_NUM_THREADS").ok(),
+        kernel_path: Some(smollm3_model::kernels::path_name().to_string()),
         loadavg_before: None,
         gen_loop,
     };

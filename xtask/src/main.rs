@@ -1,8 +1,11 @@
 //! `cargo xtask <command>`: thin dispatcher; the work lives in the library modules.
 
 mod bench;
+mod bench_busy;
 mod bench_child;
+mod bench_llama;
 mod bench_server;
+mod bench_wall;
 mod fetch;
 
 use std::path::PathBuf;
@@ -44,6 +47,9 @@ enum Command {
     /// One measured run in a fresh process (spawned by `bench`).
     #[command(hide = true)]
     BenchChild(bench_child::ChildArgs),
+    /// Burns one core until killed or orphaned (`bench --busy-core`).
+    #[command(hide = true)]
+    Spin,
 }
 
 fn workspace_root() -> PathBuf {
@@ -60,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args, &workspace_root()),
         Command::BenchServer(args) => bench_server::run(args, &workspace_root()),
         Command::BenchChild(args) => bench_child::run(args),
+        Command::Spin => bench_busy::spin(),
         Command::FetchWeights(args) => fetch::run(args),
     };
     match result {

@@ -2,10 +2,11 @@
 """llama.cpp on the same file with the same protocol as `cargo xtask bench`.
 
 Measures, in a fresh process per repetition (like `xtask bench-child`): load time (file in the
-page cache), time to first token (the first decode of a 1-token prompt), prefill tok/s (one
-`eval` of a 512-token prompt), greedy decode tok/s (128 single-token evals) and peak RSS
-(VmHWM; llama.cpp mmaps the file, so the weights count as file-backed RSS). The prompt is the
-same splitmix64 token sequence as the Rust bench (seed 0).
+page cache), time to first token (the first decode of a 1-token prompt, `--ttft-prompt`),
+prefill tok/s (one `eval` of a 512-token prompt), greedy decode tok/s (128 single-token evals)
+and peak RSS (VmHWM; llama.cpp mmaps the file, so the weights count as file-backed RSS). The
+prompt is the same splitmix64 token sequence as the Rust bench (seed 0). `cargo xtask bench
+--vs-llama-cpp` runs this script with `--reps 1` between its own runs.
 
 Needs llama-cpp-python (the reference environment of fixtures/reference/ has 0.3.35, built
 from source for this CPU):
@@ -73,9 +74,10 @@ def child(args):
         ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
         return int(np.ctypeslib.as_array(ptr, shape=(vocab,)).argmax())
 
-    prompt = random_tokens(args.prompt, vocab)
+    tokens = random_tokens(max(args.prompt, args.ttft_prompt), vocab)
+    prompt = tokens[: args.prompt]
     t = time.perf_counter()
-    llm.eval(prompt[:1])
+    llm.eval(tokens[: args.ttft_prompt])
     last_argmax()
     ttft_s = time.perf_counter() - t
 
@@ -115,6 +117,7 @@ def main():
     p.add_argument("--prompt", type=int, default=512)
     p.add_argument("--gen", type=int, default=128)
     p.add_argument("--ctx", type=int, default=4096)
+    p.add_argument("--ttft-prompt", type=int, default=1, help="prompt length of the TTFT measurement")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

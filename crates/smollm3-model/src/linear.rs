@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::TensorBytes;
+use crate::kernels::kquant;
 
 /// Runs `$body` with `$T` bound to the block type of `$dtype` (every GGUF quantization that
 /// can hold weights), or returns an error naming the unsupported type.
@@ -108,6 +109,11 @@ pub(crate) fn check_usable(name: &str, dtype: GgmlDType, role: &'static str) -> 
     })
 }
 
+/// From this many activation rows on, Q4_K and Q6_K matmuls use our unpack-once kernel
+/// ([`kquant`]); below it candle's fused single-row kernel, which reads each weight byte once
+/// and unpacks it in registers, is the faster (decode is bound by memory, not by unpacking).
+const KQUANT_MIN_ROWS: usize = 4;
+
 /// `y = x W^T` with `W` `[out_features, in_features]` kept in its stored type.
 pub(crate) enum QLinear {
     Quantized {
@@ -169,6 +175,23 @@ impl QLinear {
                     let weights = blocks::<crate::kernels::q4_1::BlockQ4_1>(bytes, count, *dtype)?;
                     crate::kernels::q4_1::matmul(mkn, &lhs, weights, &mut dst);
                     return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
+                }
+                if m >= KQUANT_MIN_ROWS && k % kquant::QK_K == 0 {
+                    // Our own prompt kernel: each super-block unpacked once, not once per row.
+                    let count = n * k / kquant::QK_K;
+                    match *dtype {
+                        GgmlDType::Q4K => {
+                            let weights = blocks::<kquant::BlockQ4K>(bytes, count, *dtype)?;
+                            kquant::matmul(mkn, &lhs, weights, &mut dst);
+                            return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
+                        }
+                        GgmlDType::Q6K => {
+                            let weights = blocks::<kquant::BlockQ6K>(bytes, count, *dtype)?;
+                            kquant::matmul(mkn, &lhs, weights, &mut dst);
+                            return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
+                        }
+                        _ => {}
+                    }
                 }
                 with_block_type!(*dtype, T => run::<T>(mkn, &lhs, bytes, &mut dst)?, "a matmul");
                 Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?)

@@ -2,12 +2,16 @@
 //!
 //! The machines this runs on differ (AVX2-only one day, AVX-512 VNNI the next), so each kernel
 //! has a portable path that runs everywhere and SIMD paths picked once per process by feature
-//! detection. `SMOLLM3_KERNELS=portable` forces the portable path (tests compare every path
-//! the machine can run with it); [`path_name`] says which is in use (`smollm3 --version`).
+//! detection. `SMOLLM3_KERNELS=portable` (or `avx2`) forces a narrower path than the widest
+//! the machine has, to compare them (tests compare every path the machine can run with the
+//! portable one); [`path_name`] says which is in use (`smollm3 --version`).
 //!
 //! - [`q4_1`]: Q4_1 weights (SmolLM2's GGUF) × 8-bit activations; candle has only a scalar
 //!   loop for this type.
+//! - [`kquant`]: Q4_K and Q6_K weights (SmolLM3-3B Q4_K_M) × Q8_K activations for prompts,
+//!   each super-block unpacked once per call instead of once per activation row.
 
+pub mod kquant;
 pub mod q4_1;
 
 use std::sync::OnceLock;
@@ -19,12 +23,50 @@ type DotQ4_1 = fn(&[q4_1::BlockQ4_1], &[q4_1::BlockQ8]) -> f32;
 pub struct Path {
     pub name: &'static str,
     pub q4_1: DotQ4_1,
+    /// One activation row against four unpacked Q4_K weight rows, and against one.
+    pub q4k4: kquant::DotColumns<4>,
+    pub q4k1: kquant::DotColumns<1>,
+    /// The same for Q6_K.
+    pub q6k4: kquant::DotColumns<4>,
+    pub q6k1: kquant::DotColumns<1>,
 }
 
 const PORTABLE: Path = Path {
     name: "portable",
     q4_1: q4_1::dot_portable,
+    q4k4: kquant::dot_portable::<4, false>,
+    q4k1: kquant::dot_portable::<1, false>,
+    q6k4: kquant::dot_portable::<4, true>,
+    q6k1: kquant::dot_portable::<1, true>,
 };
+
+/// The SIMD dot products index the weight rows by the activation blocks without bounds checks.
+fn check_lengths<const C: usize>(a: &[kquant::BlockQ8K], w: &[&[kquant::Unpacked]; C]) {
+    assert!(
+        w.iter().all(|w| w.len() >= a.len()),
+        "k-quant dot: a weight row is shorter than the activations"
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+fn kquant_avx2<const C: usize, const Q6: bool>(
+    a: &[kquant::BlockQ8K],
+    w: [&[kquant::Unpacked]; C],
+) -> [f32; C] {
+    check_lengths(a, &w);
+    // SAFETY: selected only after `avx2_available()` said yes; lengths checked above.
+    unsafe { kquant::dot_avx2::<C, Q6>(a, w) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn kquant_avx512<const C: usize, const Q6: bool>(
+    a: &[kquant::BlockQ8K],
+    w: [&[kquant::Unpacked]; C],
+) -> [f32; C] {
+    check_lengths(a, &w);
+    // SAFETY: selected only after `avx512_available()` said yes; lengths checked above.
+    unsafe { kquant::dot_avx512::<C, Q6>(a, w) }
+}
 
 #[cfg(target_arch = "x86_64")]
 fn q4_1_avx2(w: &[q4_1::BlockQ4_1], a: &[q4_1::BlockQ8]) -> f32 {
@@ -34,7 +76,14 @@ fn q4_1_avx2(w: &[q4_1::BlockQ4_1], a: &[q4_1::BlockQ8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 fn avx2_available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("f16c")
+        && is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_available() -> bool {
+    avx2_available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
 }
 
 /// Every path this machine can run, the portable one first.
@@ -45,24 +94,42 @@ pub fn available_paths() -> Vec<Path> {
         paths.push(Path {
             name: "avx2",
             q4_1: q4_1_avx2,
+            q4k4: kquant_avx2::<4, false>,
+            q4k1: kquant_avx2::<1, false>,
+            q6k4: kquant_avx2::<4, true>,
+            q6k1: kquant_avx2::<1, true>,
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512_available() {
+        paths.push(Path {
+            name: "avx512",
+            // Q4_1's blocks are 32 values: one AVX2 register already holds a whole block.
+            q4_1: q4_1_avx2,
+            q4k4: kquant_avx512::<4, false>,
+            q4k1: kquant_avx512::<1, false>,
+            q6k4: kquant_avx512::<4, true>,
+            q6k1: kquant_avx512::<1, true>,
         });
     }
     paths
 }
 
-/// The path in use: the last (widest) available one, unless `SMOLLM3_KERNELS=portable`.
+/// The path in use: the last (widest) available one, unless `SMOLLM3_KERNELS` names another
+/// available path (a name this machine cannot run is ignored: the widest path is used).
 pub fn path() -> &'static Path {
     static PATH: OnceLock<Path> = OnceLock::new();
     PATH.get_or_init(|| {
-        let forced = std::env::var("SMOLLM3_KERNELS").is_ok_and(|v| v == "portable");
-        if forced {
-            return PORTABLE;
+        let mut paths = available_paths();
+        let forced = std::env::var("SMOLLM3_KERNELS").ok();
+        if let Some(chosen) = paths.iter().find(|p| forced.as_deref() == Some(p.name)) {
+            return *chosen;
         }
-        available_paths().pop().unwrap_or(PORTABLE)
+        paths.pop().unwrap_or(PORTABLE)
     })
 }
 
-/// The name of the path in use (`avx2`, `portable`).
+/// The name of the path in use (`avx512`, `avx2`, `portable`).
 pub fn path_name() -> &'static str {
     path().name
 }
@@ -72,26 +139,31 @@ fn pool() -> &'static candle_core::utils::BarrierPool {
 }
 
 #[cfg(test)]
-mod tests {
-    use half::f16;
-
-    use super::q4_1::{self, BlockQ4_1, BlockQ8, BLOCK};
-    use super::*;
-
+mod tests_support {
     /// A small deterministic generator (no extra dependency; the values only need to be varied).
-    struct Lcg(u64);
+    pub struct Lcg(pub u64);
     impl Lcg {
-        fn next(&mut self) -> u32 {
+        pub fn next(&mut self) -> u32 {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (self.0 >> 33) as u32
         }
-        fn float(&mut self) -> f32 {
+        pub fn float(&mut self) -> f32 {
             (self.next() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::q4_1::{self, BlockQ4_1, BlockQ8, BLOCK};
+    use super::*;
+
+    use super::tests_support::Lcg;
 
     fn random_weights(rng: &mut Lcg, blocks: usize) -> Vec<BlockQ4_1> {
         (0..blocks)
@@ -292,6 +364,233 @@ mod versus_candle {
         assert_eq!(worst, 0.0);
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "{i}: ours {a} candle {b}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod kquant_tests {
+    use half::f16;
+
+    use super::kquant::{self, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, Unpacked, QK_K};
+    use super::tests_support::Lcg;
+
+    fn random_q4k(rng: &mut Lcg) -> BlockQ4K {
+        BlockQ4K {
+            d: f16::from_f32(rng.float() * 0.01),
+            dmin: f16::from_f32(rng.float() * 0.01),
+            scales: std::array::from_fn(|_| rng.next() as u8),
+            qs: std::array::from_fn(|_| rng.next() as u8),
+        }
+    }
+
+    fn random_q6k(rng: &mut Lcg) -> BlockQ6K {
+        BlockQ6K {
+            ql: std::array::from_fn(|_| rng.next() as u8),
+            qh: std::array::from_fn(|_| rng.next() as u8),
+            // The whole i8 range, -128 included.
+            scales: std::array::from_fn(|_| rng.next() as i8),
+            d: f16::from_f32(rng.float() * 0.01),
+        }
+    }
+
+    fn quantized(x: &[f32]) -> Vec<BlockQ8K> {
+        let zero = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
+        let mut out = vec![zero; x.len() / QK_K];
+        kquant::quantize_row(x, &mut out);
+        out
+    }
+
+    /// Exact, in f64: the dequantized weights (from each format's definition, not from
+    /// `unpack`) times the dequantized activations.
+    fn reference<B: SuperBlock>(w: &[B], a: &[BlockQ8K]) -> f64 {
+        w.iter()
+            .zip(a)
+            .map(|(w, a)| {
+                w.dequantize()
+                    .iter()
+                    .zip(a.qs)
+                    .map(|(&v, q)| f64::from(v) * f64::from(a.d) * f64::from(q))
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
+    fn check_every_path<B: SuperBlock>(random: fn(&mut Lcg) -> B, seed: u64) {
+        let mut rng = Lcg(seed);
+        for blocks in [1, 2, 3, 8, 43] {
+            for _ in 0..6 {
+                let rows: Vec<Vec<B>> = (0..4)
+                    .map(|_| (0..blocks).map(|_| random(&mut rng)).collect())
+                    .collect();
+                let x: Vec<f32> = (0..blocks * QK_K).map(|_| rng.float() * 3.0).collect();
+                let a = quantized(&x);
+                let unpacked: Vec<Vec<Unpacked>> = rows
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|b| {
+                                let mut u = Unpacked::ZERO;
+                                b.unpack(&mut u);
+                                u
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let columns: [&[Unpacked]; 4] = std::array::from_fn(|c| &unpacked[c][..]);
+                let (portable4, portable1) = B::dots(&super::PORTABLE);
+                let want_bits = portable4(&a, columns);
+                for c in 0..4 {
+                    let want = reference(&rows[c], &a);
+                    let scale: f64 = rows[c]
+                        .iter()
+                        .flat_map(|b| b.dequantize())
+                        .zip(&x)
+                        .map(|(w, x)| f64::from((w * x).abs()))
+                        .sum();
+                    let got = f64::from(want_bits[c]);
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + scale),
+                        "portable: {got} vs {want} ({blocks} blocks)"
+                    );
+                    assert_eq!(
+                        portable1(&a, [columns[c]])[0].to_bits(),
+                        want_bits[c].to_bits()
+                    );
+                }
+                // Every SIMD path gives the portable path's bits, four columns at once or one.
+                for path in super::available_paths() {
+                    let (four, one) = B::dots(&path);
+                    let got = four(&a, columns);
+                    for c in 0..4 {
+                        assert_eq!(
+                            got[c].to_bits(),
+                            want_bits[c].to_bits(),
+                            "{} column {c}",
+                            path.name
+                        );
+                        assert_eq!(
+                            one(&a, [columns[c]])[0].to_bits(),
+                            want_bits[c].to_bits(),
+                            "{} single column {c}",
+                            path.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q4k_every_path_matches_the_dequantized_reference() {
+        check_every_path(random_q4k, 5);
+    }
+
+    #[test]
+    fn q6k_every_path_matches_the_dequantized_reference() {
+        check_every_path(random_q6k, 6);
+    }
+
+    /// Activations of the largest magnitude (−128 after rounding, the bound the kernels'
+    /// no-saturation argument rests on) with the largest codes and scales.
+    #[test]
+    fn extreme_values_do_not_saturate() {
+        let mut x = vec![-1.0f32; 2 * QK_K];
+        x[0] = 1.0;
+        let a = quantized(&x);
+        let q6 = BlockQ6K {
+            ql: [0xFF; QK_K / 2],
+            qh: [0xFF; QK_K / 4],
+            scales: [-128; QK_K / 16],
+            d: f16::from_f32(1.0),
+        };
+        let q4 = BlockQ4K {
+            d: f16::from_f32(1.0),
+            dmin: f16::from_f32(1.0),
+            scales: [0xFF; 12],
+            qs: [0xFF; QK_K / 2],
+        };
+        let w6 = [q6, q6];
+        let w4 = [q4, q4];
+        for path in super::available_paths() {
+            let mut u6 = [Unpacked::ZERO; 2];
+            let mut u4 = [Unpacked::ZERO; 2];
+            for i in 0..2 {
+                w6[i].unpack(&mut u6[i]);
+                w4[i].unpack(&mut u4[i]);
+            }
+            let got6 = f64::from(BlockQ6K::dots(&path).1(&a, [&u6[..]])[0]);
+            let got4 = f64::from(BlockQ4K::dots(&path).1(&a, [&u4[..]])[0]);
+            let (want6, want4) = (reference(&w6, &a), reference(&w4, &a));
+            assert!(
+                (got6 - want6).abs() <= 1e-5 * want6.abs(),
+                "{}: {got6} vs {want6}",
+                path.name
+            );
+            assert!(
+                (got4 - want4).abs() <= 1e-5 * (1.0 + want4.abs()),
+                "{}: {got4} vs {want4}",
+                path.name
+            );
+        }
+    }
+
+    /// The activations are quantized as candle quantizes them (same integers, same scale), so
+    /// the prompt kernel and candle's single-row kernel agree.
+    #[test]
+    fn activations_quantize_exactly_as_candles() {
+        use candle_core::quantized::k_quants::{self, GgmlType};
+        let mut rng = Lcg(9);
+        let mut x: Vec<f32> = (0..4 * QK_K).map(|_| rng.float() * 7.0).collect();
+        x[QK_K..2 * QK_K].fill(0.0);
+        x[2 * QK_K + 5] = 2.5 / 127.0 * 40.0;
+        let ours = quantized(&x);
+        let mut theirs = vec![k_quants::BlockQ8K::zeros(); 4];
+        k_quants::BlockQ8K::from_float(&x, &mut theirs);
+        // SAFETY: both are 292 bytes of the same `repr(C)` layout (f32, 256 i8, 16 i16).
+        let theirs: &[BlockQ8K] =
+            unsafe { std::slice::from_raw_parts(theirs.as_ptr() as *const BlockQ8K, 4) };
+        for (o, t) in ours.iter().zip(theirs) {
+            assert_eq!(o.d.to_bits(), t.d.to_bits());
+            assert_eq!(o.qs, t.qs);
+            assert_eq!(o.bsums, t.bsums);
+        }
+    }
+
+    /// The whole matmul against candle's on the same file blocks: the same bits.
+    #[test]
+    fn the_matmul_agrees_with_candles() {
+        use candle_core::quantized::k_quants;
+        let mut rng = Lcg(21);
+        // 13 columns: one full tile, one partial tile with a four-wide group and a single.
+        let (m, k, n) = (5, 3 * QK_K, 13);
+        let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
+        let q4: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(&mut rng)).collect();
+        let q6: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(&mut rng)).collect();
+        let mut ours4 = vec![0f32; m * n];
+        let mut ours6 = vec![0f32; m * n];
+        kquant::matmul((m, k, n), &lhs, &q4, &mut ours4);
+        kquant::matmul((m, k, n), &lhs, &q6, &mut ours6);
+        // SAFETY: the same `repr(C)` layouts as candle's block types (sizes asserted there
+        // and here).
+        let (theirs_q4, theirs_q6) = unsafe {
+            (
+                std::slice::from_raw_parts(q4.as_ptr() as *const k_quants::BlockQ4K, q4.len()),
+                std::slice::from_raw_parts(q6.as_ptr() as *const k_quants::BlockQ6K, q6.len()),
+            )
+        };
+        let mut theirs4 = vec![0f32; m * n];
+        let mut theirs6 = vec![0f32; m * n];
+        k_quants::matmul((m, k, n), &lhs, theirs_q4, &mut theirs4).unwrap();
+        k_quants::matmul((m, k, n), &lhs, theirs_q6, &mut theirs6).unwrap();
+        for (ours, theirs) in [(&ours4, &theirs4), (&ours6, &theirs6)] {
+            for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{i}: ours {a} candle {b}");
+            }
         }
     }
 }

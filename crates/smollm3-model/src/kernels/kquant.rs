@@ -1,0 +1,512 @@
+//! Q4_K and Q6_K weights × Q8_K activations for prompts: the types of SmolLM3-3B Q4_K_M.
+//!
+//! Why: a prompt's matmul multiplies every weight by hundreds of activation rows, and candle's
+//! kernel (ggml's AVX2 dot product) unpacks each 144-byte Q4_K super-block (scales, nibbles)
+//! again for every row it meets. Here each super-block is unpacked once per call into
+//! [`Unpacked`] (its 256 values as bytes, one i16 scale per pair of values, the offset terms),
+//! held in a per-thread buffer for a tile of columns while every activation row streams past
+//! it, so the inner loop is only `maddubs` (u8 × i8 pairs), `madd` with the scales and an add.
+//! Both types fit the same form, which is why one kernel serves both:
+//!
+//! - Q4_K: `value = d × sc[j] × q − dmin × m[j]`, 8 sub-blocks of 32, `q` in 0..16;
+//! - Q6_K: `value = d × sc[g] × (q − 32)`, 16 groups of 16, `q` in 0..64.
+//!
+//! **Same bits as candle.** An activation's 8-bit rounding is a step, so a float difference
+//! of one ulp in a matmul can move a value of the next layer's input by a whole unit; on the
+//! random-weight Q4_K_M fixture a kernel with another float order (exact integers, f32
+//! accumulation) moved the logits by 0.2 of 5.8 and flipped a greedy token the llama.cpp and HF
+//! goldens agree on. So the integer sums here land in the same eight i32 lanes as in ggml's
+//! AVX2 `vec_dot_q4_K_q8_K` / `vec_dot_q6_K_q8_K` (which candle runs), Q6_K's `−32` is taken
+//! off in i16 before the scales as there, Q4_K's mins go through the same four-lane
+//! accumulator, and the float work per super-block and the final reductions are theirs, op
+//! for op: every path (portable, AVX2, AVX-512) returns candle's bits, which the tests check.
+//!
+//! Single rows (decode) stay on candle's fused kernel: there the weights are read once from
+//! memory, and unpacking them to a buffer first would only add work. The activations are
+//! quantized with exactly candle's arithmetic ([`quantize_row`]).
+
+use half::f16;
+
+/// Values per super-block.
+pub const QK_K: usize = 256;
+
+/// ggml's `block_q4_K`, as stored in the file (144 bytes).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4K {
+    pub d: f16,
+    pub dmin: f16,
+    /// Eight 6-bit scales and eight 6-bit mins, packed (see [`BlockQ4K::scale_min`]).
+    pub scales: [u8; 12],
+    /// Value `64i + l` is the low nibble of byte `32i + l`, value `64i + 32 + l` its high one.
+    pub qs: [u8; QK_K / 2],
+}
+
+/// ggml's `block_q6_K`, as stored in the file (210 bytes).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ6K {
+    /// Low four bits of each value.
+    pub ql: [u8; QK_K / 2],
+    /// High two bits of each value.
+    pub qh: [u8; QK_K / 4],
+    /// One signed scale per 16 values.
+    pub scales: [i8; QK_K / 16],
+    pub d: f16,
+}
+
+/// ggml's `block_q8_K`: 256 activations `≈ d × q` and the sums of each 16 of them.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    pub bsums: [i16; QK_K / 16],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
+const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
+
+/// One super-block unpacked for the dot products (576 bytes, a cache-line multiple).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub struct Unpacked {
+    /// The 256 codes, unsigned, in order (Q6_K's still carry their `+32`).
+    pub q: [u8; QK_K],
+    /// The scale of values `2p` and `2p + 1` (a pair is never split between two scales).
+    pub scales: [i16; QK_K / 2],
+    /// Q4_K's eight mins (zero for Q6_K).
+    pub mins: [i16; 8],
+    pub d: f32,
+    /// Q4_K's `dmin` (zero for Q6_K).
+    pub dmin: f32,
+}
+
+const _: () = assert!(std::mem::size_of::<Unpacked>() == 576);
+
+impl Unpacked {
+    pub const ZERO: Self = Self {
+        q: [0; QK_K],
+        scales: [0; QK_K / 2],
+        mins: [0; 8],
+        d: 0.0,
+        dmin: 0.0,
+    };
+}
+
+/// A weight super-block type this kernel handles.
+pub trait SuperBlock: Copy + Send + Sync + 'static {
+    /// The dot products of this type on `path` (four columns, one column).
+    fn dots(path: &super::Path) -> (DotColumns<4>, DotColumns<1>);
+    /// Into the common form (see the module doc).
+    fn unpack(&self, out: &mut Unpacked);
+    /// The 256 values, computed from the format's definition (the tests' reference).
+    fn dequantize(&self) -> [f32; QK_K];
+}
+
+impl BlockQ4K {
+    /// Sub-block `j`'s 6-bit scale and min (ggml's `get_scale_min_k4`).
+    pub fn scale_min(&self, j: usize) -> (u8, u8) {
+        let s = &self.scales;
+        if j < 4 {
+            (s[j] & 63, s[j + 4] & 63)
+        } else {
+            (
+                (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
+                (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+            )
+        }
+    }
+}
+
+impl SuperBlock for BlockQ4K {
+    fn dots(path: &super::Path) -> (DotColumns<4>, DotColumns<1>) {
+        (path.q4k4, path.q4k1)
+    }
+
+    fn unpack(&self, out: &mut Unpacked) {
+        for i in 0..4 {
+            for l in 0..32 {
+                let byte = self.qs[32 * i + l];
+                out.q[64 * i + l] = byte & 0x0F;
+                out.q[64 * i + 32 + l] = byte >> 4;
+            }
+        }
+        for j in 0..8 {
+            let (scale, min) = self.scale_min(j);
+            out.scales[16 * j..16 * j + 16].fill(i16::from(scale));
+            out.mins[j] = i16::from(min);
+        }
+        out.d = self.d.to_f32();
+        out.dmin = self.dmin.to_f32();
+    }
+
+    fn dequantize(&self) -> [f32; QK_K] {
+        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
+        let mut out = [0f32; QK_K];
+        for (v, value) in out.iter_mut().enumerate() {
+            let (chunk, within) = (v / 64, v % 64);
+            let byte = self.qs[32 * chunk + within % 32];
+            let q = if within < 32 { byte & 0x0F } else { byte >> 4 };
+            let (scale, min) = self.scale_min(v / 32);
+            *value = d * f32::from(scale) * f32::from(q) - dmin * f32::from(min);
+        }
+        out
+    }
+}
+
+impl BlockQ6K {
+    /// Value `v`'s unsigned 6-bit code (ggml's `dequantize_row_q6_K` layout: each half of 128
+    /// values has 64 bytes of `ql` and 32 of `qh`; value `l + 32s` of a half takes the low or
+    /// high nibble of `ql[l + 32 (s % 2)]` and bits `2s..2s+2` of `qh[l]`).
+    fn code(&self, v: usize) -> u8 {
+        let (half, within) = (v / 128, v % 128);
+        let (s, l) = (within / 32, within % 32);
+        let ql = self.ql[64 * half + l + 32 * (s % 2)];
+        let low = if s < 2 { ql & 0x0F } else { ql >> 4 };
+        let high = (self.qh[32 * half + l] >> (2 * s)) & 3;
+        low | (high << 4)
+    }
+}
+
+impl SuperBlock for BlockQ6K {
+    fn dots(path: &super::Path) -> (DotColumns<4>, DotColumns<1>) {
+        (path.q6k4, path.q6k1)
+    }
+
+    fn unpack(&self, out: &mut Unpacked) {
+        for (v, q) in out.q.iter_mut().enumerate() {
+            *q = self.code(v);
+        }
+        for (p, scale) in out.scales.iter_mut().enumerate() {
+            *scale = i16::from(self.scales[p / 8]);
+        }
+        out.mins = [0; 8];
+        out.d = self.d.to_f32();
+        out.dmin = 0.0;
+    }
+
+    fn dequantize(&self) -> [f32; QK_K] {
+        let d = self.d.to_f32();
+        std::array::from_fn(|v| {
+            d * f32::from(self.scales[v / 16]) * (f32::from(self.code(v)) - 32.0)
+        })
+    }
+}
+
+/// Quantizes `x` (a multiple of 256 values) into `out` with exactly candle's arithmetic
+/// (`BlockQ8K::from_float`: scale `−127 / max` by the signed value of largest magnitude,
+/// rounded half away from zero, `d = 1 / scale`), so this kernel and candle's single-row one
+/// see the same integers.
+pub fn quantize_row(x: &[f32], out: &mut [BlockQ8K]) {
+    for (xs, y) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in xs {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            y.d = 0.0;
+            y.qs.fill(0);
+            y.bsums.fill(0);
+            continue;
+        }
+        let iscale = -127f32 / max;
+        for (q, &v) in y.qs.iter_mut().zip(xs) {
+            *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+        }
+        for (g, sum) in y.bsums.iter_mut().enumerate() {
+            *sum = y.qs[16 * g..16 * g + 16]
+                .iter()
+                .map(|&q| i16::from(q))
+                .sum();
+        }
+        y.d = 1.0 / iscale;
+    }
+}
+
+/// Dot products of one activation row with `C` unpacked weight rows.
+pub type DotColumns<const C: usize> = fn(&[BlockQ8K], [&[Unpacked]; C]) -> [f32; C];
+
+/// ggml's `hsum_float_8`: the high half plus the low half, then lanes 0 + 2 and 1 + 3, then
+/// those two.
+fn hsum8(v: [f32; 8]) -> f32 {
+    let r: [f32; 4] = std::array::from_fn(|i| v[4 + i] + v[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// The portable path: the SIMD paths' lanes emulated one by one, with the same fused
+/// multiply-adds and reductions, so it returns the same bits (and is their reference).
+/// `Q6` takes 32 off every code (Q6_K); otherwise the mins term is added (Q4_K).
+pub fn dot_portable<const C: usize, const Q6: bool>(
+    a: &[BlockQ8K],
+    w: [&[Unpacked]; C],
+) -> [f32; C] {
+    std::array::from_fn(|c| {
+        let mut acc = [0f32; 8];
+        let mut acc_m = [0f32; 4];
+        for (u, y) in w[c].iter().zip(a) {
+            // Lane `l` of the 32-value vector `s` holds values 32s + 4l .. 32s + 4l + 4.
+            let mut sumi = [0i32; 8];
+            for (v, (&q, &x)) in u.q.iter().zip(&y.qs).enumerate() {
+                let code = i32::from(q) - if Q6 { 32 } else { 0 };
+                sumi[(v % 32) / 4] += i32::from(u.scales[v / 2]) * code * i32::from(x);
+            }
+            let d = y.d * u.d;
+            for (acc, sumi) in acc.iter_mut().zip(sumi) {
+                *acc = d.mul_add(sumi as f32, *acc);
+            }
+            if !Q6 {
+                let dmin = -y.d * u.dmin;
+                let pair = |j: usize| i32::from(y.bsums[2 * j]) + i32::from(y.bsums[2 * j + 1]);
+                for (i, acc_m) in acc_m.iter_mut().enumerate() {
+                    let prod = i32::from(u.mins[2 * i]) * pair(2 * i)
+                        + i32::from(u.mins[2 * i + 1]) * pair(2 * i + 1);
+                    *acc_m = dmin.mul_add(prod as f32, *acc_m);
+                }
+            }
+        }
+        let sum = hsum8(acc);
+        if Q6 {
+            sum
+        } else {
+            sum + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]))
+        }
+    })
+}
+
+/// AVX2: per 32 values and column, `maddubs` (u8 × i8 pairs to i16, at most 2 × 63 × 127:
+/// no saturation), Q6_K's `32 × y` pairs taken off, `madd` with the pairs' scales into eight
+/// i32 lanes; the activation vector is loaded once for all `C` columns.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; every `w[c]` as long as `a`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_avx2<const C: usize, const Q6: bool>(
+    a: &[BlockQ8K],
+    w: [&[Unpacked]; C],
+) -> [f32; C] {
+    use std::arch::x86_64::*;
+    let m32 = _mm256_set1_epi8(32);
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc_m = [_mm_setzero_ps(); C];
+    for (b, y) in a.iter().enumerate() {
+        let mut sumi = [_mm256_setzero_si256(); C];
+        for s in 0..QK_K / 32 {
+            let ys = _mm256_loadu_si256(y.qs.as_ptr().add(32 * s) as *const __m256i);
+            let offsets = if Q6 {
+                _mm256_maddubs_epi16(m32, ys)
+            } else {
+                _mm256_setzero_si256()
+            };
+            for c in 0..C {
+                let u = w[c].get_unchecked(b);
+                let q = _mm256_load_si256(u.q.as_ptr().add(32 * s) as *const __m256i);
+                let scales = _mm256_loadu_si256(u.scales.as_ptr().add(16 * s) as *const __m256i);
+                let mut pairs = _mm256_maddubs_epi16(q, ys);
+                if Q6 {
+                    pairs = _mm256_sub_epi16(pairs, offsets);
+                }
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(scales, pairs));
+            }
+        }
+        let pair_sums = if Q6 {
+            _mm_setzero_si128()
+        } else {
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256(bsums, 1),
+            )
+        };
+        for c in 0..C {
+            let u = w[c].get_unchecked(b);
+            acc[c] = _mm256_fmadd_ps(
+                _mm256_set1_ps(y.d * u.d),
+                _mm256_cvtepi32_ps(sumi[c]),
+                acc[c],
+            );
+            if !Q6 {
+                let mins = _mm_loadu_si128(u.mins.as_ptr() as *const __m128i);
+                let prod = _mm_madd_epi16(mins, pair_sums);
+                acc_m[c] =
+                    _mm_fmadd_ps(_mm_set1_ps(-y.d * u.dmin), _mm_cvtepi32_ps(prod), acc_m[c]);
+            }
+        }
+    }
+    std::array::from_fn(|c| finish(acc[c], acc_m[c], Q6))
+}
+
+/// AVX-512 (BW): the AVX2 work on 64 values per instruction. The sixteen i32 lanes of a
+/// 64-value vector are the AVX2 lanes of its two halves; folding them once per super-block
+/// (integer adds, exact) gives the AVX2 lanes, and from there the float work is the same.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` as long as `a`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+pub unsafe fn dot_avx512<const C: usize, const Q6: bool>(
+    a: &[BlockQ8K],
+    w: [&[Unpacked]; C],
+) -> [f32; C] {
+    use std::arch::x86_64::*;
+    let m32 = _mm512_set1_epi8(32);
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc_m = [_mm_setzero_ps(); C];
+    for (b, y) in a.iter().enumerate() {
+        let mut wide = [_mm512_setzero_si512(); C];
+        for s in 0..QK_K / 64 {
+            let ys = _mm512_loadu_si512(y.qs.as_ptr().add(64 * s) as *const __m512i);
+            let offsets = if Q6 {
+                _mm512_maddubs_epi16(m32, ys)
+            } else {
+                _mm512_setzero_si512()
+            };
+            for c in 0..C {
+                let u = w[c].get_unchecked(b);
+                let q = _mm512_load_si512(u.q.as_ptr().add(64 * s) as *const __m512i);
+                let scales = _mm512_loadu_si512(u.scales.as_ptr().add(32 * s) as *const __m512i);
+                let mut pairs = _mm512_maddubs_epi16(q, ys);
+                if Q6 {
+                    pairs = _mm512_sub_epi16(pairs, offsets);
+                }
+                wide[c] = _mm512_add_epi32(wide[c], _mm512_madd_epi16(scales, pairs));
+            }
+        }
+        let pair_sums = if Q6 {
+            _mm_setzero_si128()
+        } else {
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256(bsums, 1),
+            )
+        };
+        for c in 0..C {
+            let u = w[c].get_unchecked(b);
+            let sumi = _mm256_add_epi32(
+                _mm512_castsi512_si256(wide[c]),
+                _mm512_extracti64x4_epi64(wide[c], 1),
+            );
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(y.d * u.d), _mm256_cvtepi32_ps(sumi), acc[c]);
+            if !Q6 {
+                let mins = _mm_loadu_si128(u.mins.as_ptr() as *const __m128i);
+                let prod = _mm_madd_epi16(mins, pair_sums);
+                acc_m[c] =
+                    _mm_fmadd_ps(_mm_set1_ps(-y.d * u.dmin), _mm_cvtepi32_ps(prod), acc_m[c]);
+            }
+        }
+    }
+    std::array::from_fn(|c| finish(acc[c], acc_m[c], Q6))
+}
+
+/// ggml's final reductions: `hsum_float_8(acc)`, plus for Q4_K the four mins lanes (0 + 2,
+/// 1 + 3, then those two).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn finish(
+    acc: std::arch::x86_64::__m256,
+    acc_m: std::arch::x86_64::__m128,
+    q6: bool,
+) -> f32 {
+    use std::arch::x86_64::*;
+    let r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let sum = _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+    if q6 {
+        return sum;
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    sum + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+}
+
+/// Columns unpacked together: each activation row is read once per tile (from L2/L3), and the
+/// tile's unpacked rows (8 × 576 bytes per super-block: 198 KB for FFN-down's 11008 inputs)
+/// stay in L2 while all rows pass.
+const TILE_COLUMNS: usize = 8;
+
+/// The dot-product kernel's width (columns per call): four shares each activation load four
+/// ways and keeps 4 + 4 accumulators in registers.
+const WIDTH: usize = 4;
+
+/// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
+/// values in `weights`, on candle's thread pool (the one every other matmul uses).
+pub(crate) fn matmul<B: SuperBlock>(
+    (m, k, n): (usize, usize, usize),
+    lhs: &[f32],
+    weights: &[B],
+    dst: &mut [f32],
+) {
+    let blocks = k / QK_K;
+    // The raw writes below rely on these (the caller, `QLinear`, has checked the shapes).
+    assert!(
+        k % QK_K == 0 && lhs.len() == m * k && weights.len() == n * blocks && dst.len() >= m * n,
+        "k-quant matmul: shapes do not match ({m}, {k}, {n})"
+    );
+    let zero = BlockQ8K {
+        d: 0.0,
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+    };
+    let mut quantized = vec![zero; m * blocks];
+    let quantized_address = quantized.as_mut_ptr() as usize;
+    super::pool().execute_chunked(m, |rows| {
+        for r in rows {
+            // SAFETY: `quantized` holds `m × blocks` blocks and each row is written by one item.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (quantized_address as *mut BlockQ8K).add(r * blocks),
+                    blocks,
+                )
+            };
+            quantize_row(&lhs[r * k..(r + 1) * k], out);
+        }
+    });
+    let (dot_wide, dot_one) = B::dots(super::path());
+    let quantized = &quantized;
+    let dst_address = dst.as_mut_ptr() as usize;
+    thread_local! {
+        static UNPACKED: std::cell::RefCell<Vec<Unpacked>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    super::pool().execute_chunked(n.div_ceil(TILE_COLUMNS), |tiles| {
+        UNPACKED.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            for tile in tiles {
+                let first = tile * TILE_COLUMNS;
+                let columns = TILE_COLUMNS.min(n - first);
+                buffer.resize(columns * blocks, Unpacked::ZERO);
+                for (block, out) in weights[first * blocks..(first + columns) * blocks]
+                    .iter()
+                    .zip(buffer.iter_mut())
+                {
+                    block.unpack(out);
+                }
+                let column = |c: usize| &buffer[c * blocks..(c + 1) * blocks];
+                for r in 0..m {
+                    let a = &quantized[r * blocks..(r + 1) * blocks];
+                    // SAFETY: `dst` holds `m × n` values (asserted above), and each (r, c) is
+                    // written by exactly one work item: the pool splits the column tiles.
+                    let write = |c: usize, value: f32| unsafe {
+                        *(dst_address as *mut f32).add(r * n + first + c) = value
+                    };
+                    let mut c = 0;
+                    while c + WIDTH <= columns {
+                        let values = dot_wide(a, std::array::from_fn(|i| column(c + i)));
+                        for (i, value) in values.into_iter().enumerate() {
+                            write(c + i, value);
+                        }
+                        c += WIDTH;
+                    }
+                    while c < columns {
+                        write(c, dot_one(a, [column(c)])[0]);
+                        c += 1;
+                    }
+                }
+            }
+        })
+    });
+}
