@@ -5,7 +5,9 @@
 //! (`xtask bench-child`, see [`crate::bench_child`]) so that load time, first-call costs and
 //! peak RSS are those of the engine alone, not of the generator or of earlier repetitions.
 //! Medians over the repetitions go to stdout (a table, or JSON with `--json`) and always to
-//! `target/bench/last.json`.
+//! `target/bench/last.json`. Around the runs: the memory-bandwidth wall of a decode step
+//! ([`crate::bench_wall`]), `--busy-core` ([`crate::bench_busy`]) and llama.cpp interleaved
+//! with our runs, `--vs-llama-cpp` ([`crate::bench_llama`]).
 
 use std::fs::File;
 use std::io::Read;
@@ -474,13 +476,14 @@ fn print_table(r: &Report) {
             .spinners
             .iter()
             .map(|s| match s.cpu_s {
-                Some(c) => format!("{:.0}%", c / s.wall_s * 100.0),
-                None => "?".to_string(),
+                Some(c) => format!("{}: {c:.1} of {:.1} s", s.during, s.wall_s),
+                None => format!("{}: ? of {:.1} s", s.during, s.wall_s),
             })
             .collect();
         println!(
-            "busy    CONTENDED: one core kept busy by a spinning process during every run              (--busy-core; its CPU share per run: {})",
-            cpu.join(" ")
+            "busy    CONTENDED: one core kept busy by a spinning process during every run \
+             (--busy-core; its CPU time per run: {})",
+            cpu.join(", ")
         );
     }
     println!();

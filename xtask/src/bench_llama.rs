@@ -339,15 +339,16 @@ pub fn print(c: &Comparison, ours: &crate::bench::Summary, prompt: usize, gen: u
         println!("note    {note}");
     }
     println!(
-        "{:<44} {:>10} {:>10} {:>14}",
-        "metric (medians)", "ours", "llama.cpp", "speed ours/lc"
+        "{:<44} {:>10} {:>10}   speed ours/llama.cpp, per run pair: median [min-max]",
+        "metric (medians)", "ours", "llama.cpp"
     );
     let row = |name: &str, o: f64, t: Option<&Stat>, speed: Option<&Stat>, prec: usize| {
         let t = t.map_or("-".to_string(), |t| format!("{:.prec$}", t.median));
-        let s = speed.map_or("-".to_string(), |s| {
+        let s = speed.map_or(String::new(), |s| {
             format!("{:.2}x [{:.2}-{:.2}]", s.median, s.min, s.max)
         });
-        println!("{name:<44} {o:>10.prec$} {t:>10} {s:>14}");
+        let line = format!("{name:<44} {o:>10.prec$} {t:>10}   {s}");
+        println!("{}", line.trim_end());
     };
     row(
         "load + TTFT (s)",
