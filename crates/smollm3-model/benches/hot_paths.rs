@@ -26,6 +26,7 @@ use candle_core::quantized::k_quants::{self, BlockQ4K, GgmlType};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use smollm3_model::kernels::{self, kquant};
 use smollm3_model::Model;
 
 const HIDDEN: usize = 2048;
@@ -234,6 +235,37 @@ fn matvec_benches(c: &mut Criterion) {
                 k_quants::matmul((m, FFN, HIDDEN), black_box(&x), &compact[i], &mut dst).unwrap();
             })
         });
+    }
+    g.finish();
+
+    // Prompt-sized GEMMs: candle's kernel (re-unpacks each super-block per row) against ours
+    // (unpacks once per call). Throughput in multiply-adds: Melem/s here is millions of
+    // weight × activation products per second (GFLOP/s = 2 × that / 1000).
+    let ours: &[kquant::BlockQ4K] = {
+        // SAFETY: the same 144-byte repr(C) layout as candle's BlockQ4K.
+        unsafe {
+            std::slice::from_raw_parts(
+                compact[0].as_ptr() as *const kquant::BlockQ4K,
+                compact[0].len(),
+            )
+        }
+    };
+    let mut g = c.benchmark_group("gemm");
+    g.measurement_time(Duration::from_secs(4));
+    g.sample_size(10);
+    for m in [PREFILL, 512] {
+        g.throughput(Throughput::Elements((m * FFN * HIDDEN) as u64));
+        let x: Vec<f32> = (0..m * FFN).map(|_| rng.next_f32()).collect();
+        let mut dst = vec![0f32; m * HIDDEN];
+        g.bench_function(format!("q4k_2048x11008_m{m}_candle"), |b| {
+            b.iter(|| {
+                k_quants::matmul((m, FFN, HIDDEN), black_box(&x), &compact[0], &mut dst).unwrap();
+            })
+        });
+        g.bench_function(
+            format!("q4k_2048x11008_m{m}_ours_{}", kernels::path_name()),
+            |b| b.iter(|| kquant::matmul((m, FFN, HIDDEN), black_box(&x), ours, &mut dst).unwrap()),
+        );
     }
     g.finish();
 }

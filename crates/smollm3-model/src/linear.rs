@@ -182,12 +182,12 @@ impl QLinear {
                     match *dtype {
                         GgmlDType::Q4K => {
                             let weights = blocks::<kquant::BlockQ4K>(bytes, count, *dtype)?;
-                            kquant::matmul(mkn, &lhs, weights, &mut dst);
+                            kquant::matmul(mkn, &lhs, weights, &mut dst)?;
                             return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
                         }
                         GgmlDType::Q6K => {
                             let weights = blocks::<kquant::BlockQ6K>(bytes, count, *dtype)?;
-                            kquant::matmul(mkn, &lhs, weights, &mut dst);
+                            kquant::matmul(mkn, &lhs, weights, &mut dst)?;
                             return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
                         }
                         _ => {}

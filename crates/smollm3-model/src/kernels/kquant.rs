@@ -97,8 +97,8 @@ impl Unpacked {
 
 /// A weight super-block type this kernel handles.
 pub trait SuperBlock: Copy + Send + Sync + 'static {
-    /// The dot products of this type on `path` (four columns, one column).
-    fn dots(path: &super::Path) -> (DotColumns<4>, DotColumns<1>);
+    /// The tile kernels of this type on `path`.
+    fn tiles(path: &super::Path) -> Tiles;
     /// Into the common form (see the module doc).
     fn unpack(&self, out: &mut Unpacked);
     /// The 256 values, computed from the format's definition (the tests' reference).
@@ -121,8 +121,8 @@ impl BlockQ4K {
 }
 
 impl SuperBlock for BlockQ4K {
-    fn dots(path: &super::Path) -> (DotColumns<4>, DotColumns<1>) {
-        (path.q4k4, path.q4k1)
+    fn tiles(path: &super::Path) -> Tiles {
+        path.q4k
     }
 
     fn unpack(&self, out: &mut Unpacked) {
@@ -171,13 +171,22 @@ impl BlockQ6K {
 }
 
 impl SuperBlock for BlockQ6K {
-    fn dots(path: &super::Path) -> (DotColumns<4>, DotColumns<1>) {
-        (path.q6k4, path.q6k1)
+    fn tiles(path: &super::Path) -> Tiles {
+        path.q6k
     }
 
     fn unpack(&self, out: &mut Unpacked) {
-        for (v, q) in out.q.iter_mut().enumerate() {
-            *q = self.code(v);
+        // `code` value by value, in loops the compiler vectorizes (unpacking is per call).
+        for half in 0..2 {
+            let ql = &self.ql[64 * half..64 * half + 64];
+            let qh = &self.qh[32 * half..32 * half + 32];
+            let q = &mut out.q[128 * half..128 * half + 128];
+            for l in 0..32 {
+                q[l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
+                q[32 + l] = (ql[32 + l] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
+                q[64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                q[96 + l] = (ql[32 + l] >> 4) | (((qh[l] >> 6) & 3) << 4);
+            }
         }
         for (p, scale) in out.scales.iter_mut().enumerate() {
             *scale = i16::from(self.scales[p / 8]);
@@ -228,8 +237,24 @@ pub fn quantize_row(x: &[f32], out: &mut [BlockQ8K]) {
     }
 }
 
-/// Dot products of one activation row with `C` unpacked weight rows.
-pub type DotColumns<const C: usize> = fn(&[BlockQ8K], [&[Unpacked]; C]) -> [f32; C];
+/// Dot products of `a.len()` activation rows with `w.len()` unpacked weight rows, into
+/// `out[r × w.len() + c]`. Each kernel takes one shape (see [`Tiles`]) and panics on another.
+pub type Tile = fn(a: &[&[BlockQ8K]], w: &[&[Unpacked]], out: &mut [f32]);
+
+/// The kernels of one weight type on one path: a full `rows × cols` tile, its edges
+/// (`1 × cols`, `rows × 1`) and a single dot product. Sharing each loaded weight vector between
+/// `rows` activation rows and each activation vector between `cols` weight rows is what keeps
+/// the inner loop out of L2: one row at a time it would read two bytes of unpacked weights per
+/// multiply-add (measured: slower than candle at 512 rows).
+#[derive(Clone, Copy)]
+pub struct Tiles {
+    pub rows: usize,
+    pub cols: usize,
+    pub full: Tile,
+    pub row_edge: Tile,
+    pub col_edge: Tile,
+    pub single: Tile,
+}
 
 /// ggml's `hsum_float_8`: the high half plus the low half, then lanes 0 + 2 and 1 + 3, then
 /// those two.
@@ -241,104 +266,102 @@ fn hsum8(v: [f32; 8]) -> f32 {
 /// The portable path: the SIMD paths' lanes emulated one by one, with the same fused
 /// multiply-adds and reductions, so it returns the same bits (and is their reference).
 /// `Q6` takes 32 off every code (Q6_K); otherwise the mins term is added (Q4_K).
-pub fn dot_portable<const C: usize, const Q6: bool>(
-    a: &[BlockQ8K],
-    w: [&[Unpacked]; C],
-) -> [f32; C] {
-    std::array::from_fn(|c| {
-        let mut acc = [0f32; 8];
-        let mut acc_m = [0f32; 4];
-        for (u, y) in w[c].iter().zip(a) {
-            // Lane `l` of the 32-value vector `s` holds values 32s + 4l .. 32s + 4l + 4.
-            let mut sumi = [0i32; 8];
-            for (v, (&q, &x)) in u.q.iter().zip(&y.qs).enumerate() {
-                let code = i32::from(q) - if Q6 { 32 } else { 0 };
-                sumi[(v % 32) / 4] += i32::from(u.scales[v / 2]) * code * i32::from(x);
-            }
-            let d = y.d * u.d;
-            for (acc, sumi) in acc.iter_mut().zip(sumi) {
-                *acc = d.mul_add(sumi as f32, *acc);
-            }
-            if !Q6 {
-                let dmin = -y.d * u.dmin;
-                let pair = |j: usize| i32::from(y.bsums[2 * j]) + i32::from(y.bsums[2 * j + 1]);
-                for (i, acc_m) in acc_m.iter_mut().enumerate() {
-                    let prod = i32::from(u.mins[2 * i]) * pair(2 * i)
-                        + i32::from(u.mins[2 * i + 1]) * pair(2 * i + 1);
-                    *acc_m = dmin.mul_add(prod as f32, *acc_m);
-                }
+pub fn dot_portable<const Q6: bool>(a: &[BlockQ8K], w: &[Unpacked]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut acc_m = [0f32; 4];
+    for (u, y) in w.iter().zip(a) {
+        // Lane `l` of the 32-value vector `s` holds values 32s + 4l .. 32s + 4l + 4.
+        let mut sumi = [0i32; 8];
+        for (v, (&q, &x)) in u.q.iter().zip(&y.qs).enumerate() {
+            let code = i32::from(q) - if Q6 { 32 } else { 0 };
+            sumi[(v % 32) / 4] += i32::from(u.scales[v / 2]) * code * i32::from(x);
+        }
+        let d = y.d * u.d;
+        for (acc, sumi) in acc.iter_mut().zip(sumi) {
+            *acc = d.mul_add(sumi as f32, *acc);
+        }
+        if !Q6 {
+            let dmin = -y.d * u.dmin;
+            let pair = |j: usize| i32::from(y.bsums[2 * j]) + i32::from(y.bsums[2 * j + 1]);
+            for (i, acc_m) in acc_m.iter_mut().enumerate() {
+                let prod = i32::from(u.mins[2 * i]) * pair(2 * i)
+                    + i32::from(u.mins[2 * i + 1]) * pair(2 * i + 1);
+                *acc_m = dmin.mul_add(prod as f32, *acc_m);
             }
         }
-        let sum = hsum8(acc);
-        if Q6 {
-            sum
-        } else {
-            sum + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]))
-        }
-    })
+    }
+    let sum = hsum8(acc);
+    if Q6 {
+        sum
+    } else {
+        sum + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]))
+    }
 }
 
-/// AVX2: per 32 values and column, `maddubs` (u8 × i8 pairs to i16, at most 2 × 63 × 127:
-/// no saturation), Q6_K's `32 × y` pairs taken off, `madd` with the pairs' scales into eight
-/// i32 lanes; the activation vector is loaded once for all `C` columns.
+/// AVX2: per 32 values, row and column, `maddubs` (u8 × i8 pairs to i16, at most
+/// 2 × 63 × 127: no saturation), Q6_K's `32 × y` pairs taken off, `madd` with the pairs'
+/// scales into eight i32 lanes. Each weight vector is loaded once for the `R` rows, each
+/// activation vector once for the `C` columns.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; every `w[c]` as long as `a`.
+/// The CPU must have AVX2 and FMA; every `w[c]` and `a[r]` as long as `a[0]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_avx2<const C: usize, const Q6: bool>(
-    a: &[BlockQ8K],
+pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
+    a: [&[BlockQ8K]; R],
     w: [&[Unpacked]; C],
-) -> [f32; C] {
+) -> [[f32; C]; R] {
     use std::arch::x86_64::*;
     let m32 = _mm256_set1_epi8(32);
-    let mut acc = [_mm256_setzero_ps(); C];
-    let mut acc_m = [_mm_setzero_ps(); C];
-    for (b, y) in a.iter().enumerate() {
-        let mut sumi = [_mm256_setzero_si256(); C];
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut acc_m = [[_mm_setzero_ps(); C]; R];
+    for b in 0..a[0].len() {
+        let mut sumi = [[_mm256_setzero_si256(); C]; R];
         for s in 0..QK_K / 32 {
-            let ys = _mm256_loadu_si256(y.qs.as_ptr().add(32 * s) as *const __m256i);
-            let offsets = if Q6 {
-                _mm256_maddubs_epi16(m32, ys)
-            } else {
-                _mm256_setzero_si256()
-            };
+            let ys: [__m256i; R] = std::array::from_fn(|r| {
+                _mm256_loadu_si256(a[r].get_unchecked(b).qs.as_ptr().add(32 * s) as *const __m256i)
+            });
+            let offsets: [__m256i; R] = std::array::from_fn(|r| {
+                if Q6 {
+                    _mm256_maddubs_epi16(m32, ys[r])
+                } else {
+                    _mm256_setzero_si256()
+                }
+            });
             for c in 0..C {
                 let u = w[c].get_unchecked(b);
                 let q = _mm256_load_si256(u.q.as_ptr().add(32 * s) as *const __m256i);
                 let scales = _mm256_loadu_si256(u.scales.as_ptr().add(16 * s) as *const __m256i);
-                let mut pairs = _mm256_maddubs_epi16(q, ys);
-                if Q6 {
-                    pairs = _mm256_sub_epi16(pairs, offsets);
+                for r in 0..R {
+                    let mut pairs = _mm256_maddubs_epi16(q, ys[r]);
+                    if Q6 {
+                        pairs = _mm256_sub_epi16(pairs, offsets[r]);
+                    }
+                    sumi[r][c] = _mm256_add_epi32(sumi[r][c], _mm256_madd_epi16(scales, pairs));
                 }
-                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(scales, pairs));
             }
         }
-        let pair_sums = if Q6 {
-            _mm_setzero_si128()
-        } else {
-            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-            _mm_hadd_epi16(
-                _mm256_castsi256_si128(bsums),
-                _mm256_extracti128_si256(bsums, 1),
-            )
-        };
-        for c in 0..C {
-            let u = w[c].get_unchecked(b);
-            acc[c] = _mm256_fmadd_ps(
-                _mm256_set1_ps(y.d * u.d),
-                _mm256_cvtepi32_ps(sumi[c]),
-                acc[c],
-            );
-            if !Q6 {
-                let mins = _mm_loadu_si128(u.mins.as_ptr() as *const __m128i);
-                let prod = _mm_madd_epi16(mins, pair_sums);
-                acc_m[c] =
-                    _mm_fmadd_ps(_mm_set1_ps(-y.d * u.dmin), _mm_cvtepi32_ps(prod), acc_m[c]);
+        for r in 0..R {
+            let y = a[r].get_unchecked(b);
+            let sums = if Q6 {
+                _mm_setzero_si128()
+            } else {
+                pair_sums(y)
+            };
+            for c in 0..C {
+                let u = w[c].get_unchecked(b);
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(y.d * u.d),
+                    _mm256_cvtepi32_ps(sumi[r][c]),
+                    acc[r][c],
+                );
+                if !Q6 {
+                    acc_m[r][c] = mins_term(y, sums, u, acc_m[r][c]);
+                }
             }
         }
     }
-    std::array::from_fn(|c| finish(acc[c], acc_m[c], Q6))
+    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
 }
 
 /// AVX-512 (BW): the AVX2 work on 64 values per instruction. The sixteen i32 lanes of a
@@ -346,62 +369,98 @@ pub unsafe fn dot_avx2<const C: usize, const Q6: bool>(
 /// (integer adds, exact) gives the AVX2 lanes, and from there the float work is the same.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` as long as `a`.
+/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and `a[r]` as long as `a[0]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-pub unsafe fn dot_avx512<const C: usize, const Q6: bool>(
-    a: &[BlockQ8K],
+pub unsafe fn dot_avx512<const R: usize, const C: usize, const Q6: bool>(
+    a: [&[BlockQ8K]; R],
     w: [&[Unpacked]; C],
-) -> [f32; C] {
+) -> [[f32; C]; R] {
     use std::arch::x86_64::*;
     let m32 = _mm512_set1_epi8(32);
-    let mut acc = [_mm256_setzero_ps(); C];
-    let mut acc_m = [_mm_setzero_ps(); C];
-    for (b, y) in a.iter().enumerate() {
-        let mut wide = [_mm512_setzero_si512(); C];
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut acc_m = [[_mm_setzero_ps(); C]; R];
+    for b in 0..a[0].len() {
+        let mut wide = [[_mm512_setzero_si512(); C]; R];
         for s in 0..QK_K / 64 {
-            let ys = _mm512_loadu_si512(y.qs.as_ptr().add(64 * s) as *const __m512i);
-            let offsets = if Q6 {
-                _mm512_maddubs_epi16(m32, ys)
-            } else {
-                _mm512_setzero_si512()
-            };
+            let ys: [__m512i; R] = std::array::from_fn(|r| {
+                _mm512_loadu_si512(a[r].get_unchecked(b).qs.as_ptr().add(64 * s) as *const __m512i)
+            });
+            let offsets: [__m512i; R] = std::array::from_fn(|r| {
+                if Q6 {
+                    _mm512_maddubs_epi16(m32, ys[r])
+                } else {
+                    _mm512_setzero_si512()
+                }
+            });
             for c in 0..C {
                 let u = w[c].get_unchecked(b);
                 let q = _mm512_load_si512(u.q.as_ptr().add(64 * s) as *const __m512i);
                 let scales = _mm512_loadu_si512(u.scales.as_ptr().add(32 * s) as *const __m512i);
-                let mut pairs = _mm512_maddubs_epi16(q, ys);
-                if Q6 {
-                    pairs = _mm512_sub_epi16(pairs, offsets);
+                for r in 0..R {
+                    let mut pairs = _mm512_maddubs_epi16(q, ys[r]);
+                    if Q6 {
+                        pairs = _mm512_sub_epi16(pairs, offsets[r]);
+                    }
+                    wide[r][c] = _mm512_add_epi32(wide[r][c], _mm512_madd_epi16(scales, pairs));
                 }
-                wide[c] = _mm512_add_epi32(wide[c], _mm512_madd_epi16(scales, pairs));
             }
         }
-        let pair_sums = if Q6 {
-            _mm_setzero_si128()
-        } else {
-            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-            _mm_hadd_epi16(
-                _mm256_castsi256_si128(bsums),
-                _mm256_extracti128_si256(bsums, 1),
-            )
-        };
-        for c in 0..C {
-            let u = w[c].get_unchecked(b);
-            let sumi = _mm256_add_epi32(
-                _mm512_castsi512_si256(wide[c]),
-                _mm512_extracti64x4_epi64(wide[c], 1),
-            );
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(y.d * u.d), _mm256_cvtepi32_ps(sumi), acc[c]);
-            if !Q6 {
-                let mins = _mm_loadu_si128(u.mins.as_ptr() as *const __m128i);
-                let prod = _mm_madd_epi16(mins, pair_sums);
-                acc_m[c] =
-                    _mm_fmadd_ps(_mm_set1_ps(-y.d * u.dmin), _mm_cvtepi32_ps(prod), acc_m[c]);
+        for r in 0..R {
+            let y = a[r].get_unchecked(b);
+            let sums = if Q6 {
+                _mm_setzero_si128()
+            } else {
+                pair_sums(y)
+            };
+            for c in 0..C {
+                let u = w[c].get_unchecked(b);
+                let sumi = _mm256_add_epi32(
+                    _mm512_castsi512_si256(wide[r][c]),
+                    _mm512_extracti64x4_epi64(wide[r][c], 1),
+                );
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(y.d * u.d),
+                    _mm256_cvtepi32_ps(sumi),
+                    acc[r][c],
+                );
+                if !Q6 {
+                    acc_m[r][c] = mins_term(y, sums, u, acc_m[r][c]);
+                }
             }
         }
     }
-    std::array::from_fn(|c| finish(acc[c], acc_m[c], Q6))
+    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
+}
+
+/// The sums of each 32 activations of a Q8_K block (pairs of `bsums`, added by `hadd` as
+/// ggml does), for Q4_K's mins.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pair_sums(y: &BlockQ8K) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256(bsums, 1),
+    )
+}
+
+/// Q4_K's mins for one super-block, as ggml adds them: the mins times the activations' sums
+/// of 32 (`madd`: lane `i` takes sub-blocks `2i` and `2i + 1`), times `−d_y × dmin`, into
+/// four float lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mins_term(
+    y: &BlockQ8K,
+    pair_sums: std::arch::x86_64::__m128i,
+    u: &Unpacked,
+    acc_m: std::arch::x86_64::__m128,
+) -> std::arch::x86_64::__m128 {
+    use std::arch::x86_64::*;
+    let mins = _mm_loadu_si128(u.mins.as_ptr() as *const __m128i);
+    let prod = _mm_madd_epi16(mins, pair_sums);
+    _mm_fmadd_ps(_mm_set1_ps(-y.d * u.dmin), _mm_cvtepi32_ps(prod), acc_m)
 }
 
 /// ggml's final reductions: `hsum_float_8(acc)`, plus for Q4_K the four mins lanes (0 + 2,
@@ -429,24 +488,29 @@ unsafe fn finish(
 /// stay in L2 while all rows pass.
 const TILE_COLUMNS: usize = 8;
 
-/// The dot-product kernel's width (columns per call): four shares each activation load four
-/// ways and keeps 4 + 4 accumulators in registers.
-const WIDTH: usize = 4;
+/// The largest tile side any path uses.
+pub const MAX_TILE: usize = 8;
 
 /// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
-/// values in `weights`, on candle's thread pool (the one every other matmul uses).
-pub(crate) fn matmul<B: SuperBlock>(
+/// values in `weights`, on candle's thread pool (the one every other matmul uses). Slices
+/// that do not have these sizes (or `k` not a multiple of 256) are an error naming the shapes.
+pub fn matmul<B: SuperBlock>(
     (m, k, n): (usize, usize, usize),
     lhs: &[f32],
     weights: &[B],
     dst: &mut [f32],
-) {
+) -> crate::Result<()> {
     let blocks = k / QK_K;
-    // The raw writes below rely on these (the caller, `QLinear`, has checked the shapes).
-    assert!(
-        k % QK_K == 0 && lhs.len() == m * k && weights.len() == n * blocks && dst.len() >= m * n,
-        "k-quant matmul: shapes do not match ({m}, {k}, {n})"
-    );
+    // The raw writes below rely on these.
+    if !(k % QK_K == 0 && lhs.len() == m * k && weights.len() == n * blocks && dst.len() >= m * n) {
+        return Err(candle_core::Error::Msg(format!(
+            "k-quant matmul ({m}, {k}, {n}): got {} activations, {} super-blocks, room for {}",
+            lhs.len(),
+            weights.len(),
+            dst.len()
+        ))
+        .into());
+    }
     let zero = BlockQ8K {
         d: 0.0,
         qs: [0; QK_K],
@@ -466,16 +530,17 @@ pub(crate) fn matmul<B: SuperBlock>(
             quantize_row(&lhs[r * k..(r + 1) * k], out);
         }
     });
-    let (dot_wide, dot_one) = B::dots(super::path());
+    let tiles = B::tiles(super::path());
     let quantized = &quantized;
     let dst_address = dst.as_mut_ptr() as usize;
     thread_local! {
         static UNPACKED: std::cell::RefCell<Vec<Unpacked>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    super::pool().execute_chunked(n.div_ceil(TILE_COLUMNS), |tiles| {
+    super::pool().execute_chunked(n.div_ceil(TILE_COLUMNS), |tile_range| {
         UNPACKED.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
-            for tile in tiles {
+            let mut out = vec![0f32; tiles.rows * tiles.cols];
+            for tile in tile_range {
                 let first = tile * TILE_COLUMNS;
                 let columns = TILE_COLUMNS.min(n - first);
                 buffer.resize(columns * blocks, Unpacked::ZERO);
@@ -485,28 +550,62 @@ pub(crate) fn matmul<B: SuperBlock>(
                 {
                     block.unpack(out);
                 }
+                let row = |r: usize| &quantized[r * blocks..(r + 1) * blocks];
                 let column = |c: usize| &buffer[c * blocks..(c + 1) * blocks];
-                for r in 0..m {
-                    let a = &quantized[r * blocks..(r + 1) * blocks];
-                    // SAFETY: `dst` holds `m × n` values (asserted above), and each (r, c) is
-                    // written by exactly one work item: the pool splits the column tiles.
-                    let write = |c: usize, value: f32| unsafe {
-                        *(dst_address as *mut f32).add(r * n + first + c) = value
-                    };
-                    let mut c = 0;
-                    while c + WIDTH <= columns {
-                        let values = dot_wide(a, std::array::from_fn(|i| column(c + i)));
-                        for (i, value) in values.into_iter().enumerate() {
-                            write(c + i, value);
-                        }
-                        c += WIDTH;
+                for r0 in (0..m).step_by(tiles.rows) {
+                    let rows = tiles.rows.min(m - r0);
+                    let mut a: [&[BlockQ8K]; MAX_TILE] = [&[]; MAX_TILE];
+                    for (i, r) in (r0..r0 + rows).enumerate() {
+                        a[i] = row(r);
                     }
-                    while c < columns {
-                        write(c, dot_one(a, [column(c)])[0]);
-                        c += 1;
+                    for c0 in (0..columns).step_by(tiles.cols) {
+                        let cols = tiles.cols.min(columns - c0);
+                        let mut w: [&[Unpacked]; MAX_TILE] = [&[]; MAX_TILE];
+                        for (i, c) in (c0..c0 + cols).enumerate() {
+                            w[i] = column(c);
+                        }
+                        let kernel = if (rows, cols) == (tiles.rows, tiles.cols) {
+                            Some(tiles.full)
+                        } else if (rows, cols) == (1, tiles.cols) {
+                            Some(tiles.row_edge)
+                        } else if (rows, cols) == (tiles.rows, 1) {
+                            Some(tiles.col_edge)
+                        } else if (rows, cols) == (1, 1) {
+                            Some(tiles.single)
+                        } else {
+                            None
+                        };
+                        match kernel {
+                            Some(kernel) => kernel(&a[..rows], &w[..cols], &mut out[..rows * cols]),
+                            // An odd edge (say 3 rows × 2 columns): one dot product at a time.
+                            None => {
+                                for r in 0..rows {
+                                    for c in 0..cols {
+                                        let i = r * cols + c;
+                                        (tiles.single)(
+                                            &a[r..r + 1],
+                                            &w[c..c + 1],
+                                            &mut out[i..i + 1],
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        for r in 0..rows {
+                            for c in 0..cols {
+                                // SAFETY: `dst` holds `m × n` values (checked above), and each
+                                // (r, c) is written by exactly one work item: the pool splits
+                                // the column tiles.
+                                unsafe {
+                                    *(dst_address as *mut f32).add((r0 + r) * n + first + c0 + c) =
+                                        out[r * cols + c]
+                                };
+                            }
+                        }
                     }
                 }
             }
         })
     });
+    Ok(())
 }

@@ -23,55 +23,98 @@ type DotQ4_1 = fn(&[q4_1::BlockQ4_1], &[q4_1::BlockQ8]) -> f32;
 pub struct Path {
     pub name: &'static str,
     pub q4_1: DotQ4_1,
-    /// One activation row against four unpacked Q4_K weight rows, and against one.
-    pub q4k4: kquant::DotColumns<4>,
-    pub q4k1: kquant::DotColumns<1>,
+    /// Tiles of Q8_K activation rows × unpacked Q4_K weight rows.
+    pub q4k: kquant::Tiles,
     /// The same for Q6_K.
-    pub q6k4: kquant::DotColumns<4>,
-    pub q6k1: kquant::DotColumns<1>,
+    pub q6k: kquant::Tiles,
+}
+
+/// A [`kquant::Tiles`] from one generic kernel wrapper: `rows × cols`, its edges and 1 × 1.
+macro_rules! tiles {
+    ($kernel:ident, $rows:literal x $cols:literal, $q6:literal) => {
+        kquant::Tiles {
+            rows: $rows,
+            cols: $cols,
+            full: $kernel::<$rows, $cols, $q6>,
+            row_edge: $kernel::<1, $cols, $q6>,
+            col_edge: $kernel::<$rows, 1, $q6>,
+            single: $kernel::<1, 1, $q6>,
+        }
+    };
+}
+
+/// A tile kernel's slices as the arrays its SIMD code indexes without bounds checks: the shape
+/// must be the kernel's own and every row as long as the first activation row.
+fn tile_args<'a, const R: usize, const C: usize>(
+    a: &[&'a [kquant::BlockQ8K]],
+    w: &[&'a [kquant::Unpacked]],
+    out: &[f32],
+) -> ([&'a [kquant::BlockQ8K]; R], [&'a [kquant::Unpacked]; C]) {
+    assert!(
+        a.len() == R && w.len() == C && out.len() >= R * C,
+        "k-quant tile: {} × {} rows for an {R} × {C} kernel",
+        a.len(),
+        w.len()
+    );
+    let blocks = a[0].len();
+    assert!(
+        a.iter().all(|a| a.len() == blocks) && w.iter().all(|w| w.len() >= blocks),
+        "k-quant tile: rows of different lengths"
+    );
+    (std::array::from_fn(|r| a[r]), std::array::from_fn(|c| w[c]))
+}
+
+fn store<const R: usize, const C: usize>(values: [[f32; C]; R], out: &mut [f32]) {
+    for (r, row) in values.iter().enumerate() {
+        out[r * C..(r + 1) * C].copy_from_slice(row);
+    }
+}
+
+fn portable_tile<const R: usize, const C: usize, const Q6: bool>(
+    a: &[&[kquant::BlockQ8K]],
+    w: &[&[kquant::Unpacked]],
+    out: &mut [f32],
+) {
+    let (a, w) = tile_args::<R, C>(a, w, out);
+    store::<R, C>(
+        std::array::from_fn(|r| std::array::from_fn(|c| kquant::dot_portable::<Q6>(a[r], w[c]))),
+        out,
+    );
 }
 
 const PORTABLE: Path = Path {
     name: "portable",
     q4_1: q4_1::dot_portable,
-    q4k4: kquant::dot_portable::<4, false>,
-    q4k1: kquant::dot_portable::<1, false>,
-    q6k4: kquant::dot_portable::<4, true>,
-    q6k1: kquant::dot_portable::<1, true>,
+    q4k: tiles!(portable_tile, 4 x 4, false),
+    q6k: tiles!(portable_tile, 4 x 4, true),
 };
-
-/// The SIMD dot products index the weight rows by the activation blocks without bounds checks.
-fn check_lengths<const C: usize>(a: &[kquant::BlockQ8K], w: &[&[kquant::Unpacked]; C]) {
-    assert!(
-        w.iter().all(|w| w.len() >= a.len()),
-        "k-quant dot: a weight row is shorter than the activations"
-    );
-}
-
-#[cfg(target_arch = "x86_64")]
-fn kquant_avx2<const C: usize, const Q6: bool>(
-    a: &[kquant::BlockQ8K],
-    w: [&[kquant::Unpacked]; C],
-) -> [f32; C] {
-    check_lengths(a, &w);
-    // SAFETY: selected only after `avx2_available()` said yes; lengths checked above.
-    unsafe { kquant::dot_avx2::<C, Q6>(a, w) }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn kquant_avx512<const C: usize, const Q6: bool>(
-    a: &[kquant::BlockQ8K],
-    w: [&[kquant::Unpacked]; C],
-) -> [f32; C] {
-    check_lengths(a, &w);
-    // SAFETY: selected only after `avx512_available()` said yes; lengths checked above.
-    unsafe { kquant::dot_avx512::<C, Q6>(a, w) }
-}
 
 #[cfg(target_arch = "x86_64")]
 fn q4_1_avx2(w: &[q4_1::BlockQ4_1], a: &[q4_1::BlockQ8]) -> f32 {
     // SAFETY: this function is only selected after `avx2_available()` said yes.
     unsafe { q4_1::dot_avx2(w, a) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_tile<const R: usize, const C: usize, const Q6: bool>(
+    a: &[&[kquant::BlockQ8K]],
+    w: &[&[kquant::Unpacked]],
+    out: &mut [f32],
+) {
+    let (a, w) = tile_args::<R, C>(a, w, out);
+    // SAFETY: selected only after `avx2_available()` said yes; lengths checked above.
+    store::<R, C>(unsafe { kquant::dot_avx2::<R, C, Q6>(a, w) }, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_tile<const R: usize, const C: usize, const Q6: bool>(
+    a: &[&[kquant::BlockQ8K]],
+    w: &[&[kquant::Unpacked]],
+    out: &mut [f32],
+) {
+    let (a, w) = tile_args::<R, C>(a, w, out);
+    // SAFETY: selected only after `avx512_available()` said yes; lengths checked above.
+    store::<R, C>(unsafe { kquant::dot_avx512::<R, C, Q6>(a, w) }, out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -94,10 +137,10 @@ pub fn available_paths() -> Vec<Path> {
         paths.push(Path {
             name: "avx2",
             q4_1: q4_1_avx2,
-            q4k4: kquant_avx2::<4, false>,
-            q4k1: kquant_avx2::<1, false>,
-            q6k4: kquant_avx2::<4, true>,
-            q6k1: kquant_avx2::<1, true>,
+            // 4 × 2: eight accumulators, four activation and two weight vectors fit AVX2's
+            // sixteen registers.
+            q4k: tiles!(avx2_tile, 4 x 2, false),
+            q6k: tiles!(avx2_tile, 4 x 2, true),
         });
     }
     #[cfg(target_arch = "x86_64")]
@@ -106,10 +149,9 @@ pub fn available_paths() -> Vec<Path> {
             name: "avx512",
             // Q4_1's blocks are 32 values: one AVX2 register already holds a whole block.
             q4_1: q4_1_avx2,
-            q4k4: kquant_avx512::<4, false>,
-            q4k1: kquant_avx512::<1, false>,
-            q6k4: kquant_avx512::<4, true>,
-            q6k1: kquant_avx512::<1, true>,
+            // 4 × 4: sixteen accumulators of AVX-512's thirty-two registers.
+            q4k: tiles!(avx512_tile, 4 x 4, false),
+            q6k: tiles!(avx512_tile, 4 x 4, true),
         });
     }
     paths
@@ -441,10 +483,13 @@ mod kquant_tests {
                             .collect()
                     })
                     .collect();
-                let columns: [&[Unpacked]; 4] = std::array::from_fn(|c| &unpacked[c][..]);
-                let (portable4, portable1) = B::dots(&super::PORTABLE);
-                let want_bits = portable4(&a, columns);
+                let columns: Vec<&[Unpacked]> = unpacked.iter().map(|u| &u[..]).collect();
+                // The same activations in four rows: every tile shape sees them.
+                let rows_a: Vec<&[BlockQ8K]> = vec![&a[..]; 4];
+                let portable = B::tiles(&super::PORTABLE);
+                let mut want_bits = [0f32; 4];
                 for c in 0..4 {
+                    (portable.single)(&rows_a[..1], &columns[c..c + 1], &mut want_bits[c..c + 1]);
                     let want = reference(&rows[c], &a);
                     let scale: f64 = rows[c]
                         .iter()
@@ -457,28 +502,27 @@ mod kquant_tests {
                         (got - want).abs() <= 1e-5 * (1.0 + scale),
                         "portable: {got} vs {want} ({blocks} blocks)"
                     );
-                    assert_eq!(
-                        portable1(&a, [columns[c]])[0].to_bits(),
-                        want_bits[c].to_bits()
-                    );
                 }
-                // Every SIMD path gives the portable path's bits, four columns at once or one.
+                // Every path and tile shape gives the portable single dot product's bits.
                 for path in super::available_paths() {
-                    let (four, one) = B::dots(&path);
-                    let got = four(&a, columns);
-                    for c in 0..4 {
-                        assert_eq!(
-                            got[c].to_bits(),
-                            want_bits[c].to_bits(),
-                            "{} column {c}",
-                            path.name
-                        );
-                        assert_eq!(
-                            one(&a, [columns[c]])[0].to_bits(),
-                            want_bits[c].to_bits(),
-                            "{} single column {c}",
-                            path.name
-                        );
+                    let t = B::tiles(&path);
+                    let shapes = [
+                        (t.full, t.rows, t.cols),
+                        (t.row_edge, 1, t.cols),
+                        (t.col_edge, t.rows, 1),
+                        (t.single, 1, 1),
+                    ];
+                    for (kernel, r, c) in shapes {
+                        let mut out = vec![0f32; r * c];
+                        kernel(&rows_a[..r], &columns[..c], &mut out);
+                        for (i, got) in out.iter().enumerate() {
+                            assert_eq!(
+                                got.to_bits(),
+                                want_bits[i % c].to_bits(),
+                                "{} {r}x{c} tile, value {i}",
+                                path.name
+                            );
+                        }
                     }
                 }
             }
@@ -523,8 +567,10 @@ mod kquant_tests {
                 w6[i].unpack(&mut u6[i]);
                 w4[i].unpack(&mut u4[i]);
             }
-            let got6 = f64::from(BlockQ6K::dots(&path).1(&a, [&u6[..]])[0]);
-            let got4 = f64::from(BlockQ4K::dots(&path).1(&a, [&u4[..]])[0]);
+            let (mut got6, mut got4) = ([0f32], [0f32]);
+            (BlockQ6K::tiles(&path).single)(&[&a[..]], &[&u6[..]], &mut got6);
+            (BlockQ4K::tiles(&path).single)(&[&a[..]], &[&u4[..]], &mut got4);
+            let (got6, got4) = (f64::from(got6[0]), f64::from(got4[0]));
             let (want6, want4) = (reference(&w6, &a), reference(&w4, &a));
             assert!(
                 (got6 - want6).abs() <= 1e-5 * want6.abs(),
@@ -566,15 +612,19 @@ mod kquant_tests {
     fn the_matmul_agrees_with_candles() {
         use candle_core::quantized::k_quants;
         let mut rng = Lcg(21);
-        // 13 columns: one full tile, one partial tile with a four-wide group and a single.
-        let (m, k, n) = (5, 3 * QK_K, 13);
+        // 13 columns: a full tile of 8 and a partial one of 5; 7 rows: a full group of 4 and
+        // an odd edge of 3 (every kernel shape and the one-at-a-time fallback).
+        let (m, k, n) = (7, 3 * QK_K, 13);
         let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
         let q4: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(&mut rng)).collect();
         let q6: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(&mut rng)).collect();
         let mut ours4 = vec![0f32; m * n];
         let mut ours6 = vec![0f32; m * n];
-        kquant::matmul((m, k, n), &lhs, &q4, &mut ours4);
-        kquant::matmul((m, k, n), &lhs, &q6, &mut ours6);
+        kquant::matmul((m, k, n), &lhs, &q4, &mut ours4).unwrap();
+        kquant::matmul((m, k, n), &lhs, &q6, &mut ours6).unwrap();
+        // Wrong sizes are an error, not a write out of bounds.
+        assert!(kquant::matmul((m, k, n + 1), &lhs, &q4, &mut ours4).is_err());
+        assert!(kquant::matmul((m, k + 1, n), &lhs, &q4, &mut ours4).is_err());
         // SAFETY: the same `repr(C)` layouts as candle's block types (sizes asserted there
         // and here).
         let (theirs_q4, theirs_q6) = unsafe {
