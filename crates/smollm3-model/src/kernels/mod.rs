@@ -8,9 +8,11 @@
 //!
 //! - [`q4_1`]: Q4_1 weights (SmolLM2's GGUF) × 8-bit activations; candle has only a scalar
 //!   loop for this type.
+//! - [`attention`]: one new token's attention over the cache, heads over the thread pool.
 //! - [`kquant`]: Q4_K and Q6_K weights (SmolLM3-3B Q4_K_M) × Q8_K activations for prompts,
 //!   each super-block unpacked once per call instead of once per activation row.
 
+pub mod attention;
 pub mod kquant;
 pub mod q4_1;
 
