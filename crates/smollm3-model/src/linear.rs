@@ -10,8 +10,8 @@
 
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::k_quants::{
-    self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8_0, GgmlType,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0, GgmlType,
 };
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
@@ -208,7 +208,7 @@ fn run<T: GgmlType>(
 ) -> Result<()> {
     let (_, k, n) = mkn;
     let blocks = blocks::<T>(bytes, n * k / T::BLCK_SIZE, T::DTYPE)?;
-    Ok(k_quants::matmul(mkn, lhs, blocks, dst)?)
+    crate::kernels::ggml::matmul(mkn, lhs, blocks, dst)
 }
 
 /// Views a QTensor's bytes as its blocks. The bytes come from candle's own `Vec<T>` storage, so

@@ -8,12 +8,17 @@
 //!
 //! - [`q4_1`]: Q4_1 weights (SmolLM2's GGUF) × 8-bit activations; candle has only a scalar
 //!   loop for this type.
+//! - [`pool`]: the thread pool all of them run on (waits yield, idle workers park).
+//! - [`ggml`]: candle's dot products for every other block type (and for single rows), in
+//!   candle's order, on that pool.
 //! - [`attention`]: one new token's attention over the cache, heads over the thread pool.
 //! - [`kquant`]: Q4_K and Q6_K weights (SmolLM3-3B Q4_K_M) × Q8_K activations for prompts,
 //!   each super-block unpacked once per call instead of once per activation row.
 
 pub mod attention;
+pub mod ggml;
 pub mod kquant;
+pub mod pool;
 pub mod q4_1;
 
 use std::sync::OnceLock;
@@ -178,8 +183,8 @@ pub fn path_name() -> &'static str {
     path().name
 }
 
-fn pool() -> &'static candle_core::utils::BarrierPool {
-    candle_core::utils::barrier_pool()
+fn pool() -> &'static pool::Pool {
+    pool::Pool::global()
 }
 
 #[cfg(test)]
@@ -644,5 +649,38 @@ mod kquant_tests {
                 assert_eq!(a.to_bits(), b.to_bits(), "{i}: ours {a} candle {b}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod ggml_tests {
+    use candle_core::quantized::k_quants::{self, BlockQ4K, BlockQ6K, BlockQ8_0, GgmlType};
+
+    use super::tests_support::Lcg;
+
+    /// Our pool's split of candle's dot products gives candle's own matmul bits.
+    fn same_bits_as_candle<T: GgmlType>(seed: u64) {
+        let mut rng = Lcg(seed);
+        let k = 2 * T::BLCK_SIZE.max(256);
+        for (m, n) in [(1, 9), (1, 64), (3, 6), (20, 13)] {
+            let weights: Vec<f32> = (0..n * k).map(|_| rng.float()).collect();
+            let mut rhs = vec![T::zeros(); n * k / T::BLCK_SIZE];
+            T::from_float(&weights, &mut rhs);
+            let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
+            let (mut ours, mut theirs) = (vec![0f32; m * n], vec![0f32; m * n]);
+            super::ggml::matmul((m, k, n), &lhs, &rhs, &mut ours).unwrap();
+            k_quants::matmul((m, k, n), &lhs, &rhs, &mut theirs).unwrap();
+            for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{:?} ({m}, {n}) [{i}]", T::DTYPE);
+            }
+            assert!(super::ggml::matmul((m, k, n + 1), &lhs, &rhs, &mut ours).is_err());
+        }
+    }
+
+    #[test]
+    fn candles_dot_products_on_our_pool_give_candles_bits() {
+        same_bits_as_candle::<BlockQ4K>(1);
+        same_bits_as_candle::<BlockQ6K>(2);
+        same_bits_as_candle::<BlockQ8_0>(3);
     }
 }
