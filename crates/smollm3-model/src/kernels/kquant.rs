@@ -502,7 +502,11 @@ pub fn matmul<B: SuperBlock>(
 ) -> crate::Result<()> {
     let blocks = k / QK_K;
     // The raw writes below rely on these.
-    if !(k % QK_K == 0 && lhs.len() == m * k && weights.len() == n * blocks && dst.len() >= m * n) {
+    if !(k.is_multiple_of(QK_K)
+        && lhs.len() == m * k
+        && weights.len() == n * blocks
+        && dst.len() >= m * n)
+    {
         return Err(candle_core::Error::Msg(format!(
             "k-quant matmul ({m}, {k}, {n}): got {} activations, {} super-blocks, room for {}",
             lhs.len(),

@@ -23,8 +23,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 
-/// Idle spins of a worker before it parks: a few tens of microseconds.
-const WORKER_SPINS: u32 = 20_000;
+/// Idle spins of a worker before it starts yielding its core (tens of microseconds), then
+/// yields before it parks: a worker that shares a core with the caller (another process
+/// holding the other core) must not burn the caller's time slice.
+const WORKER_SPINS: u32 = 2_000;
+const WORKER_YIELDS: u32 = 200;
 /// Spins of the caller waiting for the last chunks before it starts yielding its core.
 const CALLER_SPINS: u32 = 2_000;
 /// Chunks per thread: small enough that a chunk held by a descheduled worker is short.
@@ -167,6 +170,11 @@ impl Pool {
     }
 }
 
+/// Odd states are open jobs (see `Shared::state`).
+fn is_open(state: usize) -> bool {
+    state & 1 == 1
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -189,12 +197,16 @@ fn worker(shared: &Shared) {
     let mut spins = 0u32;
     loop {
         let state = shared.state.load(Ordering::SeqCst);
-        if state == seen || state % 2 == 0 {
+        if state == seen || !is_open(state) {
             // Nothing new (or the job it announced is already closed): wait.
-            seen = if state % 2 == 0 { state } else { seen };
+            if !is_open(state) {
+                seen = state;
+            }
+            spins += 1;
             if spins < WORKER_SPINS {
-                spins += 1;
                 std::hint::spin_loop();
+            } else if spins < WORKER_SPINS + WORKER_YIELDS {
+                std::thread::yield_now();
             } else {
                 std::thread::park();
                 spins = 0;
