@@ -614,6 +614,43 @@ mod kquant_tests {
         }
     }
 
+    /// The decode row products on the file's Q4_K and Q6_K blocks against candle's: the same
+    /// bits (on CPUs without AVX-512 they decline, and candle's kernel is used).
+    #[test]
+    fn the_row_products_agree_with_candles() {
+        use candle_core::quantized::k_quants::{self, GgmlType};
+        fn check<B: kquant::RowProduct, T: GgmlType>(random: fn(&mut Lcg) -> B, seed: u64) {
+            assert_eq!(std::mem::size_of::<B>(), std::mem::size_of::<T>());
+            let mut rng = Lcg(seed);
+            for (k, n) in [(QK_K, 5), (8 * QK_K, 37), (43 * QK_K, 9)] {
+                let lhs: Vec<f32> = (0..k).map(|_| rng.float() * 2.0).collect();
+                let w: Vec<B> = (0..n * k / QK_K).map(|_| random(&mut rng)).collect();
+                let mut ours = vec![0f32; n];
+                let Some(done) = kquant::gemv(k, &lhs, &w, &mut ours) else {
+                    assert_ne!(super::path().name, "avx512");
+                    return;
+                };
+                done.unwrap();
+                // SAFETY: the same repr(C) layout as candle's block (sizes asserted above).
+                let theirs_w =
+                    unsafe { std::slice::from_raw_parts(w.as_ptr() as *const T, w.len()) };
+                let mut theirs = vec![0f32; n];
+                k_quants::matmul((1, k, n), &lhs, theirs_w, &mut theirs).unwrap();
+                for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{} k {k} [{i}]: ours {a} candle {b}",
+                        B::NAME
+                    );
+                }
+                assert!(kquant::gemv(k + 1, &lhs, &w, &mut ours).is_some_and(|r| r.is_err()));
+            }
+        }
+        check::<BlockQ4K, k_quants::BlockQ4K>(random_q4k, 33);
+        check::<BlockQ6K, k_quants::BlockQ6K>(random_q6k, 34);
+    }
+
     /// The whole matmul against candle's on the same file blocks: the same bits.
     #[test]
     fn the_matmul_agrees_with_candles() {
