@@ -5,8 +5,10 @@
 //! a 1024-token vocabulary. Weights are random Q4_K blocks (speed does not depend on the
 //! values), so setup takes well under a second. The Q4_K matvec 2048x11008 (FFN down) is timed
 //! alone too, through `QMatMul` (candle repacks Q4_K into tiles on x86) and through
-//! `k_quants::matmul` on the compact GGUF blocks, for one token (weights streamed from DRAM)
-//! and for 64 (weights in cache). A full run takes about 45 seconds:
+//! `k_quants::matmul` on the compact GGUF blocks and through our kernels (`kernels::kquant`),
+//! for one token (weights streamed from DRAM: GB/s) and for 64 (weights in cache), and the
+//! prompt GEMMs at 64 and 512 rows, candle's against ours (multiply-adds per second). A full
+//! run takes about a minute:
 //!
 //! ```sh
 //! cargo bench -p smollm3-model                   # everything
@@ -235,21 +237,35 @@ fn matvec_benches(c: &mut Criterion) {
                 k_quants::matmul((m, FFN, HIDDEN), black_box(&x), &compact[i], &mut dst).unwrap();
             })
         });
+        // Ours on the same blocks: the AVX-512 row product for one row (where the CPU has
+        // it), the prompt tiles for more.
+        let ours: Vec<&[kquant::BlockQ4K]> = compact.iter().map(|c| as_ours(c)).collect();
+        let decode_path = if m == 1 && kernels::path_name() != "avx512" {
+            "candle"
+        } else {
+            kernels::path_name()
+        };
+        g.bench_function(
+            format!("q4k_2048x11008_m{m}_{what}_ours_{decode_path}"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) % copies;
+                    if m == 1 {
+                        if let Some(done) = kquant::gemv(FFN, black_box(&x), ours[i], &mut dst) {
+                            return done.unwrap();
+                        }
+                    }
+                    kquant::matmul((m, FFN, HIDDEN), black_box(&x), ours[i], &mut dst).unwrap()
+                })
+            },
+        );
     }
     g.finish();
 
     // Prompt-sized GEMMs: candle's kernel (re-unpacks each super-block per row) against ours
     // (unpacks once per call). Throughput in multiply-adds: Melem/s here is millions of
     // weight × activation products per second (GFLOP/s = 2 × that / 1000).
-    let ours: &[kquant::BlockQ4K] = {
-        // SAFETY: the same 144-byte repr(C) layout as candle's BlockQ4K.
-        unsafe {
-            std::slice::from_raw_parts(
-                compact[0].as_ptr() as *const kquant::BlockQ4K,
-                compact[0].len(),
-            )
-        }
-    };
+    let ours = as_ours(&compact[0]);
     let mut g = c.benchmark_group("gemm");
     g.measurement_time(Duration::from_secs(4));
     g.sample_size(10);
@@ -268,6 +284,15 @@ fn matvec_benches(c: &mut Criterion) {
         );
     }
     g.finish();
+}
+
+/// candle's Q4_K blocks as ours (the file's layout both).
+fn as_ours(blocks: &[BlockQ4K]) -> &[kquant::BlockQ4K] {
+    const _: () =
+        assert!(std::mem::size_of::<BlockQ4K>() == std::mem::size_of::<kquant::BlockQ4K>());
+    // SAFETY: the same 144-byte repr(C) layout (f16 d, f16 dmin, 12 scale bytes, 128 nibble
+    // bytes), and our type's alignment (2) is not stricter than candle's.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const kquant::BlockQ4K, blocks.len()) }
 }
 
 /// The blocks of a Q4_K tensor as a slice, for candle's compact (non-repacked) kernel.

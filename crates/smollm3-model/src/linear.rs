@@ -3,10 +3,11 @@
 //! candle's `QMatMul` repacks Q4_K/Q6_K/Q8_0 weights into wider x86 tiles on first use and keeps
 //! the tiles beside the originals: on a 3B Q4_K_M model that is ~1.9 GB of extra memory, and on
 //! AVX2 machines the tiles (3072 bytes per 16 rows x 256 values against 2304 for Q4_K) make the
-//! memory-bound decode step read 33% more bytes. `QLinear` calls candle's portable k-quant
-//! kernel (`k_quants::matmul`, ggml's AVX2 dot products on its thread pool) on the original
-//! blocks, read in place from the memory-mapped file: weights exist once (in the page cache),
-//! loading copies nothing, and decode reads exactly the file's bytes.
+//! memory-bound decode step read 33% more bytes. `QLinear` instead runs on the original blocks,
+//! read in place from the memory-mapped file (weights exist once, in the page cache; loading
+//! copies nothing; decode reads exactly the file's bytes), with the kernels of
+//! [`crate::kernels`]: Q4_K/Q6_K prompt tiles and AVX-512 decode row products, Q4_1, and
+//! candle's own dot products for everything else, all on our thread pool.
 
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::k_quants::{
