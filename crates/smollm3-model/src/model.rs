@@ -13,7 +13,6 @@ use crate::cache::KvCache;
 use crate::config::{Config, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufFile, WeightSummary};
-use crate::kernels::attention;
 use crate::linear::{check_usable, dense, Embedding, QLinear};
 use crate::rope::RopeTables;
 
@@ -256,26 +255,6 @@ impl Attention {
         }
         let (k_all, v_all) = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
         let total = k_all.dim(1)?;
-        if seq == 1 {
-            // One new token (decode): one pass per head over the cache, heads in parallel.
-            let q = q.flatten_all()?.to_vec1::<f32>()?;
-            let mut out = vec![0f32; heads * hd];
-            let shape = |capacity| attention::Shape {
-                heads,
-                kv_heads,
-                head_dim: hd,
-                capacity,
-                len: total,
-            };
-            cache
-                .with_layer(layer, |k, v, capacity| {
-                    attention::one_token(shape(capacity), &q, k, v, &mut out)
-                })?
-                .map_err(candle_core::Error::Msg)?;
-            return self
-                .o
-                .forward(&Tensor::from_vec(out, (1, heads * hd), &Device::Cpu)?);
-        }
         // GQA without repeating K/V: the `group` query heads of one KV head are stacked along
         // the row axis, so each KV head is one matmul. [kv, group * seq, hd]
         let q = (q.reshape((kv_heads, group * seq, hd))? * (1.0 / (hd as f64).sqrt()))?;

@@ -11,11 +11,9 @@
 //! - [`pool`]: the thread pool all of them run on (waits yield, idle workers park).
 //! - [`ggml`]: candle's dot products for every other block type (and for single rows), in
 //!   candle's order, on that pool.
-//! - [`attention`]: one new token's attention over the cache, heads over the thread pool.
 //! - [`kquant`]: Q4_K and Q6_K weights (SmolLM3-3B Q4_K_M) × Q8_K activations for prompts,
 //!   each super-block unpacked once per call instead of once per activation row.
 
-pub mod attention;
 pub mod ggml;
 pub mod kquant;
 pub mod pool;
