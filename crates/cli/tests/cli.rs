@@ -91,6 +91,43 @@ fn logits_prints_one_sorted_line_per_position() {
     }
 }
 
+/// Every kernel path this machine can run (forced with `SMOLLM3_KERNELS`) prints the same
+/// logits for a prompt (the Q4_K/Q6_K prompt tiles) and the same greedy tokens (one-row
+/// products in decode) on the Q4_K_M fixture: the kernels keep candle's bits on every path.
+#[test]
+fn every_kernel_path_gives_the_same_numbers() {
+    let m = fixture("smollm3-tiny-q4_k_m.gguf");
+    let m = m.to_str().unwrap();
+    let tokens = "5,17,300,42,7,99,1000,3,250,64,12,8";
+    let run = |path: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))
+            .args(args)
+            .env("SMOLLM3_KERNELS", path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let logits = ["logits", "--model", m, "--tokens", tokens, "--top", "50"];
+    let greedy = ["greedy", "--model", m, "--tokens", tokens, "-n", "24"];
+    let version = ok(&["--version"]);
+    let widest = run("", &logits);
+    let widest_greedy = run("", &greedy);
+    assert_eq!(widest.lines().count(), 12);
+    for path in ["portable", "avx2"] {
+        assert_eq!(run(path, &logits), widest, "{path} logits ({version})");
+        assert_eq!(
+            run(path, &greedy),
+            widest_greedy,
+            "{path} greedy ({version})"
+        );
+    }
+}
+
 #[test]
 fn greedy_prints_n_token_ids_that_follow_the_logits() {
     let m = fixture("smollm3-tiny-f32.gguf");

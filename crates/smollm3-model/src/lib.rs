@@ -32,8 +32,7 @@
 //!
 //! [`kernels`] holds the hot path's own code, chosen at run time for the CPU (AVX-512, AVX2 or
 //! portable): a thread pool that yields instead of spinning, Q4_K/Q6_K prompt and decode
-//! kernels, Q4_1, one-token attention; each returns candle's bits, so the reference-parity
-//! tests hold on every path.
+//! kernels, Q4_1; each returns candle's bits, so the reference-parity tests hold on every path.
 //!
 //! The crate never prints and never panics on bad input: every failure is a [`ModelError`]
 //! naming the file, key, tensor or token at fault.

@@ -1,4 +1,4 @@
-//! The thread pool every matmul and attention pass of the model runs on.
+//! The thread pool every quantized matmul of the model runs on.
 //!
 //! Why not candle's barrier pool: its calling thread waits for the workers by spinning without
 //! ever yielding, and a job is done only when every worker has reported, including one that
