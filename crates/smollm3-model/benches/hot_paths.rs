@@ -28,7 +28,7 @@ use candle_core::quantized::k_quants::{self, BlockQ4K, GgmlType};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use smollm3_model::kernels::{self, kquant};
+use smollm3_model::kernels::{self, kquant, kquant_rows};
 use smollm3_model::Model;
 
 const HIDDEN: usize = 2048;
@@ -251,7 +251,8 @@ fn matvec_benches(c: &mut Criterion) {
                 b.iter(|| {
                     i = (i + 1) % copies;
                     if m == 1 {
-                        if let Some(done) = kquant::gemv(FFN, black_box(&x), ours[i], &mut dst) {
+                        if let Some(done) = kquant_rows::gemv(FFN, black_box(&x), ours[i], &mut dst)
+                        {
                             return done.unwrap();
                         }
                     }

@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::TensorBytes;
-use crate::kernels::kquant;
+use crate::kernels::{kquant, kquant_rows};
 
 /// Runs `$body` with `$T` bound to the block type of `$dtype` (every GGUF quantization that
 /// can hold weights), or returns an error naming the unsupported type.
@@ -181,13 +181,13 @@ impl QLinear {
                     // Decode on AVX-512: our row products (candle's bits, fewer instructions).
                     let count = n * k / kquant::QK_K;
                     let done = match *dtype {
-                        GgmlDType::Q4K => kquant::gemv(
+                        GgmlDType::Q4K => kquant_rows::gemv(
                             k,
                             &lhs,
                             blocks::<kquant::BlockQ4K>(bytes, count, *dtype)?,
                             &mut dst,
                         ),
-                        GgmlDType::Q6K => kquant::gemv(
+                        GgmlDType::Q6K => kquant_rows::gemv(
                             k,
                             &lhs,
                             blocks::<kquant::BlockQ6K>(bytes, count, *dtype)?,

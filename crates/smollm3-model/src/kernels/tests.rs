@@ -1,0 +1,533 @@
+//! Tests of every kernel path this machine can run: against references computed from each
+//! format's definition (f64), and against candle's own kernels, bit for bit.
+
+mod tests_support {
+    /// A small deterministic generator (no extra dependency; the values only need to be varied).
+    pub struct Lcg(pub u64);
+    impl Lcg {
+        pub fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as u32
+        }
+        pub fn float(&mut self) -> f32 {
+            (self.next() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        }
+    }
+}
+
+mod q4_1_tests {
+    use half::f16;
+
+    use crate::kernels::q4_1::{self, BlockQ4_1, BlockQ8, BLOCK};
+    use crate::kernels::*;
+
+    use super::tests_support::Lcg;
+
+    fn random_weights(rng: &mut Lcg, blocks: usize) -> Vec<BlockQ4_1> {
+        (0..blocks)
+            .map(|_| BlockQ4_1 {
+                d: f16::from_f32(rng.float() * 0.1),
+                m: f16::from_f32(rng.float() * 0.5),
+                qs: std::array::from_fn(|_| rng.next() as u8),
+            })
+            .collect()
+    }
+
+    /// Exact, in f64: the weights' `d × q` times the dequantized activations, plus the
+    /// offsets `m` times the activation blocks' sums `s` (ggml's q8_1 definition).
+    fn reference(w: &[BlockQ4_1], a: &[BlockQ8]) -> f64 {
+        w.iter()
+            .zip(a)
+            .map(|(w, a)| {
+                let offset = f64::from(w.m.to_f32());
+                let values = w.dequantize();
+                let scaled: f64 = (0..BLOCK)
+                    .map(|j| (f64::from(values[j]) - offset) * f64::from(a.d) * f64::from(a.qs[j]))
+                    .sum();
+                scaled + offset * f64::from(a.s)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn every_path_matches_the_dequantized_reference_on_random_blocks() {
+        let mut rng = Lcg(7);
+        for blocks in [1, 2, 3, 18, 48] {
+            for _ in 0..20 {
+                let w = random_weights(&mut rng, blocks);
+                let x: Vec<f32> = (0..blocks * BLOCK).map(|_| rng.float() * 4.0).collect();
+                let mut a = vec![
+                    BlockQ8 {
+                        d: 0.0,
+                        s: 0.0,
+                        qs: [0; BLOCK]
+                    };
+                    blocks
+                ];
+                q4_1::quantize_row(&x, &mut a);
+                let want = reference(&w, &a);
+                for path in available_paths() {
+                    let got = f64::from((path.q4_1)(&w, &a));
+                    let tolerance = 1e-4 * (1.0 + want.abs());
+                    assert!(
+                        (got - want).abs() <= tolerance,
+                        "{}: {got} vs {want} ({blocks} blocks)",
+                        path.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_activations_stay_close_to_the_floats() {
+        let mut rng = Lcg(3);
+        let x: Vec<f32> = (0..4 * BLOCK).map(|_| rng.float() * 10.0).collect();
+        let mut a = vec![
+            BlockQ8 {
+                d: 0.0,
+                s: 0.0,
+                qs: [0; BLOCK]
+            };
+            4
+        ];
+        q4_1::quantize_row(&x, &mut a);
+        for (chunk, block) in x.chunks(BLOCK).zip(&a) {
+            let sum: i32 = block.qs.iter().map(|&q| i32::from(q)).sum();
+            // Scales are kept at f16 precision (as ggml's q8_1).
+            assert!((block.s - block.d * sum as f32).abs() < 2e-3 * (1.0 + block.s.abs()));
+            for (v, q) in chunk.iter().zip(block.qs) {
+                assert!((v - block.d * f32::from(q)).abs() <= block.d / 2.0 + 2e-3 * v.abs());
+            }
+        }
+        // Halves round away from zero, as ggml's scalar quantizer (and candle) do.
+        let mut halves = vec![a[0]];
+        let mut x = [0f32; BLOCK];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = 3.5;
+        x[3] = -2.5;
+        q4_1::quantize_row(&x, &mut halves);
+        assert_eq!(&halves[0].qs[..4], &[127, 3, 4, -3]);
+        // All zeros quantize to zeros, not NaN.
+        let mut zero = a[..1].to_vec();
+        q4_1::quantize_row(&[0.0; BLOCK], &mut zero);
+        assert_eq!(zero[0].d, 0.0);
+        assert!(zero[0].qs.iter().all(|&q| q == 0));
+    }
+
+    #[test]
+    fn the_matmul_matches_row_by_row_dots() {
+        let mut rng = Lcg(11);
+        let (m, k, n) = (3, 4 * BLOCK, 37);
+        let weights = random_weights(&mut rng, n * k / BLOCK);
+        let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
+        let mut dst = vec![0f32; m * n];
+        q4_1::matmul((m, k, n), &lhs, &weights, &mut dst);
+        for r in 0..m {
+            let mut a = vec![
+                BlockQ8 {
+                    d: 0.0,
+                    s: 0.0,
+                    qs: [0; BLOCK]
+                };
+                k / BLOCK
+            ];
+            q4_1::quantize_row(&lhs[r * k..(r + 1) * k], &mut a);
+            for c in 0..n {
+                let w = &weights[c * k / BLOCK..(c + 1) * k / BLOCK];
+                // Against dequantized floats too: within the 8-bit activation error.
+                let exact: f32 = w
+                    .iter()
+                    .flat_map(|b| b.dequantize())
+                    .zip(&lhs[r * k..(r + 1) * k])
+                    .map(|(w, x)| w * x)
+                    .sum();
+                let got = dst[r * n + c];
+                assert_eq!(got, q4_1::dot(w, &a), "({r}, {c})");
+                assert!(
+                    (got - exact).abs() < 0.05 * (1.0 + exact.abs()),
+                    "{got} vs {exact}"
+                );
+            }
+        }
+    }
+}
+
+mod versus_candle {
+    use candle_core::quantized::k_quants;
+
+    use crate::kernels::q4_1::{self, BlockQ4_1, BLOCK};
+
+    /// Our Q4_1 matmul against candle's on the same blocks: the same bits, on every path.
+    #[test]
+    fn our_q4_1_matmul_agrees_with_candles() {
+        let (m, k, n) = (2, 576, 64);
+        let mut state = 99u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (state >> 33) as u32
+        };
+        let weights: Vec<BlockQ4_1> = (0..n * k / BLOCK)
+            .map(|_| BlockQ4_1 {
+                d: half::f16::from_f32((next() % 1000) as f32 / 20000.0),
+                m: half::f16::from_f32(-((next() % 1000) as f32) / 5000.0),
+                qs: std::array::from_fn(|_| next() as u8),
+            })
+            .collect();
+        let lhs: Vec<f32> = (0..m * k)
+            .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
+            .collect();
+        let mut ours = vec![0f32; m * n];
+        q4_1::matmul((m, k, n), &lhs, &weights, &mut ours);
+        // The portable path too, dot by dot.
+        let blocks = k / BLOCK;
+        let mut a = vec![
+            q4_1::BlockQ8 {
+                d: 0.0,
+                s: 0.0,
+                qs: [0; BLOCK]
+            };
+            blocks
+        ];
+        for r in 0..m {
+            q4_1::quantize_row(&lhs[r * k..(r + 1) * k], &mut a);
+            for c in 0..n {
+                let w = &weights[c * blocks..(c + 1) * blocks];
+                for path in crate::kernels::available_paths() {
+                    assert_eq!(
+                        (path.q4_1)(w, &a).to_bits(),
+                        ours[r * n + c].to_bits(),
+                        "{}",
+                        path.name
+                    );
+                }
+            }
+        }
+        // SAFETY: both block types are 20 bytes of the same layout (f16 d, f16 m, 16 bytes).
+        let theirs_blocks: &[k_quants::BlockQ4_1] = unsafe {
+            std::slice::from_raw_parts(
+                weights.as_ptr() as *const k_quants::BlockQ4_1,
+                weights.len(),
+            )
+        };
+        let mut theirs = vec![0f32; m * n];
+        k_quants::matmul((m, k, n), &lhs, theirs_blocks, &mut theirs).unwrap();
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs() / (1e-3 + b.abs()))
+            .fold(0f32, f32::max);
+        assert_eq!(worst, 0.0);
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{i}: ours {a} candle {b}");
+        }
+    }
+}
+
+mod kquant_tests {
+    use half::f16;
+
+    use super::tests_support::Lcg;
+    use crate::kernels::kquant::{self, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, Unpacked, QK_K};
+    use crate::kernels::kquant_rows;
+
+    fn random_q4k(rng: &mut Lcg) -> BlockQ4K {
+        BlockQ4K {
+            d: f16::from_f32(rng.float() * 0.01),
+            dmin: f16::from_f32(rng.float() * 0.01),
+            scales: std::array::from_fn(|_| rng.next() as u8),
+            qs: std::array::from_fn(|_| rng.next() as u8),
+        }
+    }
+
+    fn random_q6k(rng: &mut Lcg) -> BlockQ6K {
+        BlockQ6K {
+            ql: std::array::from_fn(|_| rng.next() as u8),
+            qh: std::array::from_fn(|_| rng.next() as u8),
+            // The whole i8 range, -128 included.
+            scales: std::array::from_fn(|_| rng.next() as i8),
+            d: f16::from_f32(rng.float() * 0.01),
+        }
+    }
+
+    fn quantized(x: &[f32]) -> Vec<BlockQ8K> {
+        let zero = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
+        let mut out = vec![zero; x.len() / QK_K];
+        kquant::quantize_row(x, &mut out);
+        out
+    }
+
+    /// Exact, in f64: the dequantized weights (from each format's definition, not from
+    /// `unpack`) times the dequantized activations.
+    fn reference<B: SuperBlock>(w: &[B], a: &[BlockQ8K]) -> f64 {
+        w.iter()
+            .zip(a)
+            .map(|(w, a)| {
+                w.dequantize()
+                    .iter()
+                    .zip(a.qs)
+                    .map(|(&v, q)| f64::from(v) * f64::from(a.d) * f64::from(q))
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
+    fn check_every_path<B: SuperBlock>(random: fn(&mut Lcg) -> B, seed: u64) {
+        let mut rng = Lcg(seed);
+        for blocks in [1, 2, 3, 8, 43] {
+            for _ in 0..6 {
+                let rows: Vec<Vec<B>> = (0..4)
+                    .map(|_| (0..blocks).map(|_| random(&mut rng)).collect())
+                    .collect();
+                let x: Vec<f32> = (0..blocks * QK_K).map(|_| rng.float() * 3.0).collect();
+                let a = quantized(&x);
+                let unpacked: Vec<Vec<Unpacked>> = rows
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|b| {
+                                let mut u = Unpacked::ZERO;
+                                b.unpack(&mut u);
+                                u
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let columns: Vec<&[Unpacked]> = unpacked.iter().map(|u| &u[..]).collect();
+                // The same activations in four rows: every tile shape sees them.
+                let rows_a: Vec<&[BlockQ8K]> = vec![&a[..]; 4];
+                let portable = B::tiles(&crate::kernels::PORTABLE);
+                let mut want_bits = [0f32; 4];
+                for c in 0..4 {
+                    (portable.single)(&rows_a[..1], &columns[c..c + 1], &mut want_bits[c..c + 1]);
+                    let want = reference(&rows[c], &a);
+                    let scale: f64 = rows[c]
+                        .iter()
+                        .flat_map(|b| b.dequantize())
+                        .zip(&x)
+                        .map(|(w, x)| f64::from((w * x).abs()))
+                        .sum();
+                    let got = f64::from(want_bits[c]);
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + scale),
+                        "portable: {got} vs {want} ({blocks} blocks)"
+                    );
+                }
+                // Every path and tile shape gives the portable single dot product's bits.
+                for path in crate::kernels::available_paths() {
+                    let t = B::tiles(&path);
+                    let shapes = [
+                        (t.full, t.rows, t.cols),
+                        (t.row_edge, 1, t.cols),
+                        (t.col_edge, t.rows, 1),
+                        (t.single, 1, 1),
+                    ];
+                    for (kernel, r, c) in shapes {
+                        let mut out = vec![0f32; r * c];
+                        kernel(&rows_a[..r], &columns[..c], &mut out);
+                        for (i, got) in out.iter().enumerate() {
+                            assert_eq!(
+                                got.to_bits(),
+                                want_bits[i % c].to_bits(),
+                                "{} {r}x{c} tile, value {i}",
+                                path.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q4k_every_path_matches_the_dequantized_reference() {
+        check_every_path(random_q4k, 5);
+    }
+
+    #[test]
+    fn q6k_every_path_matches_the_dequantized_reference() {
+        check_every_path(random_q6k, 6);
+    }
+
+    /// Activations of the largest magnitude (−128 after rounding, the bound the kernels'
+    /// no-saturation argument rests on) with the largest codes and scales.
+    #[test]
+    fn extreme_values_do_not_saturate() {
+        let mut x = vec![-1.0f32; 2 * QK_K];
+        x[0] = 1.0;
+        let a = quantized(&x);
+        let q6 = BlockQ6K {
+            ql: [0xFF; QK_K / 2],
+            qh: [0xFF; QK_K / 4],
+            scales: [-128; QK_K / 16],
+            d: f16::from_f32(1.0),
+        };
+        let q4 = BlockQ4K {
+            d: f16::from_f32(1.0),
+            dmin: f16::from_f32(1.0),
+            scales: [0xFF; 12],
+            qs: [0xFF; QK_K / 2],
+        };
+        let w6 = [q6, q6];
+        let w4 = [q4, q4];
+        for path in crate::kernels::available_paths() {
+            let mut u6 = [Unpacked::ZERO; 2];
+            let mut u4 = [Unpacked::ZERO; 2];
+            for i in 0..2 {
+                w6[i].unpack(&mut u6[i]);
+                w4[i].unpack(&mut u4[i]);
+            }
+            let (mut got6, mut got4) = ([0f32], [0f32]);
+            (BlockQ6K::tiles(&path).single)(&[&a[..]], &[&u6[..]], &mut got6);
+            (BlockQ4K::tiles(&path).single)(&[&a[..]], &[&u4[..]], &mut got4);
+            let (got6, got4) = (f64::from(got6[0]), f64::from(got4[0]));
+            let (want6, want4) = (reference(&w6, &a), reference(&w4, &a));
+            assert!(
+                (got6 - want6).abs() <= 1e-5 * want6.abs(),
+                "{}: {got6} vs {want6}",
+                path.name
+            );
+            assert!(
+                (got4 - want4).abs() <= 1e-5 * (1.0 + want4.abs()),
+                "{}: {got4} vs {want4}",
+                path.name
+            );
+        }
+    }
+
+    /// The activations are quantized as candle quantizes them (same integers, same scale), so
+    /// the prompt kernel and candle's single-row kernel agree.
+    #[test]
+    fn activations_quantize_exactly_as_candles() {
+        use candle_core::quantized::k_quants::{self, GgmlType};
+        let mut rng = Lcg(9);
+        let mut x: Vec<f32> = (0..4 * QK_K).map(|_| rng.float() * 7.0).collect();
+        x[QK_K..2 * QK_K].fill(0.0);
+        x[2 * QK_K + 5] = 2.5 / 127.0 * 40.0;
+        let ours = quantized(&x);
+        let mut theirs = vec![k_quants::BlockQ8K::zeros(); 4];
+        k_quants::BlockQ8K::from_float(&x, &mut theirs);
+        // SAFETY: both are 292 bytes of the same `repr(C)` layout (f32, 256 i8, 16 i16).
+        let theirs: &[BlockQ8K] =
+            unsafe { std::slice::from_raw_parts(theirs.as_ptr() as *const BlockQ8K, 4) };
+        for (o, t) in ours.iter().zip(theirs) {
+            assert_eq!(o.d.to_bits(), t.d.to_bits());
+            assert_eq!(o.qs, t.qs);
+            assert_eq!(o.bsums, t.bsums);
+        }
+    }
+
+    /// The decode row products on the file's Q4_K and Q6_K blocks against candle's: the same
+    /// bits (on CPUs without AVX-512 they decline, and candle's kernel is used).
+    #[test]
+    fn the_row_products_agree_with_candles() {
+        use candle_core::quantized::k_quants::{self, GgmlType};
+        fn check<B: kquant_rows::RowProduct, T: GgmlType>(random: fn(&mut Lcg) -> B, seed: u64) {
+            assert_eq!(std::mem::size_of::<B>(), std::mem::size_of::<T>());
+            let mut rng = Lcg(seed);
+            for (k, n) in [(QK_K, 5), (8 * QK_K, 37), (43 * QK_K, 9)] {
+                let lhs: Vec<f32> = (0..k).map(|_| rng.float() * 2.0).collect();
+                let w: Vec<B> = (0..n * k / QK_K).map(|_| random(&mut rng)).collect();
+                let mut ours = vec![0f32; n];
+                let Some(done) = kquant_rows::gemv(k, &lhs, &w, &mut ours) else {
+                    assert_ne!(crate::kernels::path().name, "avx512");
+                    return;
+                };
+                done.unwrap();
+                // SAFETY: the same repr(C) layout as candle's block (sizes asserted above).
+                let theirs_w =
+                    unsafe { std::slice::from_raw_parts(w.as_ptr() as *const T, w.len()) };
+                let mut theirs = vec![0f32; n];
+                k_quants::matmul((1, k, n), &lhs, theirs_w, &mut theirs).unwrap();
+                for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{} k {k} [{i}]: ours {a} candle {b}",
+                        B::NAME
+                    );
+                }
+                assert!(kquant_rows::gemv(k + 1, &lhs, &w, &mut ours).is_some_and(|r| r.is_err()));
+            }
+        }
+        check::<BlockQ4K, k_quants::BlockQ4K>(random_q4k, 33);
+        check::<BlockQ6K, k_quants::BlockQ6K>(random_q6k, 34);
+    }
+
+    /// The whole matmul against candle's on the same file blocks: the same bits.
+    #[test]
+    fn the_matmul_agrees_with_candles() {
+        use candle_core::quantized::k_quants;
+        let mut rng = Lcg(21);
+        // 13 columns: a full tile of 8 and a partial one of 5; 7 rows: a full group of 4 and
+        // an odd edge of 3 (every kernel shape and the one-at-a-time fallback).
+        let (m, k, n) = (7, 3 * QK_K, 13);
+        let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
+        let q4: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(&mut rng)).collect();
+        let q6: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(&mut rng)).collect();
+        let mut ours4 = vec![0f32; m * n];
+        let mut ours6 = vec![0f32; m * n];
+        kquant::matmul((m, k, n), &lhs, &q4, &mut ours4).unwrap();
+        kquant::matmul((m, k, n), &lhs, &q6, &mut ours6).unwrap();
+        // Wrong sizes are an error, not a write out of bounds.
+        assert!(kquant::matmul((m, k, n + 1), &lhs, &q4, &mut ours4).is_err());
+        assert!(kquant::matmul((m, k + 1, n), &lhs, &q4, &mut ours4).is_err());
+        // SAFETY: the same `repr(C)` layouts as candle's block types (sizes asserted there
+        // and here).
+        let (theirs_q4, theirs_q6) = unsafe {
+            (
+                std::slice::from_raw_parts(q4.as_ptr() as *const k_quants::BlockQ4K, q4.len()),
+                std::slice::from_raw_parts(q6.as_ptr() as *const k_quants::BlockQ6K, q6.len()),
+            )
+        };
+        let mut theirs4 = vec![0f32; m * n];
+        let mut theirs6 = vec![0f32; m * n];
+        k_quants::matmul((m, k, n), &lhs, theirs_q4, &mut theirs4).unwrap();
+        k_quants::matmul((m, k, n), &lhs, theirs_q6, &mut theirs6).unwrap();
+        for (ours, theirs) in [(&ours4, &theirs4), (&ours6, &theirs6)] {
+            for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{i}: ours {a} candle {b}");
+            }
+        }
+    }
+}
+
+mod ggml_tests {
+    use candle_core::quantized::k_quants::{self, BlockQ4K, BlockQ6K, BlockQ8_0, GgmlType};
+
+    use super::tests_support::Lcg;
+
+    /// Our pool's split of candle's dot products gives candle's own matmul bits.
+    fn same_bits_as_candle<T: GgmlType>(seed: u64) {
+        let mut rng = Lcg(seed);
+        let k = 2 * T::BLCK_SIZE.max(256);
+        for (m, n) in [(1, 9), (1, 64), (3, 6), (20, 13)] {
+            let weights: Vec<f32> = (0..n * k).map(|_| rng.float()).collect();
+            let mut rhs = vec![T::zeros(); n * k / T::BLCK_SIZE];
+            T::from_float(&weights, &mut rhs);
+            let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
+            let (mut ours, mut theirs) = (vec![0f32; m * n], vec![0f32; m * n]);
+            crate::kernels::ggml::matmul((m, k, n), &lhs, &rhs, &mut ours).unwrap();
+            k_quants::matmul((m, k, n), &lhs, &rhs, &mut theirs).unwrap();
+            for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{:?} ({m}, {n}) [{i}]", T::DTYPE);
+            }
+            assert!(crate::kernels::ggml::matmul((m, k, n + 1), &lhs, &rhs, &mut ours).is_err());
+        }
+    }
+
+    #[test]
+    fn candles_dot_products_on_our_pool_give_candles_bits() {
+        same_bits_as_candle::<BlockQ4K>(1);
+        same_bits_as_candle::<BlockQ6K>(2);
+        same_bits_as_candle::<BlockQ8_0>(3);
+    }
+}
