@@ -115,10 +115,12 @@ impl Pool {
         }
         // Inline: no workers, a call from inside a job, or another caller's job running.
         let inline = self.workers.is_empty() || IN_POOL.with(Cell::get);
-        let guard = if inline {
-            None
-        } else {
-            self.call.try_lock().ok()
+        let guard = match self.call.try_lock() {
+            _ if inline => None,
+            Ok(guard) => Some(guard),
+            // A job that panicked re-raised its panic while holding the lock: still usable.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         };
         let Some(_guard) = guard else {
             f(0..items);
@@ -298,10 +300,20 @@ mod tests {
             pool.execute_chunked(64, |range| assert!(!range.contains(&40), "item 40"));
         }));
         assert!(result.is_err());
+        // Still in parallel afterwards (not degraded to running every job inline): items that
+        // sleep leave the caller's core free, so the worker takes some of them.
         let sum = AtomicU64::new(0);
+        let threads = Mutex::new(std::collections::HashSet::new());
         pool.execute_chunked(64, |range| {
+            lock(&threads).insert(std::thread::current().id());
+            std::thread::sleep(std::time::Duration::from_millis(2));
             sum.fetch_add(range.len() as u64, Ordering::Relaxed);
         });
         assert_eq!(sum.load(Ordering::Relaxed), 64);
+        assert_eq!(
+            lock(&threads).len(),
+            2,
+            "the worker took no chunk after the panic"
+        );
     }
 }
