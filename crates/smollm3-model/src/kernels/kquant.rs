@@ -341,25 +341,7 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
                 }
             }
         }
-        for r in 0..R {
-            let y = a[r].get_unchecked(b);
-            let sums = if Q6 {
-                _mm_setzero_si128()
-            } else {
-                pair_sums(y)
-            };
-            for c in 0..C {
-                let u = w[c].get_unchecked(b);
-                acc[r][c] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(y.d * u.d),
-                    _mm256_cvtepi32_ps(sumi[r][c]),
-                    acc[r][c],
-                );
-                if !Q6 {
-                    acc_m[r][c] = mins_term(y, sums, u, acc_m[r][c]);
-                }
-            }
-        }
+        scale_block::<R, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
     }
     std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
 }
@@ -406,31 +388,54 @@ pub unsafe fn dot_avx512<const R: usize, const C: usize, const Q6: bool>(
                 }
             }
         }
-        for r in 0..R {
-            let y = a[r].get_unchecked(b);
-            let sums = if Q6 {
-                _mm_setzero_si128()
-            } else {
-                pair_sums(y)
-            };
-            for c in 0..C {
-                let u = w[c].get_unchecked(b);
-                let sumi = _mm256_add_epi32(
+        // The two halves' lanes added: the AVX2 lanes.
+        let sumi: [[__m256i; C]; R] = std::array::from_fn(|r| {
+            std::array::from_fn(|c| {
+                _mm256_add_epi32(
                     _mm512_castsi512_si256(wide[r][c]),
                     _mm512_extracti64x4_epi64(wide[r][c], 1),
-                );
-                acc[r][c] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(y.d * u.d),
-                    _mm256_cvtepi32_ps(sumi),
-                    acc[r][c],
-                );
-                if !Q6 {
-                    acc_m[r][c] = mins_term(y, sums, u, acc_m[r][c]);
-                }
+                )
+            })
+        });
+        scale_block::<R, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+    }
+    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
+}
+
+/// Super-block `b`'s float work for every (row, column) of a tile, shared by the AVX2 and
+/// AVX-512 kernels: the eight integer lanes times `d_y × d` into the row's accumulator, and
+/// for Q4_K the mins term (ggml's order, see the module doc).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::type_complexity)]
+unsafe fn scale_block<const R: usize, const C: usize, const Q6: bool>(
+    a: &[&[BlockQ8K]; R],
+    w: &[&[Unpacked]; C],
+    b: usize,
+    sumi: &[[std::arch::x86_64::__m256i; C]; R],
+    acc: &mut [[std::arch::x86_64::__m256; C]; R],
+    acc_m: &mut [[std::arch::x86_64::__m128; C]; R],
+) {
+    use std::arch::x86_64::*;
+    for r in 0..R {
+        let y = a[r].get_unchecked(b);
+        let sums = if Q6 {
+            _mm_setzero_si128()
+        } else {
+            pair_sums(y)
+        };
+        for c in 0..C {
+            let u = w[c].get_unchecked(b);
+            acc[r][c] = _mm256_fmadd_ps(
+                _mm256_set1_ps(y.d * u.d),
+                _mm256_cvtepi32_ps(sumi[r][c]),
+                acc[r][c],
+            );
+            if !Q6 {
+                acc_m[r][c] = mins_term(y, sums, u, acc_m[r][c]);
             }
         }
     }
-    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
 }
 
 /// The sums of each 32 activations of a Q8_K block (pairs of `bsums`, added by `hadd` as
