@@ -254,26 +254,94 @@ impl Attention {
             k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
         }
         let (k_all, v_all) = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
-        let total = k_all.dim(1)?;
         // GQA without repeating K/V: the `group` query heads of one KV head are stacked along
         // the row axis, so each KV head is one matmul. [kv, group * seq, hd]
         let q = (q.reshape((kv_heads, group * seq, hd))? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = q.matmul(&k_all.t()?)?; // [kv, group * seq, total]
-        let scores = match mask {
-            Some(m) => scores
-                .reshape((kv_heads, group, seq, total))?
-                .broadcast_add(m)?
-                .reshape((kv_heads, group * seq, total))?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v_all)?; // [kv, group * seq, hd]
+        let out = match mask {
+            None if seq == 1 => attend_one_token(&q, &k_all, &v_all)?,
+            _ => attend(&q, &k_all, &v_all, mask)?,
+        }; // [kv, group * seq, hd]
         let out = out
             .reshape((heads, seq, hd))?
             .transpose(0, 1)?
             .reshape((seq, heads * hd))?;
         self.o.forward(&out)
     }
+}
+
+/// Attention with candle's ops: `q` `[kv, group * seq, hd]` (scaled), `k_all`/`v_all`
+/// `[kv, total, hd]`, `mask` `[seq, total]` -> `[kv, group * seq, hd]`.
+fn attend(q: &Tensor, k_all: &Tensor, v_all: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (kv_heads, rows, _) = q.dims3()?;
+    let total = k_all.dim(1)?;
+    let scores = q.matmul(&k_all.t()?)?; // [kv, group * seq, total]
+    let scores = match mask {
+        Some(m) => {
+            let seq = m.dim(0)?;
+            scores
+                .reshape((kv_heads, rows / seq, seq, total))?
+                .broadcast_add(m)?
+                .reshape((kv_heads, rows, total))?
+        }
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs.matmul(v_all)?)
+}
+
+/// [`attend`] for one new token (no mask), one KV head per work item on the kernels' pool,
+/// with the same bits ([`crate::kernels::attention`]).
+fn attend_one_token(q: &Tensor, k_all: &Tensor, v_all: &Tensor) -> Result<Tensor> {
+    let (kv_heads, group, head_dim) = q.dims3()?;
+    let positions = k_all.dim(1)?;
+    let q_values = q.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; q_values.len()];
+    {
+        let (k_storage, k_layout) = k_all.storage_and_layout();
+        let (v_storage, v_layout) = v_all.storage_and_layout();
+        let (k, head_stride) = cache_view(&k_storage, k_layout)?;
+        let (v, v_stride) = cache_view(&v_storage, v_layout)?;
+        if v_stride != head_stride {
+            return attend(q, k_all, v_all, None);
+        }
+        let shape = crate::kernels::attention::Shape {
+            kv_heads,
+            group,
+            head_dim,
+            positions,
+            head_stride,
+        };
+        crate::kernels::attention::decode(shape, &q_values, k, v, &mut out)?;
+    }
+    Ok(Tensor::from_vec(
+        out,
+        (kv_heads, group, head_dim),
+        &Device::Cpu,
+    )?)
+}
+
+/// The f32 values of a cache view `[kv, total, hd]` whose rows are contiguous, from its first
+/// element on, and the distance between two KV heads.
+fn cache_view<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> Result<(&'a [f32], usize)> {
+    let stride = layout.stride();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)), [head_stride, row, 1]) =
+        (storage, stride)
+    else {
+        return Err(candle_core::Error::Msg(format!(
+            "KV cache view is not f32 rows on the CPU (strides {stride:?})"
+        ))
+        .into());
+    };
+    if *row != layout.dims()[2] {
+        return Err(candle_core::Error::Msg(format!(
+            "KV cache rows are not contiguous (strides {stride:?})"
+        ))
+        .into());
+    }
+    Ok((&values[layout.start_offset()..], *head_stride))
 }
 
 impl Mlp {

@@ -14,7 +14,9 @@
 //! - [`kquant`]: Q4_K and Q6_K weights (SmolLM3-3B Q4_K_M) × Q8_K activations for prompts,
 //!   each super-block unpacked once per call instead of once per activation row.
 //! - [`kquant_rows`]: the same types for one activation row (decode), on AVX-512.
+//! - [`attention`]: one-token attention, one KV head per work item, with candle's bits.
 
+pub mod attention;
 pub mod ggml;
 pub mod kquant;
 pub mod kquant_rows;

@@ -531,3 +531,89 @@ mod ggml_tests {
         same_bits_as_candle::<BlockQ8_0>(3);
     }
 }
+
+mod attention_tests {
+    use candle_core::{Device, Tensor};
+
+    use super::tests_support::Lcg;
+    use crate::kernels::attention::{decode, Shape};
+
+    /// Decode attention against candle's own ops on the same cache layout (a view of the first
+    /// `positions` rows of a larger buffer, as the KV cache hands out), bit for bit, for
+    /// SmolLM3's and SmolLM2's head shapes and contexts from one position to past gemm's
+    /// 512-deep blocks.
+    #[test]
+    fn decode_attention_gives_candles_bits() {
+        let mut rng = Lcg(11);
+        for (kv_heads, group, head_dim) in [(4, 4, 128), (3, 3, 64), (1, 1, 8)] {
+            for positions in [1usize, 2, 7, 64, 300, 513, 1100] {
+                let capacity = positions.next_power_of_two().max(256);
+                let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.float()).collect() };
+                let q = values(kv_heads * group * head_dim);
+                let k = values(kv_heads * capacity * head_dim);
+                let v = values(kv_heads * capacity * head_dim);
+
+                let t = |x: &[f32], shape: (usize, usize, usize)| {
+                    Tensor::from_vec(x.to_vec(), shape, &Device::Cpu).unwrap()
+                };
+                let qt = (t(&q, (kv_heads, group, head_dim)) * (1.0 / (head_dim as f64).sqrt()))
+                    .unwrap();
+                let kt = t(&k, (kv_heads, capacity, head_dim))
+                    .narrow(1, 0, positions)
+                    .unwrap();
+                let vt = t(&v, (kv_heads, capacity, head_dim))
+                    .narrow(1, 0, positions)
+                    .unwrap();
+                let scores = qt.matmul(&kt.t().unwrap()).unwrap();
+                let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+                let expected: Vec<f32> = probs
+                    .matmul(&vt)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+
+                let scaled: Vec<f32> = qt.flatten_all().unwrap().to_vec1().unwrap();
+                let mut out = vec![0f32; scaled.len()];
+                let shape = Shape {
+                    kv_heads,
+                    group,
+                    head_dim,
+                    positions,
+                    head_stride: capacity * head_dim,
+                };
+                decode(shape, &scaled, &k, &v, &mut out).unwrap();
+                let same = expected
+                    .iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{shape:?}: first values {:?} against candle's {:?}",
+                    &out[..4],
+                    &expected[..4]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn decode_attention_refuses_slices_that_do_not_fit() {
+        let shape = Shape {
+            kv_heads: 2,
+            group: 2,
+            head_dim: 4,
+            positions: 3,
+            head_stride: 16,
+        };
+        let q = vec![0.5f32; 16];
+        let mut out = vec![0f32; 16];
+        let short = vec![0f32; 16 + 11];
+        let err = decode(shape, &q, &short, &short, &mut out).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        let fits = vec![0f32; 16 + 12];
+        decode(shape, &q, &fits, &fits, &mut out).unwrap();
+        assert!(out.iter().all(|&x| x == 0.0));
+    }
+}
