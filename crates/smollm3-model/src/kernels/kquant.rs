@@ -207,34 +207,115 @@ impl SuperBlock for BlockQ6K {
 /// Quantizes `x` (a multiple of 256 values) into `out` with exactly candle's arithmetic
 /// (`BlockQ8K::from_float`: scale `−127 / max` by the signed value of largest magnitude,
 /// rounded half away from zero, `d = 1 / scale`), so this kernel and candle's single-row one
-/// see the same integers.
+/// see the same integers. On AVX-512 16 values per instruction: a decode step quantizes 253
+/// activation rows one after another on one thread, 2.9 ms of a 3B step (Zen 4) with the
+/// scalar loop's `roundf` calls.
 pub fn quantize_row(x: &[f32], out: &mut [BlockQ8K]) {
-    for (xs, y) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let (mut max, mut amax) = (0f32, 0f32);
-        for &v in xs {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
+    #[cfg(target_arch = "x86_64")]
+    if super::path().name == "avx512" {
+        for (xs, y) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+            // SAFETY: the avx512 path is only chosen on CPUs with AVX-512 F and BW; `xs` has
+            // QK_K values.
+            unsafe { quantize_block_avx512(xs, y) };
         }
-        if amax == 0.0 {
-            y.d = 0.0;
-            y.qs.fill(0);
-            y.bsums.fill(0);
-            continue;
-        }
-        let iscale = -127f32 / max;
-        for (q, &v) in y.qs.iter_mut().zip(xs) {
-            *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
-        }
-        for (g, sum) in y.bsums.iter_mut().enumerate() {
-            *sum = y.qs[16 * g..16 * g + 16]
-                .iter()
-                .map(|&q| i16::from(q))
-                .sum();
-        }
-        y.d = 1.0 / iscale;
+        return;
     }
+    for (xs, y) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        quantize_block(xs, y);
+    }
+}
+
+/// One block of [`quantize_row`], the definition: candle's loop.
+pub(super) fn quantize_block(xs: &[f32], y: &mut BlockQ8K) {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in xs {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        y.d = 0.0;
+        y.qs.fill(0);
+        y.bsums.fill(0);
+        return;
+    }
+    let iscale = -127f32 / max;
+    for (q, &v) in y.qs.iter_mut().zip(xs) {
+        *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+    }
+    for (g, sum) in y.bsums.iter_mut().enumerate() {
+        *sum = y.qs[16 * g..16 * g + 16]
+            .iter()
+            .map(|&q| i16::from(q))
+            .sum();
+    }
+    y.d = 1.0 / iscale;
+}
+
+/// [`quantize_block`] 16 values at a time with the same results: the first value of largest
+/// magnitude picks the scale (NaNs are skipped, as the scalar `<` skips them), products are
+/// the same single multiplications, rounded half away from zero from the truncation and the
+/// exact remainder, and a NaN product becomes 0 as `NaN as i8` does.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW; `xs` must hold `QK_K` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_block_avx512(xs: &[f32], y: &mut BlockQ8K) {
+    use std::arch::x86_64::*;
+    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
+    let abs = |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+    let mut amax = _mm512_setzero_ps();
+    for i in 0..QK_K / 16 {
+        let a = abs(_mm512_loadu_ps(xs.as_ptr().add(16 * i)));
+        // An ordered comparison: NaN lanes never win, as in the scalar loop.
+        let bigger = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, amax);
+        amax = _mm512_mask_mov_ps(amax, bigger, a);
+    }
+    let amax = _mm512_reduce_max_ps(amax);
+    if amax == 0.0 {
+        y.d = 0.0;
+        y.qs.fill(0);
+        y.bsums.fill(0);
+        return;
+    }
+    // The first value whose magnitude is the maximum.
+    let target = _mm512_set1_ps(amax);
+    let mut max = 0f32;
+    for i in 0..QK_K / 16 {
+        let a = abs(_mm512_loadu_ps(xs.as_ptr().add(16 * i)));
+        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, target);
+        if hit != 0 {
+            max = xs[16 * i + hit.trailing_zeros() as usize];
+            break;
+        }
+    }
+    let iscale = -127f32 / max;
+    let scale = _mm512_set1_ps(iscale);
+    let one = _mm512_set1_ps(1.0);
+    let half = _mm512_set1_ps(0.5);
+    let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
+    for i in 0..QK_K / 16 {
+        let p = _mm512_mul_ps(scale, _mm512_loadu_ps(xs.as_ptr().add(16 * i)));
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+        // |p - t| is exact; from one half on, away from zero by one.
+        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(abs(_mm512_sub_ps(p, t)), half);
+        let signed_one = _mm512_or_ps(
+            one,
+            _mm512_castsi512_ps(_mm512_andnot_si512(abs_mask, _mm512_castps_si512(p))),
+        );
+        let r = _mm512_mask_add_ps(t, away, t, signed_one);
+        let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+        let q = _mm512_maskz_cvttps_epi32(ordered, r);
+        _mm_storeu_si128(
+            y.qs.as_mut_ptr().add(16 * i) as *mut __m128i,
+            _mm512_cvtepi32_epi8(q),
+        );
+        y.bsums[i] = _mm512_reduce_add_epi32(q) as i16;
+    }
+    y.d = 1.0 / iscale;
 }
 
 /// Dot products of `a.len()` activation rows with `w.len()` unpacked weight rows, into

@@ -409,16 +409,41 @@ mod kquant_tests {
     fn activations_quantize_exactly_as_candles() {
         use candle_core::quantized::k_quants::{self, GgmlType};
         let mut rng = Lcg(9);
-        let mut x: Vec<f32> = (0..4 * QK_K).map(|_| rng.float() * 7.0).collect();
+        const BLOCKS: usize = 9;
+        let mut x: Vec<f32> = (0..BLOCKS * QK_K).map(|_| rng.float() * 7.0).collect();
         x[QK_K..2 * QK_K].fill(0.0);
         x[2 * QK_K + 5] = 2.5 / 127.0 * 40.0;
+        // Block 3: the largest magnitude twice with opposite signs (the first one sets the
+        // sign of the scale) and products that land exactly on halves (127 / 127 × k.5).
+        let block = &mut x[3 * QK_K..4 * QK_K];
+        block[7] = -127.0;
+        block[200] = 127.0;
+        for (i, v) in block.iter_mut().enumerate().skip(8).take(100) {
+            *v = (i as f32 - 60.0) + 0.5;
+        }
+        // Block 4: NaN (skipped by the maximum, 0 as a code) and negative values only.
+        x[4 * QK_K..5 * QK_K].iter_mut().for_each(|v| *v = -v.abs());
+        x[4 * QK_K + 3] = f32::NAN;
+        // Block 5: an infinity; block 6: tiny values; block 7: one value, at the end.
+        x[5 * QK_K + 17] = f32::NEG_INFINITY;
+        x[6 * QK_K..7 * QK_K].iter_mut().for_each(|v| *v *= 1e-30);
+        x[7 * QK_K..8 * QK_K].fill(0.0);
+        x[8 * QK_K - 1] = -0.25;
+        x[8 * QK_K] = -0.0;
         let ours = quantized(&x);
-        let mut theirs = vec![k_quants::BlockQ8K::zeros(); 4];
+        let mut theirs = vec![k_quants::BlockQ8K::zeros(); BLOCKS];
         k_quants::BlockQ8K::from_float(&x, &mut theirs);
         // SAFETY: both are 292 bytes of the same `repr(C)` layout (f32, 256 i8, 16 i16).
         let theirs: &[BlockQ8K] =
-            unsafe { std::slice::from_raw_parts(theirs.as_ptr() as *const BlockQ8K, 4) };
-        for (o, t) in ours.iter().zip(theirs) {
+            unsafe { std::slice::from_raw_parts(theirs.as_ptr() as *const BlockQ8K, BLOCKS) };
+        // The definition (the scalar loop other paths use) as well as the path in use.
+        let mut scalar = quantized(&x);
+        for (xs, y) in x.chunks_exact(QK_K).zip(scalar.iter_mut()) {
+            kquant::quantize_block(xs, y);
+        }
+        for ((o, s), t) in ours.iter().zip(&scalar).zip(theirs) {
+            assert_eq!(s.d.to_bits(), t.d.to_bits());
+            assert_eq!((s.qs, s.bsums), (t.qs, t.bsums));
             assert_eq!(o.d.to_bits(), t.d.to_bits());
             assert_eq!(o.qs, t.qs);
             assert_eq!(o.bsums, t.bsums);
