@@ -148,6 +148,75 @@ impl QLinear {
         })
     }
 
+    /// `[layer.forward(x) for layer in layers]`, with one activation quantization and one pool
+    /// job for all of them when `x` is one row and every layer has an AVX-512 row product
+    /// ([`kquant_rows::gemv_shared`]; the same bits as one by one).
+    pub(crate) fn forward_shared<const N: usize>(
+        layers: [&QLinear; N],
+        x: &Tensor,
+    ) -> Result<[Tensor; N]> {
+        if let Some(outputs) = Self::try_gemv_shared(&layers, x)? {
+            return Ok(outputs);
+        }
+        let mut outputs = Vec::with_capacity(N);
+        for layer in layers {
+            outputs.push(layer.forward(x)?);
+        }
+        Ok(outputs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one output per layer")))
+    }
+
+    fn try_gemv_shared<const N: usize>(
+        layers: &[&QLinear; N],
+        x: &Tensor,
+    ) -> Result<Option<[Tensor; N]>> {
+        let (m, k) = x.dims2()?;
+        if m != 1 || !k.is_multiple_of(kquant::QK_K) {
+            return Ok(None);
+        }
+        let mut mats = Vec::with_capacity(N);
+        let mut dsts: Vec<Vec<f32>> = Vec::with_capacity(N);
+        for layer in layers {
+            let Self::Quantized {
+                weight,
+                dtype,
+                out_features,
+                in_features,
+            } = layer
+            else {
+                return Ok(None);
+            };
+            if *in_features != k {
+                return Ok(None);
+            }
+            let count = out_features * k / kquant::QK_K;
+            let bytes = weight.bytes();
+            mats.push(match dtype {
+                GgmlDType::Q4K => kquant_rows::Rows::Q4K(blocks(bytes, count, *dtype)?),
+                GgmlDType::Q6K => kquant_rows::Rows::Q6K(blocks(bytes, count, *dtype)?),
+                _ => return Ok(None),
+            });
+            dsts.push(vec![0f32; *out_features]);
+        }
+        let lhs = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut views: Vec<&mut [f32]> = dsts.iter_mut().map(|d| d.as_mut_slice()).collect();
+        match kquant_rows::gemv_shared(k, &lhs, &mats, &mut views) {
+            None => return Ok(None),
+            Some(done) => done?,
+        }
+        let mut outputs = Vec::with_capacity(N);
+        for dst in dsts {
+            let n = dst.len();
+            outputs.push(Tensor::from_vec(dst, (1, n), &Device::Cpu)?);
+        }
+        Ok(Some(
+            outputs
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("one output per layer")),
+        ))
+    }
+
     /// `x`: `[m, in_features]` -> `[m, out_features]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {

@@ -246,9 +246,10 @@ impl Attention {
         let split = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((1, seq, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let mut q = split(self.q.forward(x)?, heads)?;
-        let mut k = split(self.k.forward(x)?, kv_heads)?;
-        let v = split(self.v.forward(x)?, kv_heads)?;
+        let [q, k, v] = QLinear::forward_shared([&self.q, &self.k, &self.v], x)?;
+        let mut q = split(q, heads)?;
+        let mut k = split(k, kv_heads)?;
+        let v = split(v, kv_heads)?;
         if self.use_rope {
             q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
             k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
@@ -346,9 +347,8 @@ fn cache_view<'a>(
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        let up = self.up.forward(x)?;
-        self.down.forward(&(gate * up)?)
+        let [gate, up] = QLinear::forward_shared([&self.gate, &self.up], x)?;
+        self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)
     }
 }
 

@@ -165,22 +165,48 @@ pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// A weight type with an AVX-512 row product of its own for decode.
 pub trait RowProduct: SuperBlock {
     const NAME: &'static str;
-    /// # Safety
-    /// As [`gemv_q4k_avx512`].
-    unsafe fn row_avx512(w: &[Self], a: &[BlockQ8K]) -> f32;
+    /// The matrix `w` as [`gemv_shared`] takes it.
+    fn rows(w: &[Self]) -> Rows<'_>;
 }
 
 impl RowProduct for BlockQ4K {
     const NAME: &'static str = "Q4_K";
-    unsafe fn row_avx512(w: &[Self], a: &[BlockQ8K]) -> f32 {
-        gemv_q4k_avx512(w, a)
+    fn rows(w: &[Self]) -> Rows<'_> {
+        Rows::Q4K(w)
     }
 }
 
 impl RowProduct for BlockQ6K {
     const NAME: &'static str = "Q6_K";
-    unsafe fn row_avx512(w: &[Self], a: &[BlockQ8K]) -> f32 {
-        gemv_q6k_avx512(w, a)
+    fn rows(w: &[Self]) -> Rows<'_> {
+        Rows::Q6K(w)
+    }
+}
+
+/// The super-blocks of one weight matrix, row after row, for [`gemv_shared`].
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    Q4K(&'a [BlockQ4K]),
+    Q6K(&'a [BlockQ6K]),
+}
+
+impl Rows<'_> {
+    fn blocks(&self) -> usize {
+        match self {
+            Rows::Q4K(w) => w.len(),
+            Rows::Q6K(w) => w.len(),
+        }
+    }
+
+    /// Row `c` (of `blocks` super-blocks) · `a`.
+    ///
+    /// # Safety
+    /// As [`gemv_q4k_avx512`]; row `c` must exist.
+    unsafe fn row(&self, c: usize, blocks: usize, a: &[BlockQ8K]) -> f32 {
+        match self {
+            Rows::Q4K(w) => gemv_q4k_avx512(w.get_unchecked(c * blocks..(c + 1) * blocks), a),
+            Rows::Q6K(w) => gemv_q6k_avx512(w.get_unchecked(c * blocks..(c + 1) * blocks), a),
+        }
     }
 }
 
@@ -193,17 +219,39 @@ pub fn gemv<B: RowProduct>(
     weights: &[B],
     dst: &mut [f32],
 ) -> Option<crate::Result<()>> {
+    gemv_shared(k, lhs, &[B::rows(weights)], &mut [dst])
+}
+
+/// [`gemv`] for several matrices that read the same activation row (a layer's Q, K and V
+/// projections; gate and up): `dsts[i][c] = lhs · row c of mats[i]`. The row is quantized
+/// once and all the matrices' rows are one pool job, so the small K and V projections (0.6 MB
+/// each on the 3B model, 10-15 GB/s alone: job start and end cost as much as their reads) ride
+/// along with Q. `None` when this CPU has no AVX-512.
+pub fn gemv_shared(
+    k: usize,
+    lhs: &[f32],
+    mats: &[Rows<'_>],
+    dsts: &mut [&mut [f32]],
+) -> Option<crate::Result<()>> {
     if super::path().name != "avx512" {
         return None;
     }
     let blocks = k / QK_K;
-    let n = dst.len();
-    if !(k.is_multiple_of(QK_K) && lhs.len() == k && weights.len() == n * blocks) {
+    let fits = mats.len() == dsts.len()
+        && mats
+            .iter()
+            .zip(dsts.iter())
+            .all(|(w, d)| w.blocks() == d.len() * blocks);
+    if !(k.is_multiple_of(QK_K) && lhs.len() == k && fits) {
+        let shapes: Vec<String> = mats
+            .iter()
+            .zip(dsts.iter())
+            .map(|(w, d)| format!("{} super-blocks for {} outputs", w.blocks(), d.len()))
+            .collect();
         return Some(Err(candle_core::Error::Msg(format!(
-            "{} row product: {} activations, {} super-blocks, {n} outputs",
-            B::NAME,
+            "row product: {} activations ({k} expected), {}",
             lhs.len(),
-            weights.len()
+            shapes.join(", ")
         ))
         .into()));
     }
@@ -215,14 +263,25 @@ pub fn gemv<B: RowProduct>(
     let mut a = vec![zero; blocks];
     quantize_row(lhs, &mut a);
     let a = &a;
-    let dst_address = dst.as_mut_ptr() as usize;
-    super::pool().execute_chunked(n, |columns| {
-        for c in columns {
-            // SAFETY: the path is avx512 (checked above), every row has `blocks` blocks, and
-            // each output is written by exactly one work item.
-            unsafe {
-                let value = B::row_avx512(&weights[c * blocks..(c + 1) * blocks], a);
-                *(dst_address as *mut f32).add(c) = value;
+    // Output rows of all matrices, numbered one after the other.
+    let mut starts = Vec::with_capacity(dsts.len() + 1);
+    starts.push(0);
+    for d in dsts.iter() {
+        starts.push(starts[starts.len() - 1] + d.len());
+    }
+    let addresses: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
+    let (starts, addresses) = (&starts, &addresses);
+    super::pool().execute_chunked(starts[mats.len()], |items| {
+        for (i, w) in mats.iter().enumerate() {
+            let mine = items.start.max(starts[i])..items.end.min(starts[i + 1]);
+            for item in mine {
+                let c = item - starts[i];
+                // SAFETY: the path is avx512 (checked above), matrix i has `blocks` blocks per
+                // output row, and each output is written by exactly one work item.
+                unsafe {
+                    let value = w.row(c, blocks, a);
+                    *(addresses[i] as *mut f32).add(c) = value;
+                }
             }
         }
     });

@@ -487,6 +487,49 @@ mod kquant_tests {
         check::<BlockQ6K, k_quants::BlockQ6K>(random_q6k, 34);
     }
 
+    /// Several matrices over one shared activation row (Q, K, V; gate, up) in one job: each
+    /// output has the bits of that matrix's own row product, and shapes that do not fit are
+    /// an error, not a panic.
+    #[test]
+    fn shared_row_products_equal_one_matrix_at_a_time() {
+        use kquant_rows::Rows;
+        let mut rng = Lcg(41);
+        let k = 4 * QK_K;
+        let lhs: Vec<f32> = (0..k).map(|_| rng.float() * 3.0).collect();
+        let q: Vec<BlockQ4K> = (0..37 * 4).map(|_| random_q4k(&mut rng)).collect();
+        let v: Vec<BlockQ6K> = (0..5 * 4).map(|_| random_q6k(&mut rng)).collect();
+        let up: Vec<BlockQ4K> = (0..3 * 4).map(|_| random_q4k(&mut rng)).collect();
+        let (mut dq, mut dv, mut du) = (vec![0f32; 37], vec![0f32; 5], vec![0f32; 3]);
+        let mats = [Rows::Q4K(&q), Rows::Q6K(&v), Rows::Q4K(&up)];
+        let Some(done) = kquant_rows::gemv_shared(k, &lhs, &mats, &mut [&mut dq, &mut dv, &mut du])
+        else {
+            assert_ne!(crate::kernels::path().name, "avx512");
+            return;
+        };
+        done.unwrap();
+        let one = |w: Rows<'_>, n: usize| {
+            let mut d = vec![0f32; n];
+            kquant_rows::gemv_shared(k, &lhs, &[w], &mut [&mut d])
+                .unwrap()
+                .unwrap();
+            d
+        };
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dq), bits(&one(mats[0], 37)));
+        assert_eq!(bits(&dv), bits(&one(mats[1], 5)));
+        assert_eq!(bits(&du), bits(&one(mats[2], 3)));
+        assert!(dq.iter().chain(&dv).chain(&du).all(|x| *x != 0.0));
+        // One output too many for V's rows.
+        let mut wrong = vec![0f32; 6];
+        let err = kquant_rows::gemv_shared(k, &lhs, &mats, &mut [&mut dq, &mut wrong, &mut du])
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("20 super-blocks for 6 outputs"),
+            "{err}"
+        );
+    }
+
     /// The whole matmul against candle's on the same file blocks: the same bits.
     #[test]
     fn the_matmul_agrees_with_candles() {
