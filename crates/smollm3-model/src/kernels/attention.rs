@@ -5,16 +5,22 @@
 //! 512-token prompt): 20 ms of a 102 ms step on Zen 4 with 2 threads, four times what reading
 //! the f32 K/V cache costs. Here each KV head's scores, softmax and weighted sum of values run
 //! together on one thread of our pool, so a step has one job per layer instead of three
-//! fork-joins.
+//! fork-joins (10 ms).
 //!
 //! Why the same bits matter: a one-pass kernel of our own summed each dot product in another
 //! order, and through the 8-bit rounding of the next layer's activations that flipped a greedy
-//! token of SmolLM2 that llama.cpp picks with a margin over 0.1. So the two products call the
-//! same `gemm` function with the same shapes and strides as candle's `matmul` does for one
-//! batch item (gemm splits work between threads over output tiles only, never over the
-//! summed axis, so `Parallelism::None` gives the bits of candle's threaded call), and the
-//! softmax is candle's `softmax_last_dim` row code. `tests.rs` compares the bits with candle's
-//! own ops.
+//! token of SmolLM2 that llama.cpp picks with a margin over 0.1. So:
+//! - the weighted sum of values calls the same `gemm` function with the same shapes and
+//!   strides as candle's `matmul` does for one batch item (gemm splits work between threads
+//!   over output tiles only, never over the summed axis, so `Parallelism::None` gives the bits
+//!   of candle's threaded call);
+//! - the scores, two thirds of the time in gemm (it repacks K for every call: 66 µs a head
+//!   in a step against 26 µs with K in cache), have a kernel of our own where gemm's order is
+//!   a plain fused multiply-add chain per score ([`scores_avx512`], 12 µs with K in cache),
+//!   checked against gemm once per head shape and process ([`own_scores`]); elsewhere gemm;
+//! - the softmax is candle's `softmax_last_dim` row code.
+//!
+//! `tests.rs` compares the bits with candle's own ops.
 
 use std::ops::Range;
 
@@ -85,37 +91,22 @@ pub fn decode(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> cra
 /// One KV head: `q` `[group, hd]`, `k`/`v` `[positions, hd]`, `out` `[group, hd]`.
 fn head(s: Shape, q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut [f32]) {
     let (m, hd, n) = (s.group, s.head_dim, s.positions);
-    // SAFETY: every pointer/stride pair stays inside its slice: q is m × hd row-major, k and v
-    // are n × hd row-major, scores m × n, out m × hd (lengths checked by the caller). The
-    // arguments are those candle's `matmul` passes for one batch item: `q · kᵀ` with kᵀ's
-    // column stride hd, then `probs · v`.
-    unsafe {
-        gemm(
-            m,
-            n,
-            hd,
-            scores.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            q.as_ptr(),
-            1,
-            hd as isize,
-            k.as_ptr(),
-            hd as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
+    if own_scores(m, hd, n) {
+        // SAFETY: `own_scores` checked the path (AVX-512) and the shape; lengths as below.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            scores_avx512(m, hd, n, q, k, scores)
+        };
+    } else {
+        // SAFETY: q is m × hd, k n × hd, scores m × n (lengths checked by the caller).
+        unsafe { gemm_scores(m, hd, n, q, k, scores) };
     }
     for row in scores.chunks_exact_mut(n) {
         softmax_row(row);
     }
-    // SAFETY: as above.
+    // SAFETY: probs (`scores`) is m × n row-major, v n × hd row-major, out m × hd (lengths
+    // checked by the caller); the arguments are those candle's `matmul` passes for one batch
+    // item of `probs · v`.
     unsafe {
         gemm(
             m,
@@ -141,6 +132,75 @@ fn head(s: Shape, q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut
     }
 }
 
+/// `scores = q · kᵀ` exactly as candle's `matmul` computes it for one batch item.
+///
+/// # Safety
+/// `q` holds `m × hd` values, `k` `n × hd`, `scores` `m × n` (row-major).
+unsafe fn gemm_scores(m: usize, hd: usize, n: usize, q: &[f32], k: &[f32], scores: &mut [f32]) {
+    gemm(
+        m,
+        n,
+        hd,
+        scores.as_mut_ptr(),
+        1,
+        n as isize,
+        false,
+        q.as_ptr(),
+        1,
+        hd as isize,
+        k.as_ptr(),
+        hd as isize,
+        1,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    );
+}
+
+/// Whether [`scores_avx512`] gives gemm's bits for `m` query rows of `hd` values against `n`
+/// positions. gemm sums each score as one fused multiply-add chain on its tiled path; for
+/// `m × n ≤ 256` it takes a horizontal kernel (another order), and with one query row a
+/// matrix-vector one, so those stay with gemm. The chain also assumes gemm does not split the
+/// head dimension into blocks (its block depth comes from the cache sizes), so each
+/// `(m, hd)` is checked once per process against gemm itself on 300 positions.
+pub(super) fn own_scores(m: usize, hd: usize, n: usize) -> bool {
+    use std::sync::Mutex;
+    static CHECKED: Mutex<Vec<((usize, usize), bool)>> = Mutex::new(Vec::new());
+    if super::path().name != "avx512" || !hd.is_multiple_of(16) || !(2..=8).contains(&m) {
+        return false;
+    }
+    if m * n <= 256 {
+        return false;
+    }
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, same)) = checked.iter().find(|(shape, _)| *shape == (m, hd)) {
+        return same;
+    }
+    let positions = 300;
+    let values = |count: usize, seed: usize| -> Vec<f32> {
+        (0..count)
+            .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0)
+            .collect()
+    };
+    let (q, k) = (values(m * hd, 1), values(positions * hd, 2));
+    let (mut ours, mut theirs) = (vec![0f32; m * positions], vec![0f32; m * positions]);
+    // SAFETY: the path is avx512 and the lengths match the shapes.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        scores_avx512(m, hd, positions, &q, &k, &mut ours);
+        gemm_scores(m, hd, positions, &q, &k, &mut theirs);
+    }
+    let same = ours
+        .iter()
+        .zip(&theirs)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    checked.push(((m, hd), same));
+    same
+}
+
 /// candle-nn's `softmax_last_dim` for one row, in place: the same max, `exp`, vectorised sum
 /// and division, so the same bits.
 fn softmax_row(row: &mut [f32]) {
@@ -155,5 +215,106 @@ fn softmax_row(row: &mut [f32]) {
     unsafe { f32::vec_reduce_sum(row.as_ptr(), &mut sum, row.len()) };
     for x in row.iter_mut() {
         *x /= sum;
+    }
+}
+
+/// A 16 × 16 block transposed in registers: `rows[r]` lane `c` becomes `out[c]` lane `r`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::*;
+    // Pairs of rows interleaved within each 128-bit lane.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // Four rows' values of one column in each 128-bit lane.
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let g = i / 4 * 4;
+        let (a, b) = (t[g + (i % 4) / 2], t[g + 2 + (i % 4) / 2]);
+        if i % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    // 128-bit lanes gathered across groups of four rows, twice.
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        let g = i / 8 * 8;
+        let (a, b) = (u[g + i % 4], u[g + 4 + i % 4]);
+        if i % 8 < 4 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xDD>(a, b)
+        }
+    });
+    std::array::from_fn(|i| {
+        let (a, b) = (v[i % 8], v[8 + i % 8]);
+        if i < 8 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xDD>(a, b)
+        }
+    })
+}
+
+/// `scores[i][j] = q[i] · k[j]` (`q` `[group, hd]`, `k` `[positions, hd]`) as one fused
+/// multiply-add chain per score from 0 over the head dimension in order, which is what gemm's
+/// tiled path computes (one accumulator per output, the summed axis in one block). 16
+/// positions per instruction: K is read row by row, 16 × 16 blocks transposed in registers.
+/// Needs `hd` a multiple of 16 and a group of at most 8.
+///
+/// # Safety
+/// The CPU must have AVX-512 F; `q` holds `group × hd` values, `k` `positions × hd`, `scores`
+/// `group × positions`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn scores_avx512(
+    group: usize,
+    hd: usize,
+    positions: usize,
+    q: &[f32],
+    k: &[f32],
+    scores: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(hd.is_multiple_of(16) && group <= 8);
+    let mut j0 = 0;
+    while j0 < positions {
+        let lanes = (positions - j0).min(16);
+        let mask: __mmask16 = if lanes == 16 {
+            0xFFFF
+        } else {
+            (1u16 << lanes) - 1
+        };
+        let mut acc = [_mm512_setzero_ps(); 8];
+        let base = k.as_ptr().add(j0 * hd);
+        for d0 in (0..hd).step_by(16) {
+            let rows: [__m512; 16] = std::array::from_fn(|r| {
+                if r < lanes {
+                    _mm512_loadu_ps(base.add(r * hd + d0))
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let columns = transpose16(rows);
+            for (dd, column) in columns.iter().enumerate() {
+                for (i, a) in acc.iter_mut().enumerate().take(group) {
+                    let qv = _mm512_set1_ps(*q.get_unchecked(i * hd + d0 + dd));
+                    *a = _mm512_fmadd_ps(qv, *column, *a);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate().take(group) {
+            _mm512_mask_storeu_ps(scores.as_mut_ptr().add(i * positions + j0), mask, *a);
+        }
+        j0 += 16;
     }
 }

@@ -614,7 +614,7 @@ mod attention_tests {
     fn decode_attention_gives_candles_bits() {
         let mut rng = Lcg(11);
         for (kv_heads, group, head_dim) in [(4, 4, 128), (3, 3, 64), (1, 1, 8)] {
-            for positions in [1usize, 2, 7, 64, 300, 513, 1100] {
+            for positions in [1usize, 2, 7, 64, 65, 86, 100, 300, 513, 577, 1100] {
                 let capacity = positions.next_power_of_two().max(256);
                 let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.float()).collect() };
                 let q = values(kv_heads * group * head_dim);
@@ -664,6 +664,22 @@ mod attention_tests {
                 );
             }
         }
+    }
+
+    /// On AVX-512 our score kernel (not gemm) runs for SmolLM3's and SmolLM2's head shapes
+    /// past gemm's horizontal-kernel sizes: it passed its check against gemm, so the bits test
+    /// above really compared it with candle.
+    #[test]
+    fn the_own_score_kernel_runs_where_it_matches_gemm() {
+        use crate::kernels::attention::own_scores;
+        let avx512 = crate::kernels::path().name == "avx512";
+        assert_eq!(own_scores(4, 128, 576), avx512);
+        assert_eq!(own_scores(3, 64, 300), avx512);
+        assert!(
+            !own_scores(4, 128, 64),
+            "4 x 64 scores take gemm's horizontal kernel"
+        );
+        assert!(!own_scores(1, 128, 1000), "one query row takes gemm's gemv");
     }
 
     #[test]
