@@ -105,52 +105,36 @@ fn head(s: Shape, q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut
         softmax_row(row);
     }
     // SAFETY: probs (`scores`) is m × n row-major, v n × hd row-major, out m × hd (lengths
-    // checked by the caller); the arguments are those candle's `matmul` passes for one batch
-    // item of `probs · v`.
-    unsafe {
-        gemm(
-            m,
-            hd,
-            n,
-            out.as_mut_ptr(),
-            1,
-            hd as isize,
-            false,
-            scores.as_ptr(),
-            1,
-            n as isize,
-            v.as_ptr(),
-            1,
-            hd as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+    // checked by the caller).
+    unsafe { candle_gemm((m, hd, n), out, (scores, n), (v, 1, hd)) };
 }
 
-/// `scores = q · kᵀ` exactly as candle's `matmul` computes it for one batch item.
+/// One batch item of candle's `matmul` (`dst` `m × n` row-major = `lhs` `m × k` with row
+/// stride `lhs_rs` times `rhs` `k × n` with column and row strides `rhs_cs`, `rhs_rs`): the same
+/// `gemm` call with the same arguments, so the same bits.
 ///
 /// # Safety
-/// `q` holds `m × hd` values, `k` `n × hd`, `scores` `m × n` (row-major).
-unsafe fn gemm_scores(m: usize, hd: usize, n: usize, q: &[f32], k: &[f32], scores: &mut [f32]) {
+/// Every element those strides reach lies inside its slice.
+unsafe fn candle_gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (lhs, lhs_rs): (&[f32], usize),
+    (rhs, rhs_cs, rhs_rs): (&[f32], usize, usize),
+) {
     gemm(
         m,
         n,
-        hd,
-        scores.as_mut_ptr(),
+        k,
+        dst.as_mut_ptr(),
         1,
         n as isize,
         false,
-        q.as_ptr(),
+        lhs.as_ptr(),
         1,
-        hd as isize,
-        k.as_ptr(),
-        hd as isize,
-        1,
+        lhs_rs as isize,
+        rhs.as_ptr(),
+        rhs_cs as isize,
+        rhs_rs as isize,
         0.0,
         1.0,
         false,
@@ -158,6 +142,15 @@ unsafe fn gemm_scores(m: usize, hd: usize, n: usize, q: &[f32], k: &[f32], score
         false,
         Parallelism::None,
     );
+}
+
+/// `scores = q · kᵀ` exactly as candle's `matmul` computes it for one batch item.
+///
+/// # Safety
+/// `q` holds `m × hd` values, `k` `n × hd`, `scores` `m × n` (row-major).
+unsafe fn gemm_scores(m: usize, hd: usize, n: usize, q: &[f32], k: &[f32], scores: &mut [f32]) {
+    // kᵀ: column j is position j (stride hd), its rows the head dimension (stride 1).
+    candle_gemm((m, n, hd), scores, (q, hd), (k, hd, 1));
 }
 
 /// Whether [`scores_avx512`] gives gemm's bits for `m` query rows of `hd` values against `n`
