@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, smollm3};
+use common::{ok, ok_with_env, smollm3};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -99,19 +99,7 @@ fn every_kernel_path_gives_the_same_numbers() {
     let m = fixture("smollm3-tiny-q4_k_m.gguf");
     let m = m.to_str().unwrap();
     let tokens = "5,17,300,42,7,99,1000,3,250,64,12,8";
-    let run = |path: &str, args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))
-            .args(args)
-            .env("SMOLLM3_KERNELS", path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |path: &str, args: &[&str]| ok_with_env(args, &[("SMOLLM3_KERNELS", path)]);
     let logits = ["logits", "--model", m, "--tokens", tokens, "--top", "50"];
     let greedy = ["greedy", "--model", m, "--tokens", tokens, "-n", "24"];
     let version = ok(&["--version"]);

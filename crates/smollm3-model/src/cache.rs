@@ -141,6 +141,31 @@ impl KvCache {
         Ok((l.k.narrow(1, 0, total)?, l.v.narrow(1, 0, total)?))
     }
 
+    /// Runs `f` on `layer`'s key and value storage as flat slices (`[num_kv_heads, capacity,
+    /// head_dim]` each) and the capacity.
+    pub(crate) fn with_layer<R>(
+        &self,
+        layer: usize,
+        f: impl FnOnce(&[f32], &[f32], usize) -> R,
+    ) -> Result<R> {
+        use candle_core::{CpuStorage, Storage};
+        let l = &self.layers[layer];
+        let (k, k_layout) = l.k.storage_and_layout();
+        let (v, v_layout) = l.v.storage_and_layout();
+        match (&*k, &*v) {
+            (Storage::Cpu(CpuStorage::F32(k)), Storage::Cpu(CpuStorage::F32(v)))
+                if k_layout.is_contiguous() && v_layout.is_contiguous() =>
+            {
+                let (k0, v0) = (k_layout.start_offset(), v_layout.start_offset());
+                Ok(f(&k[k0..], &v[v0..], l.capacity()))
+            }
+            _ => Err(candle_core::Error::Msg(
+                "the KV cache is not contiguous f32 CPU storage".to_string(),
+            )
+            .into()),
+        }
+    }
+
     pub(crate) fn advance(&mut self, seq: usize) {
         self.len += seq;
     }

@@ -234,6 +234,10 @@ impl QLinear {
                     ))
                     .into());
                 }
+                if let Some([y]) = Self::try_gemv_shared(&[self], x)? {
+                    // Decode on AVX-512: our row products (candle's bits, fewer instructions).
+                    return Ok(y);
+                }
                 let n = *out_features;
                 let lhs = x.flatten_all()?.to_vec1::<f32>()?;
                 let mut dst = vec![0f32; m * n];
@@ -245,29 +249,6 @@ impl QLinear {
                     let weights = blocks::<crate::kernels::q4_1::BlockQ4_1>(bytes, count, *dtype)?;
                     crate::kernels::q4_1::matmul(mkn, &lhs, weights, &mut dst);
                     return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
-                }
-                if m == 1 && k % kquant::QK_K == 0 {
-                    // Decode on AVX-512: our row products (candle's bits, fewer instructions).
-                    let count = n * k / kquant::QK_K;
-                    let done = match *dtype {
-                        GgmlDType::Q4K => kquant_rows::gemv(
-                            k,
-                            &lhs,
-                            blocks::<kquant::BlockQ4K>(bytes, count, *dtype)?,
-                            &mut dst,
-                        ),
-                        GgmlDType::Q6K => kquant_rows::gemv(
-                            k,
-                            &lhs,
-                            blocks::<kquant::BlockQ6K>(bytes, count, *dtype)?,
-                            &mut dst,
-                        ),
-                        _ => None,
-                    };
-                    if let Some(done) = done {
-                        done?;
-                        return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
-                    }
                 }
                 if m >= KQUANT_MIN_ROWS && k % kquant::QK_K == 0 {
                     // Our own prompt kernel: each super-block unpacked once, not once per row.

@@ -259,7 +259,7 @@ impl Attention {
         // the row axis, so each KV head is one matmul. [kv, group * seq, hd]
         let q = (q.reshape((kv_heads, group * seq, hd))? * (1.0 / (hd as f64).sqrt()))?;
         let out = match mask {
-            None if seq == 1 => attend_one_token(&q, &k_all, &v_all)?,
+            None if seq == 1 => attend_one_token(&q, cache, layer, k_all.dim(1)?)?,
             _ => attend(&q, &k_all, &v_all, mask)?,
         }; // [kv, group * seq, hd]
         let out = out
@@ -290,59 +290,28 @@ fn attend(q: &Tensor, k_all: &Tensor, v_all: &Tensor, mask: Option<&Tensor>) -> 
     Ok(probs.matmul(v_all)?)
 }
 
-/// [`attend`] for one new token (no mask), one KV head per work item on the kernels' pool,
-/// with the same bits ([`crate::kernels::attention`]).
-fn attend_one_token(q: &Tensor, k_all: &Tensor, v_all: &Tensor) -> Result<Tensor> {
+/// [`attend`] for one new token (no mask) against the first `positions` cached positions of
+/// `layer`, one KV head per work item on the kernels' pool, with the same bits
+/// ([`crate::kernels::attention`]).
+fn attend_one_token(q: &Tensor, cache: &KvCache, layer: usize, positions: usize) -> Result<Tensor> {
     let (kv_heads, group, head_dim) = q.dims3()?;
-    let positions = k_all.dim(1)?;
     let q_values = q.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; q_values.len()];
-    {
-        let (k_storage, k_layout) = k_all.storage_and_layout();
-        let (v_storage, v_layout) = v_all.storage_and_layout();
-        let (k, head_stride) = cache_view(&k_storage, k_layout)?;
-        let (v, v_stride) = cache_view(&v_storage, v_layout)?;
-        if v_stride != head_stride {
-            return attend(q, k_all, v_all, None);
-        }
+    cache.with_layer(layer, |k, v, capacity| {
         let shape = crate::kernels::attention::Shape {
             kv_heads,
             group,
             head_dim,
             positions,
-            head_stride,
+            head_stride: capacity * head_dim,
         };
-        crate::kernels::attention::decode(shape, &q_values, k, v, &mut out)?;
-    }
+        crate::kernels::attention::decode(shape, &q_values, k, v, &mut out)
+    })??;
     Ok(Tensor::from_vec(
         out,
         (kv_heads, group, head_dim),
         &Device::Cpu,
     )?)
-}
-
-/// The f32 values of a cache view `[kv, total, hd]` whose rows are contiguous, from its first
-/// element on, and the distance between two KV heads.
-fn cache_view<'a>(
-    storage: &'a candle_core::Storage,
-    layout: &candle_core::Layout,
-) -> Result<(&'a [f32], usize)> {
-    let stride = layout.stride();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)), [head_stride, row, 1]) =
-        (storage, stride)
-    else {
-        return Err(candle_core::Error::Msg(format!(
-            "KV cache view is not f32 rows on the CPU (strides {stride:?})"
-        ))
-        .into());
-    };
-    if *row != layout.dims()[2] {
-        return Err(candle_core::Error::Msg(format!(
-            "KV cache rows are not contiguous (strides {stride:?})"
-        ))
-        .into());
-    }
-    Ok((&values[layout.start_offset()..], *head_stride))
 }
 
 impl Mlp {

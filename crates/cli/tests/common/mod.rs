@@ -13,10 +13,19 @@ pub fn smollm3(args: &[&str]) -> Output {
 
 /// Runs `smollm3` and returns its stdout, failing the test (with stderr) if it did not succeed.
 pub fn ok(args: &[&str]) -> String {
-    let out = smollm3(args);
+    ok_with_env(args, &[])
+}
+
+/// [`ok`] with extra environment variables set for the run.
+pub fn ok_with_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_smollm3"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run smollm3");
     assert!(
         out.status.success(),
-        "smollm3 {args:?} failed: {}",
+        "smollm3 {args:?} (env {env:?}) failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()

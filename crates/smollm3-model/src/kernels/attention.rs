@@ -217,7 +217,7 @@ fn softmax_row(row: &mut [f32]) {
 /// The CPU must have AVX-512 F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     // Pairs of rows interleaved within each 128-bit lane.
     let t: [__m512; 16] = std::array::from_fn(|i| {
@@ -274,7 +274,7 @@ pub unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86
 /// `group × positions`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn scores_avx512(
+unsafe fn scores_avx512(
     group: usize,
     hd: usize,
     positions: usize,
