@@ -163,6 +163,8 @@ pub struct Report {
     pub prompt: usize,
     pub gen: usize,
     pub ctx: usize,
+    /// `f16` or `f32`.
+    pub kv_cache: String,
     pub ttft_prompt: usize,
     pub reps: usize,
     /// Sampling and stop settings of the generation loop (absent with `--no-gen-loop`).
@@ -211,7 +213,8 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
         None => None,
     };
     let work = &args.workload;
-    let decode_bytes = DecodeBytes::of(&model, work.prompt, work.gen)?;
+    let decode_bytes =
+        DecodeBytes::of(&model, work.prompt, work.gen, work.kv_cache.bytes() as u64)?;
 
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let loadavg_before = loadavg();
@@ -297,6 +300,7 @@ pub fn run(args: BenchArgs, workspace: &Path) -> Result<()> {
         prompt: args.workload.prompt,
         gen: args.workload.gen,
         ctx: args.workload.ctx,
+        kv_cache: args.workload.kv_cache.to_string(),
         ttft_prompt: args.workload.ttft_prompt,
         reps: args.reps,
         gen_loop_settings: (!args.workload.no_gen_loop)
@@ -465,8 +469,9 @@ fn print_table(r: &Report) {
         m.loadavg_after
     );
     println!(
-        "run     {} threads, prompt {}, gen {}, ctx {}, ttft prompt {}, {} reps (fresh process each)",
-        r.threads, r.prompt, r.gen, r.ctx, r.ttft_prompt, r.reps
+        "run     {} threads, prompt {}, gen {}, ctx {}, {} KV cache, ttft prompt {}, {} reps \
+         (fresh process each)",
+        r.threads, r.prompt, r.gen, r.ctx, r.kv_cache, r.ttft_prompt, r.reps
     );
     if let Some(settings) = &r.gen_loop_settings {
         println!("loop    {settings}");

@@ -34,7 +34,7 @@ use smollm3_chat::{ChatTemplate, Tokenizer};
 use smollm3_gen::{
     Backend, Event, GenerateRequest, ModelBackend, Prompt, Sampler, SamplingParams, Session,
 };
-use smollm3_model::{GgufFile, LoadOptions, Model, Tensor};
+use smollm3_model::{GgufFile, KvType, LoadOptions, Model, Tensor};
 
 /// The measured workload, shared by `bench` (which passes it on) and `bench-child`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -48,6 +48,9 @@ pub struct Workload {
     /// Context size of the KV cache.
     #[arg(long, default_value_t = 4096)]
     pub ctx: usize,
+    /// How the KV cache stores keys and values (f16, the engine's default, or f32).
+    #[arg(long, default_value_t = KvType::F16)]
+    pub kv_cache: KvType,
     /// Prompt length of the time-to-first-token measurement (the first forward pass after load).
     #[arg(long, default_value_t = 1)]
     pub ttft_prompt: usize,
@@ -88,6 +91,8 @@ impl Workload {
             self.ctx.to_string(),
             "--ttft-prompt".to_string(),
             self.ttft_prompt.to_string(),
+            "--kv-cache".to_string(),
+            self.kv_cache.to_string(),
         ];
         if self.no_gen_loop {
             args.push("--no-gen-loop".to_string());
@@ -227,7 +232,11 @@ pub fn run(args: ChildArgs) -> Result<()> {
     crate::bench::warm_page_cache(&args.model)?;
 
     let start = Instant::now();
-    let model = Model::load_with(&args.model, &LoadOptions::default())
+    let options = LoadOptions {
+        kv_type: work.kv_cache,
+        ..LoadOptions::default()
+    };
+    let model = Model::load_with(&args.model, &options)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let load_s = start.elapsed().as_secs_f64();
     let model = Arc::new(model);
@@ -579,6 +588,7 @@ mod tests {
                 ctx: 512,
                 ttft_prompt: 3,
                 no_gen_loop: false,
+                kv_cache: KvType::F32,
             },
             Workload {
                 prompt: 512,
@@ -586,6 +596,7 @@ mod tests {
                 ctx: 4096,
                 ttft_prompt: 1,
                 no_gen_loop: true,
+                kv_cache: KvType::F16,
             },
         ] {
             let args = std::iter::once("cli".to_string()).chain(work.to_args());
@@ -599,6 +610,7 @@ mod tests {
             ctx: 512,
             ttft_prompt: 1,
             no_gen_loop: false,
+            kv_cache: KvType::F16,
         };
         assert!(bad.validate().is_err());
         assert!(Workload {

@@ -478,6 +478,7 @@ mod tests {
             ctx: 16,
             ttft_prompt: 1,
             no_gen_loop: true,
+            kv_cache: smollm3_model::KvType::F16,
         };
         let err = tool
             .run(

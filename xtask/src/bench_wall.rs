@@ -16,8 +16,6 @@ use smollm3_model::{Config, GgufFile};
 
 use crate::bench::Stat;
 
-/// Bytes per key or value element in our cache (`KvCache` stores f32).
-pub const OUR_KV_ELEM_BYTES: u64 = 4;
 /// Timed passes of the bandwidth measurement; the median is reported.
 const WALL_PASSES: usize = 5;
 
@@ -116,7 +114,10 @@ pub struct DecodeBytes {
     pub tied_embeddings: bool,
     /// `token_embd.weight` bytes left out (0 when tied).
     pub embedding_bytes_excluded: u64,
-    /// Keys and values of one position in all layers: layers × 2 × kv heads × head dim × 4.
+    /// Bytes per cached key or value element: 2 for our default f16 cache, 4 with f32.
+    pub kv_elem_bytes: u64,
+    /// Keys and values of one position in all layers: layers × 2 × kv heads × head dim ×
+    /// `kv_elem_bytes`.
     pub kv_bytes_per_position: u64,
     /// Positions attended to, averaged over the timed decode: a step at position `p` reads
     /// `p + 1` cached positions; the steps run at `prompt .. prompt + gen`.
@@ -143,8 +144,9 @@ pub fn mean_positions(prompt: usize, gen: usize) -> f64 {
 }
 
 impl DecodeBytes {
-    /// The bytes of a decode step of `path` after `prompt` tokens, over `gen` steps.
-    pub fn of(path: &Path, prompt: usize, gen: usize) -> Result<Self> {
+    /// The bytes of a decode step of `path` after `prompt` tokens, over `gen` steps, with
+    /// `kv_elem_bytes` per cached value.
+    pub fn of(path: &Path, prompt: usize, gen: usize, kv_elem_bytes: u64) -> Result<Self> {
         let gguf = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
         let config = Config::from_gguf(&gguf)
             .with_context(|| format!("reading the configuration of {}", path.display()))?;
@@ -162,13 +164,14 @@ impl DecodeBytes {
             * 2
             * config.num_kv_heads as u64
             * config.head_dim as u64
-            * OUR_KV_ELEM_BYTES;
+            * kv_elem_bytes;
         let kv_mean_positions = mean_positions(prompt, gen);
         let kv_bytes = (kv_bytes_per_position as f64 * kv_mean_positions).round() as u64;
         Ok(Self {
             weight_bytes,
             tied_embeddings: config.tied_embeddings,
             embedding_bytes_excluded,
+            kv_elem_bytes,
             kv_bytes_per_position,
             kv_mean_positions,
             kv_bytes,
@@ -178,7 +181,7 @@ impl DecodeBytes {
 
     /// The same step with another KV element size and mean position (llama.cpp: f16 cache).
     pub fn with_kv(&self, elem_bytes: u64, mean_positions: f64) -> u64 {
-        let per_position = self.kv_bytes_per_position / OUR_KV_ELEM_BYTES * elem_bytes;
+        let per_position = self.kv_bytes_per_position / self.kv_elem_bytes * elem_bytes;
         self.weight_bytes + (per_position as f64 * mean_positions).round() as u64
     }
 }
@@ -322,7 +325,7 @@ mod tests {
         let spec = spec("smollm3-tiny-f32.gguf");
         let dir = tempfile::tempdir().unwrap();
         let path = fixtures::generate(&spec, dir.path()).unwrap();
-        let d = DecodeBytes::of(&path, 10, 5).unwrap();
+        let d = DecodeBytes::of(&path, 10, 5, 4).unwrap();
         // Parameters from the architecture, 4 bytes each.
         let (h, hd, v) = (spec.hidden, spec.head_dim(), spec.vocab_size());
         let per_layer = spec.heads * hd * h * 2 // q, o
@@ -342,6 +345,10 @@ mod tests {
         assert_eq!(d.total_bytes, d.weight_bytes + d.kv_bytes);
         // llama.cpp's f16 cache at 4 positions on average.
         assert_eq!(d.with_kv(2, 4.0), d.weight_bytes + 2 * per_position);
+        // An f16 cache: half the bytes per position.
+        let half = DecodeBytes::of(&path, 10, 5, 2).unwrap();
+        assert_eq!(half.kv_bytes_per_position, per_position / 2);
+        assert_eq!(half.with_kv(4, 13.0), d.total_bytes);
     }
 
     #[test]
@@ -362,7 +369,7 @@ mod tests {
             sum += bytes;
         }
         // Tied: everything is read, which is the whole data section but its padding.
-        let d = DecodeBytes::of(&path, 1, 1).unwrap();
+        let d = DecodeBytes::of(&path, 1, 1, 4).unwrap();
         assert_eq!(d.weight_bytes, sum);
         assert!(d.weight_bytes <= data_len && data_len < d.weight_bytes + 32 * gaps.len() as u64);
     }
@@ -374,7 +381,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = fixtures::generate(&spec, dir.path()).unwrap();
         let (gaps, _) = gaps_from_offsets(&path);
-        let d = DecodeBytes::of(&path, 0, 1).unwrap();
+        let d = DecodeBytes::of(&path, 0, 1, 4).unwrap();
         assert!(!d.tied_embeddings);
         // F32 tensors of whole 32-byte multiples: the gaps are the exact sizes.
         let all: u64 = gaps.values().sum();
@@ -396,6 +403,7 @@ mod tests {
             weight_bytes: 900_000_000,
             tied_embeddings: true,
             embedding_bytes_excluded: 0,
+            kv_elem_bytes: 4,
             kv_bytes_per_position: 1000,
             kv_mean_positions: 100_000.0,
             kv_bytes: 100_000_000,

@@ -222,8 +222,15 @@ fn smollm2() -> Option<PathBuf> {
 /// Below this llama.cpp top-2 margin, a different pick is a near-tie, not a bug.
 const NEAR_TIE: f64 = 0.1;
 
+/// With the f32 KV cache against llama.cpp's F32-cache answers, with the default f16 cache
+/// against llama.cpp's own F16-cache answers.
 #[test]
 fn smollm2_greedy_answers_equal_llama_cpp() {
+    smollm2_greedy_answers_equal("chat-greedy.json", &["--kv-cache", "f32"]);
+    smollm2_greedy_answers_equal("chat-greedy.f16kv.json", &[]);
+}
+
+fn smollm2_greedy_answers_equal(golden: &str, flags: &[&str]) {
     let Some(model) = smollm2() else {
         assert!(
             std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
@@ -233,9 +240,9 @@ fn smollm2_greedy_answers_equal_llama_cpp() {
         return;
     };
     let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join(
-            "fixtures/reference/goldens/SmolLM2-135M-Instruct.Q4_1.llamacpp.chat-greedy.json",
-        ))
+        &std::fs::read_to_string(root().join(format!(
+            "fixtures/reference/goldens/SmolLM2-135M-Instruct.Q4_1.llamacpp.{golden}"
+        )))
         .unwrap(),
     )
     .unwrap();
@@ -271,6 +278,7 @@ fn smollm2_greedy_answers_equal_llama_cpp() {
             "-n",
             &max_tokens,
         ];
+        args.extend(flags);
         let system;
         let user = messages.last().unwrap()["content"].as_str().unwrap();
         if messages.len() == 2 {
@@ -286,7 +294,7 @@ fn smollm2_greedy_answers_equal_llama_cpp() {
         let margins: Vec<f64> = serde_json::from_value(case["margins"].clone()).unwrap();
         match margins.iter().position(|&m| m < NEAR_TIE) {
             None => {
-                assert_eq!(printed, case["text"].as_str().unwrap(), "{name}");
+                assert_eq!(printed, case["text"].as_str().unwrap(), "{golden} {name}");
                 exact += 1;
             }
             Some(tie) => {
@@ -295,12 +303,15 @@ fn smollm2_greedy_answers_equal_llama_cpp() {
                     .unwrap();
                 assert!(
                     printed.starts_with(&sure),
-                    "{name}: {printed:?} does not start with llama.cpp's {sure:?}"
+                    "{golden} {name}: {printed:?} does not start with llama.cpp's {sure:?}"
                 );
             }
         }
     }
-    assert!(exact >= 2, "at least two cases are compared whole");
+    assert!(
+        exact >= 2,
+        "{golden}: at least two cases are compared whole"
+    );
 }
 
 /// Ctrl+C (SIGINT) stops the generation at the next token: the process reports the

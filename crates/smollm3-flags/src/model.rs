@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use smollm3_gen::Engine;
 use smollm3_hub::progress::terminal_download_progress;
 use smollm3_hub::{HubError, HubOptions, ModelRef, ACCEPTED_FORMS};
-use smollm3_model::{Config, GgufFile, LoadOptions, Model, RopeScaling};
+use smollm3_model::{Config, GgufFile, KvType, LoadOptions, Model, RopeScaling};
 
 /// Which model file to use: `--model` (a path or a Hugging Face hub reference) and `--offline`.
 #[derive(Args, Debug, Default)]
@@ -125,6 +125,32 @@ pub struct ModelArgs {
     /// Context the model was trained on before YaRN (default: the file's context length).
     #[arg(long, value_name = "N")]
     pub yarn_orig_ctx: Option<usize>,
+    /// How the KV cache stores keys and values: f16 (half the memory and the bytes each token
+    /// reads, llama.cpp's default) or f32 (exact, what the reference-parity tests use).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "TYPE",
+        default_value = "f16",
+        alias = "cache-type"
+    )]
+    pub kv_cache: KvCacheKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum KvCacheKind {
+    #[default]
+    F16,
+    F32,
+}
+
+impl From<KvCacheKind> for KvType {
+    fn from(kind: KvCacheKind) -> Self {
+        match kind {
+            KvCacheKind::F16 => KvType::F16,
+            KvCacheKind::F32 => KvType::F32,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -175,7 +201,10 @@ impl ModelArgs {
     /// The rope override from the flags; YaRN's default original context comes from the
     /// already-open header.
     fn load_options(&self, gguf: &GgufFile) -> Result<LoadOptions> {
-        let mut options = LoadOptions::default();
+        let mut options = LoadOptions {
+            kv_type: self.kv_cache.into(),
+            ..LoadOptions::default()
+        };
         if let Some(kind) = self.rope_scaling {
             let factor = || -> Result<f64> {
                 self.rope_scale

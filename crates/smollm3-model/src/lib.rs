@@ -46,7 +46,7 @@ mod linear;
 mod model;
 mod rope;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, KvType};
 pub use config::{
     Architecture, Config, RopeScaling, SMOLLM3_NOPE_INTERVAL, SUPPORTED_ARCHITECTURES,
 };

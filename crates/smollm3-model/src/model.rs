@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvType};
 use crate::config::{Config, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufFile, WeightSummary};
@@ -22,6 +22,8 @@ pub struct LoadOptions {
     /// Replaces the rope scaling stored in the file: `Some(Some(s))` forces `s`,
     /// `Some(None)` turns scaling off, `None` keeps the file's setting.
     pub rope_scaling: Option<Option<RopeScaling>>,
+    /// How [`Model::new_cache`] stores keys and values (f16 unless set).
+    pub kv_type: KvType,
 }
 
 /// A loaded model. Immutable during inference: share it (e.g. in an `Arc`) and give each
@@ -34,6 +36,7 @@ pub struct Model {
     lm_head: QLinear,
     rope: RopeTables,
     summary: WeightSummary,
+    kv_type: KvType,
 }
 
 struct Attention {
@@ -139,6 +142,7 @@ impl Model {
             rope,
             summary: gguf.weight_summary(),
             config,
+            kv_type: options.kv_type,
         })
     }
 
@@ -150,9 +154,14 @@ impl Model {
         &self.summary
     }
 
-    /// A cache for up to `context` tokens; `context` must not exceed
-    /// [`Config::max_context`].
+    /// A cache for up to `context` tokens, of the type the model was loaded with
+    /// ([`LoadOptions::kv_type`]); `context` must not exceed [`Config::max_context`].
     pub fn new_cache(&self, context: usize) -> Result<KvCache> {
+        self.new_cache_of(context, self.kv_type)
+    }
+
+    /// [`Model::new_cache`] with keys and values stored as `kv_type`.
+    pub fn new_cache_of(&self, context: usize, kv_type: KvType) -> Result<KvCache> {
         let limit = self.config.max_context();
         if context > limit {
             return Err(ModelError::ContextTooLarge {
@@ -173,6 +182,7 @@ impl Model {
             self.config.num_kv_heads,
             self.config.head_dim,
             context,
+            kv_type,
         )
     }
 
@@ -254,13 +264,16 @@ impl Attention {
             q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
             k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
         }
-        let (k_all, v_all) = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
+        let positions = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
         // GQA without repeating K/V: the `group` query heads of one KV head are stacked along
         // the row axis, so each KV head is one matmul. [kv, group * seq, hd]
         let q = (q.reshape((kv_heads, group * seq, hd))? * (1.0 / (hd as f64).sqrt()))?;
         let out = match mask {
-            None if seq == 1 => attend_one_token(&q, cache, layer, k_all.dim(1)?)?,
-            _ => attend(&q, &k_all, &v_all, mask)?,
+            None if seq == 1 => attend_one_token(&q, cache, layer, positions)?,
+            _ => {
+                let (k_all, v_all) = cache.keys_values(layer, positions)?;
+                attend(&q, &k_all, &v_all, mask)?
+            }
         }; // [kv, group * seq, hd]
         let out = out
             .reshape((heads, seq, hd))?
@@ -297,7 +310,7 @@ fn attend_one_token(q: &Tensor, cache: &KvCache, layer: usize, positions: usize)
     let (kv_heads, group, head_dim) = q.dims3()?;
     let q_values = q.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; q_values.len()];
-    cache.with_layer(layer, |k, v, capacity| {
+    cache.with_layer(layer, |kv, capacity| {
         let shape = crate::kernels::attention::Shape {
             kv_heads,
             group,
@@ -305,7 +318,7 @@ fn attend_one_token(q: &Tensor, cache: &KvCache, layer: usize, positions: usize)
             positions,
             head_stride: capacity * head_dim,
         };
-        crate::kernels::attention::decode(shape, &q_values, k, v, &mut out)
+        crate::kernels::attention::decode(shape, &q_values, kv, &mut out)
     })??;
     Ok(Tensor::from_vec(
         out,

@@ -20,12 +20,19 @@
 //!   checked against gemm once per head shape and process ([`own_scores`]); elsewhere gemm;
 //! - the softmax is candle's `softmax_last_dim` row code.
 //!
-//! `tests.rs` compares the bits with candle's own ops.
+//! With an f16 cache ([`KvSlices::F16`], the default: half the bytes a step reads) there are no
+//! candle bits to keep: the score kernel reads the halves directly and the weighted sum of
+//! values is a kernel of our own ([`weighted_values_avx512`]), one streaming pass over each
+//! head's values; off AVX-512 the head's keys and values are widened to f32 and go through the
+//! f32 code. `tests.rs` compares the f32 bits with candle's own ops, and the f16 results with
+//! candle's ops on the same rounded values.
 
 use std::ops::Range;
 
 use candle_core::cpu::kernels::VecOps;
 use gemm::{gemm, Parallelism};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// The shapes of one layer's decode attention.
 #[derive(Clone, Copy, Debug)]
@@ -40,31 +47,53 @@ pub struct Shape {
     pub head_stride: usize,
 }
 
+/// One layer's keys and values as the cache stores them, `[kv_heads, capacity, head_dim]` each.
+#[derive(Clone, Copy, Debug)]
+pub enum KvSlices<'a> {
+    /// Exact: the parity tests' cache, candle's bits.
+    F32 { k: &'a [f32], v: &'a [f32] },
+    /// llama.cpp's default cache type: half the bytes, values rounded to f16 when stored.
+    F16 { k: &'a [f16], v: &'a [f16] },
+}
+
+impl KvSlices<'_> {
+    fn lens(&self) -> (usize, usize) {
+        match self {
+            KvSlices::F32 { k, v } => (k.len(), v.len()),
+            KvSlices::F16 { k, v } => (k.len(), v.len()),
+        }
+    }
+}
+
 /// `out[h]` (`[group, head_dim]` per KV head `h`) = softmax(`q[h]` · `k[h]`ᵀ) · `v[h]`, for
 /// queries `q` `[kv_heads, group, head_dim]` already scaled by 1/√head_dim and the cache's
 /// `k`, `v` (`[kv_heads, capacity, head_dim]`, the first `positions` rows of each head used).
-pub fn decode(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> crate::Result<()> {
+pub fn decode(s: Shape, q: &[f32], kv: KvSlices, out: &mut [f32]) -> crate::Result<()> {
     let per_head = s.group * s.head_dim;
     let cache_len = (s.kv_heads.saturating_sub(1)) * s.head_stride + s.positions * s.head_dim;
+    let (k_len, v_len) = kv.lens();
     if q.len() != s.kv_heads * per_head
         || out.len() != q.len()
         || s.positions == 0
         || s.head_stride < s.positions * s.head_dim
-        || k.len() < cache_len
-        || v.len() < cache_len
+        || k_len < cache_len
+        || v_len < cache_len
     {
         return Err(candle_core::Error::Msg(format!(
-            "decode attention: {s:?} does not fit q {}, k {}, v {}, out {}",
+            "decode attention: {s:?} does not fit q {}, k {k_len}, v {v_len}, out {}",
             q.len(),
-            k.len(),
-            v.len(),
             out.len()
         ))
         .into());
     }
     let out_address = out.as_mut_ptr() as usize;
+    let own_half = matches!(kv, KvSlices::F16 { .. }) && own_half_kernels(s.group, s.head_dim);
     super::pool().execute_chunked(s.kv_heads, |heads: Range<usize>| {
-        let mut scores = vec![0f32; s.group * s.positions];
+        // The f16 kernels read `HALF_ROWS` rows of probabilities, the rows past the group zero.
+        let rows = if own_half { HALF_ROWS } else { s.group };
+        let mut scores = vec![0f32; rows * s.positions];
+        // Off AVX-512, one head's f16 keys and values widened to f32.
+        let mut widened = Vec::new();
         for h in heads {
             // SAFETY: each head's output rows are written by exactly one work item, and the
             // lengths were checked above.
@@ -75,17 +104,135 @@ pub fn decode(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> cra
                 )
             };
             let cache = h * s.head_stride..h * s.head_stride + s.positions * s.head_dim;
-            head(
-                s,
-                &q[h * per_head..(h + 1) * per_head],
-                &k[cache.clone()],
-                &v[cache],
-                &mut scores,
-                out,
-            );
+            let q = &q[h * per_head..(h + 1) * per_head];
+            match kv {
+                KvSlices::F32 { k, v } => {
+                    head(s, q, &k[cache.clone()], &v[cache], &mut scores, out)
+                }
+                KvSlices::F16 { k, v } if own_half => {
+                    // SAFETY: `own_half_kernels` checked the path (AVX-512) and the shape;
+                    // `scores` holds HALF_ROWS × positions values; lengths checked above.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        head_f16_avx512(s, q, &k[cache.clone()], &v[cache], &mut scores, out)
+                    }
+                }
+                KvSlices::F16 { k, v } => {
+                    let n = s.positions * s.head_dim;
+                    widened.resize(2 * n, 0f32);
+                    let (kf, vf) = widened.split_at_mut(n);
+                    k[cache.clone()].convert_to_f32_slice(kf);
+                    v[cache].convert_to_f32_slice(vf);
+                    head(s, q, kf, vf, &mut scores, out)
+                }
+            }
         }
     });
     Ok(())
+}
+
+/// Rows of probabilities the f16 value kernel reads: query groups up to this many, padded with
+/// zero rows, so that its loops have constant bounds (SmolLM3: 4, SmolLM2-135M: 3).
+const HALF_ROWS: usize = 8;
+
+/// Whether the f16 kernels of this path take `group` query rows of `hd` values: AVX-512, whole
+/// 16-value vectors, at most [`HALF_ROWS`] rows.
+pub(super) fn own_half_kernels(group: usize, hd: usize) -> bool {
+    super::path().name == "avx512" && hd.is_multiple_of(16) && (1..=HALF_ROWS).contains(&group)
+}
+
+/// One KV head of an f16 cache on AVX-512: scores straight from the halves, candle's softmax
+/// row code, then one streaming pass over the values.
+///
+/// # Safety
+/// AVX-512 F; `q` and `out` hold `group × hd` values, `k` and `v` `positions × hd`, `scores`
+/// `HALF_ROWS × positions` with the rows from `group` on zero; `hd` a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn head_f16_avx512(
+    s: Shape,
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (m, hd, n) = (s.group, s.head_dim, s.positions);
+    scores_avx512(m, hd, n, q, k, v, scores);
+    for row in scores[..m * n].chunks_exact_mut(n) {
+        softmax_row(row);
+    }
+    if m <= 4 && hd.is_multiple_of(64) {
+        weighted_values_avx512::<4, 4>(m, hd, n, scores, v, out)
+    } else {
+        weighted_values_avx512::<HALF_ROWS, 1>(m, hd, n, scores, v, out)
+    }
+}
+
+/// `out[i] = Σⱼ probs[i][j] · v[j]` for the first `m` of `G` rows of `probs` (`G × n`, rows
+/// from `m` on zero) and f16 values `v` (`n × hd`): `C` vectors of 16 values a pass, so one
+/// pass reads each value once (3B: 4 rows × 4 vectors, 16 accumulators; two passes of 64
+/// values of each 128-value row, two whole cache lines).
+///
+/// # Safety
+/// AVX-512 F; `hd` a multiple of `16 × C`; lengths as above, `out` `m × hd`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_values_avx512<const G: usize, const C: usize>(
+    m: usize,
+    hd: usize,
+    n: usize,
+    probs: &[f32],
+    v: &[f16],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(m <= G && hd.is_multiple_of(16 * C) && probs.len() >= G * n);
+    for c0 in (0..hd).step_by(16 * C) {
+        let mut acc = [[_mm512_setzero_ps(); C]; G];
+        for j in 0..n {
+            let row = v.as_ptr().add(j * hd + c0);
+            let values: [__m512; C] = std::array::from_fn(|c| f16::load16(row.add(16 * c)));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let p = _mm512_set1_ps(*probs.get_unchecked(i * n + j));
+                for (a, value) in acc.iter_mut().zip(&values) {
+                    *a = _mm512_fmadd_ps(p, *value, *a);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate().take(m) {
+            for (c, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add(i * hd + c0 + 16 * c), *a);
+            }
+        }
+    }
+}
+
+/// A cache element the AVX-512 kernels read 16 at a time as f32.
+#[cfg(target_arch = "x86_64")]
+trait CacheElement: Copy {
+    /// # Safety
+    /// AVX-512 F; 16 elements readable from `p`.
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl CacheElement for f32 {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        std::arch::x86_64::_mm512_loadu_ps(p)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl CacheElement for f16 {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
 }
 
 /// One KV head: `q` `[group, hd]`, `k`/`v` `[positions, hd]`, `out` `[group, hd]`.
@@ -183,7 +330,7 @@ pub(super) fn own_scores(m: usize, hd: usize, n: usize) -> bool {
     // SAFETY: the path is avx512 and the lengths match the shapes.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        scores_avx512(m, hd, positions, &q, &k, &[], &mut ours);
+        scores_avx512::<f32>(m, hd, positions, &q, &k, &[], &mut ours);
         gemm_scores(m, hd, positions, &q, &k, &mut theirs);
     }
     let same = ours
@@ -274,20 +421,20 @@ unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64:
 /// `group × positions`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores_avx512(
+unsafe fn scores_avx512<E: CacheElement>(
     group: usize,
     hd: usize,
     positions: usize,
     q: &[f32],
-    k: &[f32],
-    then: &[f32],
+    k: &[E],
+    then: &[E],
     scores: &mut [f32],
 ) {
     use std::arch::x86_64::*;
     debug_assert!(hd.is_multiple_of(16) && group <= 8);
     // Lines of `then` to prefetch per step so that all are asked for by the last one.
     let steps = positions.div_ceil(16) * (hd / 16);
-    let then_lines = then.len().div_ceil(16);
+    let then_lines = std::mem::size_of_val(then).div_ceil(64);
     let per_step = then_lines.div_ceil(steps.max(1));
     let mut next_then = 0;
     let mut j0 = 0;
@@ -307,13 +454,13 @@ unsafe fn scores_avx512(
             }
             for _ in 0..per_step {
                 if next_then < then_lines {
-                    _mm_prefetch::<_MM_HINT_T1>(then.as_ptr().add(16 * next_then) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>((then.as_ptr() as *const i8).add(64 * next_then));
                     next_then += 1;
                 }
             }
             let rows: [__m512; 16] = std::array::from_fn(|r| {
                 if r < lanes {
-                    _mm512_loadu_ps(base.add(r * hd + d0))
+                    E::load16(base.add(r * hd + d0))
                 } else {
                     _mm512_setzero_ps()
                 }

@@ -602,9 +602,10 @@ mod ggml_tests {
 
 mod attention_tests {
     use candle_core::{Device, Tensor};
+    use half::f16;
 
     use super::tests_support::Lcg;
-    use crate::kernels::attention::{decode, Shape};
+    use crate::kernels::attention::{decode, KvSlices, Shape};
 
     /// Decode attention against candle's own ops on the same cache layout (a view of the first
     /// `positions` rows of a larger buffer, as the KV cache hands out), bit for bit, for
@@ -651,7 +652,7 @@ mod attention_tests {
                     positions,
                     head_stride: capacity * head_dim,
                 };
-                decode(shape, &scaled, &k, &v, &mut out).unwrap();
+                decode(shape, &scaled, KvSlices::F32 { k: &k, v: &v }, &mut out).unwrap();
                 let same = expected
                     .iter()
                     .zip(&out)
@@ -694,10 +695,97 @@ mod attention_tests {
         let q = vec![0.5f32; 16];
         let mut out = vec![0f32; 16];
         let short = vec![0f32; 16 + 11];
-        let err = decode(shape, &q, &short, &short, &mut out).unwrap_err();
+        let slices = KvSlices::F32 {
+            k: &short,
+            v: &short,
+        };
+        let err = decode(shape, &q, slices, &mut out).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        let short = vec![f16::ZERO; 16 + 11];
+        let fits = vec![f16::ZERO; 16 + 12];
+        let slices = KvSlices::F16 {
+            k: &fits,
+            v: &short,
+        };
+        let err = decode(shape, &q, slices, &mut out).unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
         let fits = vec![0f32; 16 + 12];
-        decode(shape, &q, &fits, &fits, &mut out).unwrap();
+        decode(shape, &q, KvSlices::F32 { k: &fits, v: &fits }, &mut out).unwrap();
         assert!(out.iter().all(|&x| x == 0.0));
+    }
+
+    /// Decode attention over an f16 cache, on every path the machine can run, against candle's
+    /// own ops on the same rounded keys and values widened to f32. Not the same bits (our f16
+    /// kernels sum in their own order) but within a few f32 roundings: scores and outputs are
+    /// sums of up to 128 products, so 2e-6 of the largest output is about 20 ulps.
+    #[test]
+    fn decode_attention_over_an_f16_cache_matches_candle_on_the_rounded_values() {
+        let mut rng = Lcg(12);
+        let avx512 = crate::kernels::path().name == "avx512";
+        // SmolLM3, SmolLM2, a group past the f16 kernels' rows, a head dim past 64-value
+        // passes, and a shape the AVX-512 kernels do not take.
+        for (kv_heads, group, head_dim) in
+            [(4, 4, 128), (3, 3, 64), (2, 8, 48), (1, 9, 16), (1, 1, 8)]
+        {
+            assert_eq!(
+                crate::kernels::attention::own_half_kernels(group, head_dim),
+                avx512 && head_dim % 16 == 0 && group <= 8
+            );
+            for positions in [1usize, 2, 17, 300, 577] {
+                let capacity = positions.next_power_of_two().max(256);
+                let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.float()).collect() };
+                let q = values(kv_heads * group * head_dim);
+                let k: Vec<f16> = values(kv_heads * capacity * head_dim)
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect();
+                let v: Vec<f16> = values(kv_heads * capacity * head_dim)
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect();
+
+                let widened = |x: &[f16]| {
+                    let x: Vec<f32> = x.iter().map(|h| h.to_f32()).collect();
+                    Tensor::from_vec(x, (kv_heads, capacity, head_dim), &Device::Cpu)
+                        .unwrap()
+                        .narrow(1, 0, positions)
+                        .unwrap()
+                };
+                let qt =
+                    Tensor::from_vec(q.clone(), (kv_heads, group, head_dim), &Device::Cpu).unwrap();
+                let scores = qt.matmul(&widened(&k).t().unwrap()).unwrap();
+                let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+                let expected: Vec<f32> = probs
+                    .matmul(&widened(&v))
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+
+                let shape = Shape {
+                    kv_heads,
+                    group,
+                    head_dim,
+                    positions,
+                    head_stride: capacity * head_dim,
+                };
+                let mut out = vec![f32::NAN; q.len()];
+                decode(shape, &q, KvSlices::F16 { k: &k, v: &v }, &mut out).unwrap();
+                let scale = expected.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let worst = expected
+                    .iter()
+                    .zip(&out)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= 2e-6 * scale,
+                    "{shape:?}: off by {worst} (largest value {scale}); first values {:?} against \
+                     candle's {:?}",
+                    &out[..4],
+                    &expected[..4]
+                );
+            }
+        }
     }
 }
