@@ -7,7 +7,7 @@
 //! portable one); [`path_name`] says which is in use (`smollm3 --version`).
 //!
 //! - [`q4_1`]: Q4_1 weights (SmolLM2's GGUF) × 8-bit activations; candle has only a scalar
-//!   loop for this type.
+//!   loop for this type. AVX2, and on AVX-512 VNNI a grouped kernel with prefetch.
 //! - [`pool`]: the thread pool all of them run on (waits yield, idle workers park).
 //! - [`ggml`]: candle's dot products for every other block type (and for single rows), in
 //!   candle's order, on that pool.
@@ -32,6 +32,9 @@ type DotQ4_1 = fn(&[q4_1::BlockQ4_1], &[q4_1::BlockQ8]) -> f32;
 pub struct Path {
     pub name: &'static str,
     pub q4_1: DotQ4_1,
+    /// A faster Q4_1 row product over activations arranged once per row, with `q4_1`'s bits
+    /// (AVX-512 with VNNI and VBMI).
+    pub q4_1_grouped: Option<q4_1::DotGrouped>,
     /// Tiles of Q8_K activation rows × unpacked Q4_K weight rows.
     pub q4k: kquant::Tiles,
     /// The same for Q6_K.
@@ -94,6 +97,7 @@ fn portable_tile<const R: usize, const C: usize, const Q6: bool>(
 const PORTABLE: Path = Path {
     name: "portable",
     q4_1: q4_1::dot_portable,
+    q4_1_grouped: None,
     q4k: tiles!(portable_tile, 4 x 4, false),
     q6k: tiles!(portable_tile, 4 x 4, true),
 };
@@ -134,6 +138,27 @@ fn avx2_available() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
+fn q4_1_avx512_vnni(w: &[q4_1::BlockQ4_1], groups: &[q4_1::GroupQ8], a: &[q4_1::BlockQ8]) -> f32 {
+    assert!(
+        w.len() == a.len() && groups.len() == a.len() / 8,
+        "q4_1: {} weight blocks, {} groups for {} activation blocks",
+        w.len(),
+        groups.len(),
+        a.len()
+    );
+    // SAFETY: selected only after `vnni_available()` said yes; lengths checked above.
+    unsafe { q4_1::dot_avx512_vnni(w, groups, a) }
+}
+
+/// AVX-512 with VNNI and VBMI (Zen 4, Ice Lake and later), for the grouped Q4_1 kernel.
+#[cfg(target_arch = "x86_64")]
+fn vnni_available() -> bool {
+    avx512_available()
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vbmi")
+}
+
+#[cfg(target_arch = "x86_64")]
 fn avx512_available() -> bool {
     avx2_available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
 }
@@ -146,6 +171,7 @@ pub fn available_paths() -> Vec<Path> {
         paths.push(Path {
             name: "avx2",
             q4_1: q4_1_avx2,
+            q4_1_grouped: None,
             // 4 × 2: eight accumulators, four activation and two weight vectors fit AVX2's
             // sixteen registers.
             q4k: tiles!(avx2_tile, 4 x 2, false),
@@ -158,6 +184,7 @@ pub fn available_paths() -> Vec<Path> {
             name: "avx512",
             // Q4_1's blocks are 32 values: one AVX2 register already holds a whole block.
             q4_1: q4_1_avx2,
+            q4_1_grouped: vnni_available().then_some(q4_1_avx512_vnni as q4_1::DotGrouped),
             // 4 × 4: sixteen accumulators of AVX-512's thirty-two registers.
             q4k: tiles!(avx512_tile, 4 x 4, false),
             q6k: tiles!(avx512_tile, 4 x 4, true),

@@ -11,6 +11,13 @@
 //! offset `m` contributes `m × Σ activations`, which the activation block carries precomputed
 //! (`s`), as in ggml's `q8_1`.
 //!
+//! On AVX-512 with VNNI and VBMI (Zen 4 here) [`dot_avx512_vnni`] does the integer work of
+//! eight blocks in about a third of the instructions (byte permutes gather the nibbles,
+//! `vpdpbusd` multiplies and sums), over activations arranged once per row ([`GroupQ8`]), and
+//! prefetches the weights 1 KB ahead: with it a SmolLM2 decode step went from 9.0–10.0 to
+//! 7.6–8.6 ms (interleaved runs, 2 threads); without the prefetch the new kernel only waited
+//! longer on its loads. The same float work, so the same bits.
+//!
 //! Activations are quantized per 32 values to i8 with exactly candle's arithmetic (see
 //! [`quantize_row`]). The blocks of the weights are the file's own 20-byte
 //! `block_q4_1` (f16 `d`, f16 `m`, 16 bytes of nibbles: value `j` is the low nibble of byte `j`,
@@ -185,14 +192,197 @@ pub unsafe fn dot_avx2(w: &[BlockQ4_1], a: &[BlockQ8]) -> f32 {
         }
     }
     for (w, a) in w[groups * 8..].iter().zip(&a[groups * 8..]) {
-        let sums = block_sums(w, a);
-        let quad = _mm_add_epi32(
-            _mm256_castsi256_si128(sums),
-            _mm256_extracti128_si256(sums, 1),
+        sum += block_value(w, a, block_sumi_avx2(w, a));
+    }
+    sum
+}
+
+/// One block's exact integer dot product (the blocks past the last whole group of eight).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn block_sumi_avx2(w: &BlockQ4_1, a: &BlockQ8) -> i32 {
+    use std::arch::x86_64::*;
+    let low_mask = _mm_set1_epi8(0x0F);
+    let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
+    let lo = _mm_and_si128(packed, low_mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+    let x = _mm256_set_m128i(hi, lo);
+    let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+    let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
+    let quad = _mm_add_epi32(
+        _mm256_castsi256_si128(sums),
+        _mm256_extracti128_si256(sums, 1),
+    );
+    let pair = _mm_add_epi32(quad, _mm_unpackhi_epi64(quad, quad));
+    let one = _mm_add_epi32(pair, _mm_shuffle_epi32(pair, 1));
+    _mm_cvtsi128_si32(one)
+}
+
+/// Eight activation blocks laid out for [`dot_avx512_vnni`]: the first 16 values of each block
+/// side by side (`lo`, 64 bytes for blocks 0–3, then 4–7), the last 16 likewise (`hi`), then the
+/// eight scales and sums, so that one aligned load fetches what four weight blocks' low (or
+/// high) nibbles multiply. Built once per activation row ([`GroupQ8::arrange`]) and read by
+/// every weight row.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub struct GroupQ8 {
+    lo: [i8; 8 * BLOCK / 2],
+    hi: [i8; 8 * BLOCK / 2],
+    d: [f32; 8],
+    s: [f32; 8],
+}
+
+impl GroupQ8 {
+    /// The whole groups of eight blocks of `a` (the blocks after the last whole group stay
+    /// with `a`).
+    pub fn arrange(a: &[BlockQ8]) -> Vec<GroupQ8> {
+        a.chunks_exact(8)
+            .map(|eight| {
+                let mut g = GroupQ8 {
+                    lo: [0; 8 * BLOCK / 2],
+                    hi: [0; 8 * BLOCK / 2],
+                    d: [0.0; 8],
+                    s: [0.0; 8],
+                };
+                for (b, block) in eight.iter().enumerate() {
+                    let half = BLOCK / 2;
+                    g.lo[b * half..(b + 1) * half].copy_from_slice(&block.qs[..half]);
+                    g.hi[b * half..(b + 1) * half].copy_from_slice(&block.qs[half..]);
+                    g.d[b] = block.d;
+                    g.s[b] = block.s;
+                }
+                g
+            })
+            .collect()
+    }
+}
+
+/// A row product over activations arranged in groups ([`GroupQ8`]) plus the blocks past them.
+pub type DotGrouped = fn(w: &[BlockQ4_1], groups: &[GroupQ8], a: &[BlockQ8]) -> f32;
+
+/// For a window of four 20-byte weight blocks (80 bytes read as two 64-byte vectors): where
+/// block `i / 16`'s nibble byte `i % 16` is.
+#[cfg(target_arch = "x86_64")]
+const NIBBLE_BYTES: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = (20 * (i / 16) + 4 + i % 16) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The same window's f16 scales `d` (words 0, 10, 20, 30) then offsets `m` (1, 11, 21, 31).
+#[cfg(target_arch = "x86_64")]
+const SCALE_WORDS: [u16; 32] = [
+    0, 10, 20, 30, 1, 11, 21, 31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0,
+];
+
+/// How far ahead of its reads [`dot_avx512_vnni`] prefetches the weights.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH: usize = 1024;
+
+/// Lane 0 of each 128-bit lane of two vectors: eight block totals in order.
+#[cfg(target_arch = "x86_64")]
+const FIRST_LANES: [u32; 16] = [0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// AVX-512 with VNNI and VBMI: eight weight blocks' nibbles gathered from 160 bytes with two
+/// byte permutes, multiplied and summed by four `vpdpbusd` (u8 × i8, four products a lane), the
+/// block totals reduced with shuffles; the float work is [`dot_avx2`]'s, lane for lane, so the
+/// bits are the same. About a third of `dot_avx2`'s instructions a group, whose `maddubs`,
+/// `madd` and `hadd` tree bounded SmolLM2's decode.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW, VBMI and VNNI, AVX2 and F16C; `groups` are `a`'s whole
+/// groups ([`GroupQ8::arrange`]) and `w` as long as `a`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2,f16c")]
+pub unsafe fn dot_avx512_vnni(w: &[BlockQ4_1], groups: &[GroupQ8], a: &[BlockQ8]) -> f32 {
+    use std::arch::x86_64::*;
+    let nibbles = _mm512_loadu_si512(NIBBLE_BYTES.as_ptr() as *const _);
+    let scale_words = _mm512_loadu_si512(SCALE_WORDS.as_ptr() as *const _);
+    let first_lanes = _mm512_loadu_si512(FIRST_LANES.as_ptr() as *const _);
+    let low_mask = _mm512_set1_epi8(0x0F);
+    let mut terms = [0f32; 8];
+    let mut sum = 0f32;
+    for (g, group) in groups.iter().enumerate() {
+        // Blocks 0–3 lie in bytes 0..80 of the group's 160, blocks 4–7 in 80..160; the last
+        // load is masked to the group's own 16 bytes (a masked load never touches the rest).
+        let base = w.as_ptr().add(8 * g) as *const u8;
+        // The weights stream from memory: ask for the lines PREFETCH bytes ahead (past the
+        // row's end they are the next row's, which this thread reads next; a prefetch never
+        // faults).
+        for line in 0..3 {
+            _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(PREFETCH + 64 * line) as *const i8);
+        }
+        let w0 = _mm512_loadu_si512(base as *const _);
+        let w0_next = _mm512_loadu_si512(base.add(64) as *const _);
+        let w1 = _mm512_loadu_si512(base.add(80) as *const _);
+        let w1_next = _mm512_maskz_loadu_epi8(0xFFFF, base.add(144) as *const i8);
+        let q0 = _mm512_permutex2var_epi8(w0, nibbles, w0_next);
+        let q1 = _mm512_permutex2var_epi8(w1, nibbles, w1_next);
+        // Macros, not closures: a closure's body may be compiled as its own function without
+        // this one's target features, and then every intrinsic in it is a call.
+        macro_rules! lo {
+            ($q:expr) => {
+                _mm512_and_si512($q, low_mask)
+            };
+        }
+        macro_rules! hi {
+            ($q:expr) => {
+                _mm512_and_si512(_mm512_srli_epi16($q, 4), low_mask)
+            };
+        }
+        macro_rules! y {
+            ($half:expr, $at:expr) => {
+                _mm512_load_si512($half.as_ptr().add($at) as *const _)
+            };
+        }
+        macro_rules! total {
+            ($s:expr) => {{
+                let pairs = _mm512_add_epi32($s, _mm512_shuffle_epi32::<0xB1>($s));
+                _mm512_add_epi32(pairs, _mm512_shuffle_epi32::<0x4E>(pairs))
+            }};
+        }
+        let zero = _mm512_setzero_si512();
+        // 128-bit lane b: four partial sums of block b (and of block 4 + b in `s1`).
+        let s0 = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(zero, lo!(q0), y!(group.lo, 0)),
+            hi!(q0),
+            y!(group.hi, 0),
         );
-        let pair = _mm_add_epi32(quad, _mm_unpackhi_epi64(quad, quad));
-        let one = _mm_add_epi32(pair, _mm_shuffle_epi32(pair, 1));
-        sum += block_value(w, a, _mm_cvtsi128_si32(one));
+        let s1 = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(zero, lo!(q1), y!(group.lo, 64)),
+            hi!(q1),
+            y!(group.hi, 64),
+        );
+        let totals = _mm512_permutex2var_epi32(total!(s0), first_lanes, total!(s1));
+        let sumi = _mm256_cvtepi32_ps(_mm512_castsi512_si256(totals));
+        // [d0..d3, m0..m3] of each half, then the eight d and the eight m.
+        let x0 = _mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_words, w0));
+        let x1 = _mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_words, w1));
+        let dx = _mm256_cvtph_ps(_mm_unpacklo_epi64(x0, x1));
+        let mx = _mm256_cvtph_ps(_mm_unpackhi_epi64(x0, x1));
+        let dy = _mm256_load_ps(group.d.as_ptr());
+        let sy = _mm256_load_ps(group.s.as_ptr());
+        let t = _mm256_add_ps(
+            _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy),
+            _mm256_mul_ps(mx, sy),
+        );
+        _mm256_storeu_ps(terms.as_mut_ptr(), t);
+        // In block order, as the portable path.
+        for t in terms {
+            sum += t;
+        }
+    }
+    let done = groups.len() * 8;
+    for (w, a) in w[done..].iter().zip(&a[done..]) {
+        sum += block_value(w, a, block_sumi_avx2(w, a));
     }
     sum
 }
@@ -221,14 +411,28 @@ pub(crate) fn matmul(
     for (row, out) in lhs.chunks_exact(k).zip(quantized.chunks_exact_mut(blocks)) {
         quantize_row(row, out);
     }
-    let dot = super::path().q4_1;
+    let path = super::path();
+    let dot = path.q4_1;
+    // Activations arranged for the grouped kernel, once per row, where the path has one.
+    let grouped: Vec<Vec<GroupQ8>> = match path.q4_1_grouped {
+        Some(_) => quantized
+            .chunks_exact(blocks)
+            .map(GroupQ8::arrange)
+            .collect(),
+        None => Vec::new(),
+    };
     let dst_address = dst.as_mut_ptr() as usize;
     let quantized = &quantized;
+    let grouped = &grouped;
     super::pool().execute_chunked(n, |columns| {
         for c in columns {
             let w = &weights[c * blocks..(c + 1) * blocks];
             for r in 0..m {
-                let value = dot(w, &quantized[r * blocks..(r + 1) * blocks]);
+                let a = &quantized[r * blocks..(r + 1) * blocks];
+                let value = match path.q4_1_grouped {
+                    Some(kernel) => kernel(w, &grouped[r], a),
+                    None => dot(w, a),
+                };
                 // SAFETY: `dst` holds `m × n` values (asserted above), and each (r, c)
                 // is written by exactly one work item: the pool splits the columns.
                 unsafe { *(dst_address as *mut f32).add(r * n + c) = value };

@@ -55,7 +55,7 @@ mod q4_1_tests {
     #[test]
     fn every_path_matches_the_dequantized_reference_on_random_blocks() {
         let mut rng = Lcg(7);
-        for blocks in [1, 2, 3, 18, 48] {
+        for blocks in [1, 2, 3, 8, 9, 16, 18, 48] {
             for _ in 0..20 {
                 let w = random_weights(&mut rng, blocks);
                 let x: Vec<f32> = (0..blocks * BLOCK).map(|_| rng.float() * 4.0).collect();
@@ -69,6 +69,7 @@ mod q4_1_tests {
                 ];
                 q4_1::quantize_row(&x, &mut a);
                 let want = reference(&w, &a);
+                let portable = q4_1::dot_portable(&w, &a);
                 for path in available_paths() {
                     let got = f64::from((path.q4_1)(&w, &a));
                     let tolerance = 1e-4 * (1.0 + want.abs());
@@ -77,6 +78,17 @@ mod q4_1_tests {
                         "{}: {got} vs {want} ({blocks} blocks)",
                         path.name
                     );
+                    // The grouped kernel (whole groups of eight blocks, then the rest): the
+                    // portable path's bits.
+                    if let Some(grouped) = path.q4_1_grouped {
+                        let groups = q4_1::GroupQ8::arrange(&a);
+                        assert_eq!(
+                            grouped(&w, &groups, &a).to_bits(),
+                            portable.to_bits(),
+                            "{} grouped, {blocks} blocks",
+                            path.name
+                        );
+                    }
                 }
             }
         }
