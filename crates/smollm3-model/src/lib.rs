@@ -3,7 +3,8 @@
 //! Runs SmolLM3 (and Llama-architecture, e.g. SmolLM2) models from a single GGUF file on the
 //! CPU, with its own forward pass over candle's quantized matmuls: SmolLM3's NoPE layers,
 //! grouped-query attention without copying K/V, YaRN context extension and a KV cache that can
-//! be truncated to reuse a shared prefix.
+//! be truncated to reuse a shared prefix, stored as f16 by default ([`KvType`]; f32 for exact
+//! results).
 //!
 //! ```
 //! use smollm3_model::Model;
@@ -32,7 +33,8 @@
 //!
 //! [`kernels`] holds the hot path's own code, chosen at run time for the CPU (AVX-512, AVX2 or
 //! portable): a thread pool that yields instead of spinning, Q4_K/Q6_K prompt and decode
-//! kernels, Q4_1; each returns candle's bits, so the reference-parity tests hold on every path.
+//! kernels, Q4_1, decode attention; with the f32 cache each returns candle's bits, so the
+//! reference-parity tests hold on every path (the f16 cache is checked against llama.cpp's).
 //!
 //! The crate never prints and never panics on bad input: every failure is a [`ModelError`]
 //! naming the file, key, tensor or token at fault.
