@@ -140,3 +140,39 @@ fn positions_matter_on_rope_layers() {
     );
     assert!(max_abs_diff(&x[2], &y[3]) > 1e-3);
 }
+
+/// The default f16 cache takes half the f32 cache's memory and moves the logits by about an
+/// f16 rounding of the keys and values, no more; f32 stays available for exact results.
+#[test]
+fn an_f16_cache_halves_the_memory_and_stays_close_to_f32() {
+    use smollm3_model::KvType;
+    let m = model("f16-vs-f32", TinySpec::default());
+    let toks = tokens(40);
+    let mut half = m.new_cache(64).unwrap();
+    assert_eq!(half.kv_type(), KvType::F16);
+    let mut full = m.new_cache_of(64, KvType::F32).unwrap();
+    assert_eq!(full.kv_type(), KvType::F32);
+    let (h, f) = (
+        rows(m.forward(&toks, &mut half).unwrap()),
+        rows(m.forward(&toks, &mut full).unwrap()),
+    );
+    assert_eq!(2 * half.allocated_bytes(), full.allocated_bytes());
+    let scale = f.iter().flatten().fold(0f32, |a, x| a.max(x.abs()));
+    let worst = h
+        .iter()
+        .zip(&f)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0f32, f32::max);
+    assert!(worst > 0.0, "the f16 cache rounds, so something must move");
+    assert!(worst < 5e-3 * scale, "f16 vs f32: {worst} of {scale}");
+}
+
+#[test]
+fn cache_types_parse_from_their_flag_names() {
+    use smollm3_model::KvType;
+    assert_eq!("f16".parse::<KvType>().unwrap(), KvType::F16);
+    assert_eq!("F32".parse::<KvType>().unwrap(), KvType::F32);
+    assert_eq!(KvType::F16.to_string(), "f16");
+    let err = "q8_0".parse::<KvType>().unwrap_err().to_string();
+    assert!(err.contains("q8_0") && err.contains("f16 or f32"), "{err}");
+}

@@ -619,6 +619,34 @@ mod attention_tests {
     use super::tests_support::Lcg;
     use crate::kernels::attention::{decode, KvSlices, Shape};
 
+    /// The shape of a layer whose cache holds `capacity` rows a head, `positions` of them used.
+    fn cache_shape(
+        (kv_heads, group, head_dim): (usize, usize, usize),
+        positions: usize,
+        capacity: usize,
+    ) -> Shape {
+        Shape {
+            kv_heads,
+            group,
+            head_dim,
+            positions,
+            head_stride: capacity * head_dim,
+        }
+    }
+
+    /// softmax(`q` · `k`ᵀ) · `v` by candle's own ops, flattened.
+    fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<f32> {
+        let scores = q.matmul(&k.t().unwrap()).unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        probs
+            .matmul(v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
     /// Decode attention against candle's own ops on the same cache layout (a view of the first
     /// `positions` rows of a larger buffer, as the KV cache hands out), bit for bit, for
     /// SmolLM3's and SmolLM2's head shapes and contexts from one position to past gemm's
@@ -645,25 +673,11 @@ mod attention_tests {
                 let vt = t(&v, (kv_heads, capacity, head_dim))
                     .narrow(1, 0, positions)
                     .unwrap();
-                let scores = qt.matmul(&kt.t().unwrap()).unwrap();
-                let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-                let expected: Vec<f32> = probs
-                    .matmul(&vt)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let expected = candle_attention(&qt, &kt, &vt);
 
                 let scaled: Vec<f32> = qt.flatten_all().unwrap().to_vec1().unwrap();
                 let mut out = vec![0f32; scaled.len()];
-                let shape = Shape {
-                    kv_heads,
-                    group,
-                    head_dim,
-                    positions,
-                    head_stride: capacity * head_dim,
-                };
+                let shape = cache_shape((kv_heads, group, head_dim), positions, capacity);
                 decode(shape, &scaled, KvSlices::F32 { k: &k, v: &v }, &mut out).unwrap();
                 let same = expected
                     .iter()
@@ -765,23 +779,9 @@ mod attention_tests {
                 };
                 let qt =
                     Tensor::from_vec(q.clone(), (kv_heads, group, head_dim), &Device::Cpu).unwrap();
-                let scores = qt.matmul(&widened(&k).t().unwrap()).unwrap();
-                let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-                let expected: Vec<f32> = probs
-                    .matmul(&widened(&v))
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let expected = candle_attention(&qt, &widened(&k), &widened(&v));
 
-                let shape = Shape {
-                    kv_heads,
-                    group,
-                    head_dim,
-                    positions,
-                    head_stride: capacity * head_dim,
-                };
+                let shape = cache_shape((kv_heads, group, head_dim), positions, capacity);
                 let mut out = vec![f32::NAN; q.len()];
                 decode(shape, &q, KvSlices::F16 { k: &k, v: &v }, &mut out).unwrap();
                 let scale = expected.iter().fold(0f32, |m, x| m.max(x.abs()));
