@@ -171,6 +171,19 @@ fn bad_inputs_fail_with_a_named_error() {
     ]);
     assert!(err.contains("do not fit in a context of 4"), "{err}");
 
+    let err = fails(&[
+        "greedy",
+        "--model",
+        m,
+        "--tokens",
+        "1",
+        "-n",
+        "2",
+        "--kv-cache",
+        "q8",
+    ]);
+    assert!(err.contains("\"q8\" (expected f16 or f32)"), "{err}");
+
     let bytes = std::fs::read(m).unwrap();
     let cut = temp("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();

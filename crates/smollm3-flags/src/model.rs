@@ -127,30 +127,8 @@ pub struct ModelArgs {
     pub yarn_orig_ctx: Option<usize>,
     /// How the KV cache stores keys and values: f16 (half the memory and the bytes each token
     /// reads, llama.cpp's default) or f32 (exact, what the reference-parity tests use).
-    #[arg(
-        long,
-        value_enum,
-        value_name = "TYPE",
-        default_value = "f16",
-        alias = "cache-type"
-    )]
-    pub kv_cache: KvCacheKind,
-}
-
-#[derive(Clone, Copy, Debug, Default, ValueEnum)]
-pub enum KvCacheKind {
-    #[default]
-    F16,
-    F32,
-}
-
-impl From<KvCacheKind> for KvType {
-    fn from(kind: KvCacheKind) -> Self {
-        match kind {
-            KvCacheKind::F16 => KvType::F16,
-            KvCacheKind::F32 => KvType::F32,
-        }
-    }
+    #[arg(long, value_name = "f16|f32", default_value_t = KvType::F16, alias = "cache-type")]
+    pub kv_cache: KvType,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -202,7 +180,7 @@ impl ModelArgs {
     /// already-open header.
     fn load_options(&self, gguf: &GgufFile) -> Result<LoadOptions> {
         let mut options = LoadOptions {
-            kv_type: self.kv_cache.into(),
+            kv_type: self.kv_cache,
             ..LoadOptions::default()
         };
         if let Some(kind) = self.rope_scaling {

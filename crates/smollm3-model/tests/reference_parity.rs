@@ -162,10 +162,10 @@ fn check(golden_name: &str, kv_type: KvType) -> bool {
     let exact = float_weights && kv_type == KvType::F32;
     let ctx = model.config().max_context().min(2048);
     // llama.cpp's own error against HF on the same fixture, to hold ours to the same standard.
-    let llamacpp_twin = load_golden(&match kv_type {
-        KvType::F16 => f16_twin(&golden_name.replace(".hf", ".llamacpp")),
-        KvType::F32 => golden_name.replace(".hf", ".llamacpp"),
-    });
+    let llamacpp_twin = match kv_type {
+        KvType::F16 => &llamacpp_f16,
+        KvType::F32 => &llamacpp_f32,
+    };
 
     let mut worst_rel = 0f64;
     let mut worst_abs = 0f64;
@@ -221,7 +221,7 @@ fn check(golden_name: &str, kv_type: KvType) -> bool {
                 "{golden_name} {name} ({kv_type} cache): relative logit error {rel:.3e} > \
                  {tolerance} (max abs {abs:.3})"
             );
-        } else if let Some(twin) = &llamacpp_twin {
+        } else if let Some(twin) = llamacpp_twin {
             // Same prompt in both goldens: compare llama.cpp's error with ours.
             let twin_case = &twin["cases"][case_index];
             assert_eq!(twin_case["tokens"], case["tokens"]);

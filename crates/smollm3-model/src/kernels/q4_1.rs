@@ -123,20 +123,6 @@ fn block_value(w: &BlockQ4_1, a: &BlockQ8, sumi: i32) -> f32 {
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_avx2(w: &[BlockQ4_1], a: &[BlockQ8]) -> f32 {
     use std::arch::x86_64::*;
-    let low_mask = _mm_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    // The eight i32 partial sums of one block's integer dot product.
-    let block_sums = |w: &BlockQ4_1, a: &BlockQ8| {
-        // 16 bytes of nibbles -> 32 u8 values: low nibbles, then high nibbles.
-        let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
-        let lo = _mm_and_si128(packed, low_mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
-        let x = _mm256_set_m128i(hi, lo);
-        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        // u8 × i8 pairs summed to i16 (at most 2 × 15 × 127: no saturation), then pairs of
-        // i16 to eight i32.
-        _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones)
-    };
     let mut sum = 0f32;
     let groups = w.len() / 8;
     for g in 0..groups {
@@ -197,6 +183,27 @@ pub unsafe fn dot_avx2(w: &[BlockQ4_1], a: &[BlockQ8]) -> f32 {
     sum
 }
 
+/// The eight i32 partial sums of one block's integer dot product.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn block_sums(w: &BlockQ4_1, a: &BlockQ8) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let low_mask = _mm_set1_epi8(0x0F);
+    // 16 bytes of nibbles -> 32 u8 values: low nibbles, then high nibbles.
+    let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
+    let lo = _mm_and_si128(packed, low_mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+    let x = _mm256_set_m128i(hi, lo);
+    let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+    // u8 × i8 pairs summed to i16 (at most 2 × 15 × 127: no saturation), then pairs of i16 to
+    // eight i32.
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
 /// One block's exact integer dot product (the blocks past the last whole group of eight).
 ///
 /// # Safety
@@ -205,13 +212,7 @@ pub unsafe fn dot_avx2(w: &[BlockQ4_1], a: &[BlockQ8]) -> f32 {
 #[target_feature(enable = "avx2")]
 unsafe fn block_sumi_avx2(w: &BlockQ4_1, a: &BlockQ8) -> i32 {
     use std::arch::x86_64::*;
-    let low_mask = _mm_set1_epi8(0x0F);
-    let packed = _mm_loadu_si128(w.qs.as_ptr() as *const __m128i);
-    let lo = _mm_and_si128(packed, low_mask);
-    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
-    let x = _mm256_set_m128i(hi, lo);
-    let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-    let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
+    let sums = block_sums(w, a);
     let quad = _mm_add_epi32(
         _mm256_castsi256_si128(sums),
         _mm256_extracti128_si256(sums, 1),
