@@ -427,60 +427,118 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
     std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
 }
 
-/// AVX-512 (BW): the AVX2 work on 64 values per instruction. The sixteen i32 lanes of a
-/// 64-value vector are the AVX2 lanes of its two halves; folding them once per super-block
-/// (integer adds, exact) gives the AVX2 lanes, and from there the float work is the same.
+/// AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once. A 512-bit vector
+/// holds 32 values of row `2p` in its low half and the same 32 of row `2p + 1` in its high
+/// half, against the weights' 32 broadcast to both halves, so its sixteen i32 lanes are the
+/// eight AVX2 lanes of each row, with no folding, and the float work per super-block (convert,
+/// scale, the mins term) runs once per pair of rows instead of once per row. `P` pairs of rows
+/// (a lone row goes in twice).
+///
+/// Registers (Q4_K, 4 rows × 4 columns): 8 integer sums, 8 float sums, 8 mins sums (256-bit),
+/// 2 row pairs, a weight and a scale vector: 28 of AVX-512's 32. The kernel this replaced kept
+/// one accumulator per (row, column) in each kind and spilled them inside its inner loop.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and `a[r]` as long as `a[0]`.
+/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and every row of `a` as
+/// long as `a[0][0]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-pub unsafe fn dot_avx512<const R: usize, const C: usize, const Q6: bool>(
-    a: [&[BlockQ8K]; R],
+pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
+    a: [[&[BlockQ8K]; 2]; P],
     w: [&[Unpacked]; C],
-) -> [[f32; C]; R] {
+) -> [[[f32; C]; 2]; P] {
     use std::arch::x86_64::*;
     let m32 = _mm512_set1_epi8(32);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut acc_m = [[_mm_setzero_ps(); C]; R];
-    for b in 0..a[0].len() {
-        let mut wide = [[_mm512_setzero_si512(); C]; R];
-        for s in 0..QK_K / 64 {
-            let ys: [__m512i; R] = std::array::from_fn(|r| {
-                _mm512_loadu_si512(a[r].get_unchecked(b).qs.as_ptr().add(64 * s) as *const __m512i)
-            });
-            let offsets: [__m512i; R] = std::array::from_fn(|r| {
+    let mut acc = [[_mm512_setzero_ps(); C]; P];
+    let mut acc_m = [[_mm256_setzero_ps(); C]; P];
+    for b in 0..a[0][0].len() {
+        let mut sumi = [[_mm512_setzero_si512(); C]; P];
+        for s in 0..QK_K / 32 {
+            let mut ys = [_mm512_setzero_si512(); P];
+            let mut offsets = [_mm512_setzero_si512(); P];
+            for p in 0..P {
+                let low = _mm256_loadu_si256(
+                    a[p][0].get_unchecked(b).qs.as_ptr().add(32 * s) as *const __m256i
+                );
+                let high = _mm256_loadu_si256(
+                    a[p][1].get_unchecked(b).qs.as_ptr().add(32 * s) as *const __m256i
+                );
+                ys[p] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high);
                 if Q6 {
-                    _mm512_maddubs_epi16(m32, ys[r])
-                } else {
-                    _mm512_setzero_si512()
+                    offsets[p] = _mm512_maddubs_epi16(m32, ys[p]);
                 }
-            });
+            }
             for c in 0..C {
                 let u = w[c].get_unchecked(b);
-                let q = _mm512_load_si512(u.q.as_ptr().add(64 * s) as *const __m512i);
-                let scales = _mm512_loadu_si512(u.scales.as_ptr().add(32 * s) as *const __m512i);
-                for r in 0..R {
-                    let mut pairs = _mm512_maddubs_epi16(q, ys[r]);
+                let q = _mm512_broadcast_i64x4(_mm256_load_si256(
+                    u.q.as_ptr().add(32 * s) as *const __m256i
+                ));
+                let scales = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                    u.scales.as_ptr().add(16 * s) as *const __m256i,
+                ));
+                for p in 0..P {
+                    let mut products = _mm512_maddubs_epi16(q, ys[p]);
                     if Q6 {
-                        pairs = _mm512_sub_epi16(pairs, offsets[r]);
+                        products = _mm512_sub_epi16(products, offsets[p]);
                     }
-                    wide[r][c] = _mm512_add_epi32(wide[r][c], _mm512_madd_epi16(scales, pairs));
+                    sumi[p][c] = _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
                 }
             }
         }
-        // The two halves' lanes added: the AVX2 lanes.
-        let sumi: [[__m256i; C]; R] = std::array::from_fn(|r| {
-            std::array::from_fn(|c| {
-                _mm256_add_epi32(
-                    _mm512_castsi512_si256(wide[r][c]),
-                    _mm512_extracti64x4_epi64(wide[r][c], 1),
+        for p in 0..P {
+            let (y0, y1) = (a[p][0].get_unchecked(b), a[p][1].get_unchecked(b));
+            let dy = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(y0.d))),
+                _mm256_castps_pd(_mm256_set1_ps(y1.d)),
+            ));
+            // Q4_K's mins: both rows' sums of 32 in one vector, their `−d_y` beside them.
+            let (sums, minus_dy) = if Q6 {
+                (_mm256_setzero_si256(), _mm256_setzero_ps())
+            } else {
+                (
+                    _mm256_inserti128_si256::<1>(
+                        _mm256_castsi128_si256(pair_sums(y0)),
+                        pair_sums(y1),
+                    ),
+                    _mm256_insertf128_ps::<1>(
+                        _mm256_castps128_ps256(_mm_set1_ps(-y0.d)),
+                        _mm_set1_ps(-y1.d),
+                    ),
                 )
-            })
-        });
-        scale_block::<R, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+            };
+            for c in 0..C {
+                let u = w[c].get_unchecked(b);
+                // `d_y × d` per row, as ggml multiplies them (the product commutes exactly).
+                let d = _mm512_mul_ps(dy, _mm512_set1_ps(u.d));
+                acc[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[p][c]), acc[p][c]);
+                if !Q6 {
+                    let mins = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                        u.mins.as_ptr() as *const __m128i
+                    ));
+                    let prod = _mm256_madd_epi16(mins, sums);
+                    let dmin = _mm256_mul_ps(minus_dy, _mm256_set1_ps(u.dmin));
+                    acc_m[p][c] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc_m[p][c]);
+                }
+            }
+        }
     }
-    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
+    let mut out = [[[0f32; C]; 2]; P];
+    for p in 0..P {
+        for c in 0..C {
+            let (acc, acc_m) = (acc[p][c], acc_m[p][c]);
+            out[p][0][c] = finish(
+                _mm512_castps512_ps256(acc),
+                _mm256_castps256_ps128(acc_m),
+                Q6,
+            );
+            out[p][1][c] = finish(
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+                _mm256_extractf128_ps::<1>(acc_m),
+                Q6,
+            );
+        }
+    }
+    out
 }
 
 /// Super-block `b`'s float work for every (row, column) of a tile, shared by the AVX2 and

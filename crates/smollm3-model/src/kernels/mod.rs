@@ -126,8 +126,21 @@ fn avx512_tile<const R: usize, const C: usize, const Q6: bool>(
     out: &mut [f32],
 ) {
     let (a, w) = tile_args::<R, C>(a, w, out);
-    // SAFETY: selected only after `avx512_available()` said yes; lengths checked above.
-    store::<R, C>(unsafe { kquant::dot_avx512::<R, C, Q6>(a, w) }, out);
+    // The kernel takes rows in pairs (a lone row goes in twice and half the answer is kept).
+    // SAFETY (each call): selected only after `avx512_available()` said yes; lengths checked
+    // above.
+    match R {
+        1 => {
+            let [[values, _]] = unsafe { kquant::dot_avx512::<1, C, Q6>([[a[0], a[0]]], w) };
+            out[..C].copy_from_slice(&values);
+        }
+        4 => {
+            let pairs = [[a[0], a[1]], [a[2], a[3]]];
+            let [[v0, v1], [v2, v3]] = unsafe { kquant::dot_avx512::<2, C, Q6>(pairs, w) };
+            store::<4, C>([v0, v1, v2, v3], out);
+        }
+        _ => unreachable!("the avx512 tiles have 4 or 1 rows"),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

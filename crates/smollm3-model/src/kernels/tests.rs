@@ -299,8 +299,12 @@ mod kquant_tests {
                 let rows: Vec<Vec<B>> = (0..4)
                     .map(|_| (0..blocks).map(|_| random(&mut rng)).collect())
                     .collect();
-                let x: Vec<f32> = (0..blocks * QK_K).map(|_| rng.float() * 3.0).collect();
-                let a = quantized(&x);
+                // Four different activation rows: a kernel that mixed up the rows it takes
+                // together would not give each row's own bits.
+                let xs: Vec<Vec<f32>> = (0..4)
+                    .map(|_| (0..blocks * QK_K).map(|_| rng.float() * 3.0).collect())
+                    .collect();
+                let activations: Vec<Vec<BlockQ8K>> = xs.iter().map(|x| quantized(x)).collect();
                 let unpacked: Vec<Vec<Unpacked>> = rows
                     .iter()
                     .map(|row| {
@@ -314,24 +318,27 @@ mod kquant_tests {
                     })
                     .collect();
                 let columns: Vec<&[Unpacked]> = unpacked.iter().map(|u| &u[..]).collect();
-                // The same activations in four rows: every tile shape sees them.
-                let rows_a: Vec<&[BlockQ8K]> = vec![&a[..]; 4];
+                let rows_a: Vec<&[BlockQ8K]> = activations.iter().map(|a| &a[..]).collect();
                 let portable = B::tiles(&crate::kernels::PORTABLE);
-                let mut want_bits = [0f32; 4];
-                for c in 0..4 {
-                    (portable.single)(&rows_a[..1], &columns[c..c + 1], &mut want_bits[c..c + 1]);
-                    let want = reference(&rows[c], &a);
-                    let scale: f64 = rows[c]
-                        .iter()
-                        .flat_map(|b| b.dequantize())
-                        .zip(&x)
-                        .map(|(w, x)| f64::from((w * x).abs()))
-                        .sum();
-                    let got = f64::from(want_bits[c]);
-                    assert!(
-                        (got - want).abs() <= 1e-5 * (1.0 + scale),
-                        "portable: {got} vs {want} ({blocks} blocks)"
-                    );
+                let mut want_bits = [[0f32; 4]; 4];
+                for (r, (x, a)) in xs.iter().zip(&activations).enumerate() {
+                    for c in 0..4 {
+                        let mut got = [0f32];
+                        (portable.single)(&rows_a[r..r + 1], &columns[c..c + 1], &mut got);
+                        want_bits[r][c] = got[0];
+                        let want = reference(&rows[c], a);
+                        let scale: f64 = rows[c]
+                            .iter()
+                            .flat_map(|b| b.dequantize())
+                            .zip(x)
+                            .map(|(w, x)| f64::from((w * x).abs()))
+                            .sum();
+                        let got = f64::from(got[0]);
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + scale),
+                            "portable: {got} vs {want} ({blocks} blocks)"
+                        );
+                    }
                 }
                 // Every path and tile shape gives the portable single dot product's bits.
                 for path in crate::kernels::available_paths() {
@@ -343,15 +350,19 @@ mod kquant_tests {
                         (t.single, 1, 1),
                     ];
                     for (kernel, r, c) in shapes {
-                        let mut out = vec![0f32; r * c];
-                        kernel(&rows_a[..r], &columns[..c], &mut out);
-                        for (i, got) in out.iter().enumerate() {
-                            assert_eq!(
-                                got.to_bits(),
-                                want_bits[i % c].to_bits(),
-                                "{} {r}x{c} tile, value {i}",
-                                path.name
-                            );
+                        // The last rows and columns too, so that every row and column of the
+                        // inputs meets every slot of each shape.
+                        for (r0, c0) in [(0, 0), (4 - r, 4 - c)] {
+                            let mut out = vec![0f32; r * c];
+                            kernel(&rows_a[r0..r0 + r], &columns[c0..c0 + c], &mut out);
+                            for (i, got) in out.iter().enumerate() {
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want_bits[r0 + i / c][c0 + i % c].to_bits(),
+                                    "{} {r}x{c} tile at ({r0}, {c0}), value {i}",
+                                    path.name
+                                );
+                            }
                         }
                     }
                 }
