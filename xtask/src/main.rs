@@ -65,7 +65,11 @@ fn main() -> std::process::ExitCode {
         Command::GenFixtures { out, only, with_3b } => gen_fixtures(out, only, with_3b),
         Command::Bench(args) => bench::run(args, &workspace_root()),
         Command::BenchServer(args) => bench_server::run(args, &workspace_root()),
-        Command::BenchChild(args) => bench_child::run(args),
+        Command::BenchChild(args) => {
+            // As the smollm3 binaries do (the engine measured is theirs).
+            smollm3_model::allocator::keep_freed_tensor_memory();
+            bench_child::run(args)
+        }
         Command::Spin => bench_busy::spin(),
         Command::FetchWeights(args) => fetch::run(args),
     };

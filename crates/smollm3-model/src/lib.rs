@@ -36,9 +36,13 @@
 //! kernels, Q4_1, decode attention; with the f32 cache each returns candle's bits, so the
 //! reference-parity tests hold on every path (the f16 cache is checked against llama.cpp's).
 //!
+//! [`allocator::keep_freed_tensor_memory`] is for binaries: it keeps the per-op tensor memory
+//! of a prompt's forward pass in the process (8% of a 3B prefill was page faults without it).
+//!
 //! The crate never prints and never panics on bad input: every failure is a [`ModelError`]
 //! naming the file, key, tensor or token at fault.
 
+pub mod allocator;
 mod cache;
 mod config;
 mod error;
