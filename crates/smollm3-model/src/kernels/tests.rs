@@ -244,7 +244,9 @@ mod kquant_tests {
     use half::f16;
 
     use super::tests_support::Lcg;
-    use crate::kernels::kquant::{self, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, Unpacked, QK_K};
+    use crate::kernels::kquant::{
+        self, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, Unpacked, MAX_TILE, QK_K,
+    };
     use crate::kernels::kquant_rows;
 
     fn random_q4k(rng: &mut Lcg) -> BlockQ4K {
@@ -296,12 +298,13 @@ mod kquant_tests {
         let mut rng = Lcg(seed);
         for blocks in [1, 2, 3, 8, 43] {
             for _ in 0..6 {
-                let rows: Vec<Vec<B>> = (0..4)
+                // As many weight and activation rows as the largest tile side.
+                let rows: Vec<Vec<B>> = (0..MAX_TILE)
                     .map(|_| (0..blocks).map(|_| random(&mut rng)).collect())
                     .collect();
-                // Four different activation rows: a kernel that mixed up the rows it takes
+                // Different activation rows: a kernel that mixed up the rows it takes
                 // together would not give each row's own bits.
-                let xs: Vec<Vec<f32>> = (0..4)
+                let xs: Vec<Vec<f32>> = (0..MAX_TILE)
                     .map(|_| (0..blocks * QK_K).map(|_| rng.float() * 3.0).collect())
                     .collect();
                 let activations: Vec<Vec<BlockQ8K>> = xs.iter().map(|x| quantized(x)).collect();
@@ -320,9 +323,9 @@ mod kquant_tests {
                 let columns: Vec<&[Unpacked]> = unpacked.iter().map(|u| &u[..]).collect();
                 let rows_a: Vec<&[BlockQ8K]> = activations.iter().map(|a| &a[..]).collect();
                 let portable = B::tiles(&crate::kernels::PORTABLE);
-                let mut want_bits = [[0f32; 4]; 4];
+                let mut want_bits = [[0f32; MAX_TILE]; MAX_TILE];
                 for (r, (x, a)) in xs.iter().zip(&activations).enumerate() {
-                    for c in 0..4 {
+                    for c in 0..MAX_TILE {
                         let mut got = [0f32];
                         (portable.single)(&rows_a[r..r + 1], &columns[c..c + 1], &mut got);
                         want_bits[r][c] = got[0];
@@ -352,7 +355,7 @@ mod kquant_tests {
                     for (kernel, r, c) in shapes {
                         // The last rows and columns too, so that every row and column of the
                         // inputs meets every slot of each shape.
-                        for (r0, c0) in [(0, 0), (4 - r, 4 - c)] {
+                        for (r0, c0) in [(0, 0), (MAX_TILE - r, MAX_TILE - c)] {
                             let mut out = vec![0f32; r * c];
                             kernel(&rows_a[r0..r0 + r], &columns[c0..c0 + c], &mut out);
                             for (i, got) in out.iter().enumerate() {
@@ -556,14 +559,21 @@ mod kquant_tests {
     /// The whole matmul against candle's on the same file blocks: the same bits.
     #[test]
     fn the_matmul_agrees_with_candles() {
-        use candle_core::quantized::k_quants;
         let mut rng = Lcg(21);
-        // 13 columns: a full tile of 8 and a partial one of 5; 7 rows: a full group of 4 and
-        // an odd edge of 3 (every kernel shape and the one-at-a-time fallback).
-        let (m, k, n) = (7, 3 * QK_K, 13);
+        // 13 columns: a full tile of 8 and a partial one of 5. 7 rows: a full group of 6 (4 on
+        // AVX2 and portable) and an edge of 1 (3); 14 rows: two groups and an edge of 2 (the
+        // row-at-a-time fallback). Every kernel shape and both fallbacks.
+        for m in [7, 14] {
+            matmul_agrees_with_candles(m, &mut rng);
+        }
+    }
+
+    fn matmul_agrees_with_candles(m: usize, rng: &mut Lcg) {
+        use candle_core::quantized::k_quants;
+        let (k, n) = (3 * QK_K, 13);
         let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
-        let q4: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(&mut rng)).collect();
-        let q6: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(&mut rng)).collect();
+        let q4: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(rng)).collect();
+        let q6: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(rng)).collect();
         let mut ours4 = vec![0f32; m * n];
         let mut ours6 = vec![0f32; m * n];
         kquant::matmul((m, k, n), &lhs, &q4, &mut ours4).unwrap();
