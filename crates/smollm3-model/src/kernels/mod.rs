@@ -12,7 +12,8 @@
 //! - [`ggml`]: candle's dot products for every other block type (and for single rows), in
 //!   candle's order, on that pool.
 //! - [`kquant`]: Q4_K and Q6_K weights (SmolLM3-3B Q4_K_M) × Q8_K activations for prompts,
-//!   each super-block unpacked once per call instead of once per activation row.
+//!   each super-block unpacked once per call instead of once per activation row; on AVX-512
+//!   two activation rows per vector, and `vpdpbusd` for Q4_K where VNNI exists.
 //! - [`kquant_rows`]: the same types for one activation row (decode), on AVX-512.
 //! - [`attention`]: one-token attention, one KV head per work item, with candle's bits.
 
@@ -45,6 +46,7 @@ pub struct Path {
 macro_rules! tiles {
     ($kernel:ident, $rows:literal x $cols:literal, $q6:literal) => {
         kquant::Tiles {
+            unsigned_activations: false,
             rows: $rows,
             cols: $cols,
             full: $kernel::<$rows, $cols, $q6>,
@@ -119,31 +121,53 @@ fn avx2_tile<const R: usize, const C: usize, const Q6: bool>(
     store::<R, C>(unsafe { kquant::dot_avx2::<R, C, Q6>(a, w) }, out);
 }
 
+/// An AVX-512 tile wrapper for a kernel that takes activation rows in pairs (a lone row goes
+/// in twice and half the answer is kept). Three pairs: each weight vector loaded from L2
+/// serves six rows (with two pairs, 4 rows × 4 columns, prefill @512 was 17% slower; four
+/// pairs measured the same as three).
+macro_rules! avx512_pairs_tile {
+    ($name:ident, $kernel:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        fn $name<const R: usize, const C: usize, const Q6: bool>(
+            a: &[&[kquant::BlockQ8K]],
+            w: &[&[kquant::Unpacked]],
+            out: &mut [f32],
+        ) {
+            let (a, w) = tile_args::<R, C>(a, w, out);
+            // SAFETY (each call): a path takes this kernel only after checking the CPU for its
+            // features (`available_paths`); lengths checked above.
+            match R {
+                1 => {
+                    let [[values, _]] = unsafe { $kernel::<1, C, Q6>([[a[0], a[0]]], w) };
+                    out[..C].copy_from_slice(&values);
+                }
+                6 => {
+                    let pairs = [[a[0], a[1]], [a[2], a[3]], [a[4], a[5]]];
+                    let [[v0, v1], [v2, v3], [v4, v5]] = unsafe { $kernel::<3, C, Q6>(pairs, w) };
+                    store::<6, C>([v0, v1, v2, v3, v4, v5], out);
+                }
+                _ => unreachable!("the avx512 tiles have 6 rows or 1"),
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
-fn avx512_tile<const R: usize, const C: usize, const Q6: bool>(
-    a: &[&[kquant::BlockQ8K]],
-    w: &[&[kquant::Unpacked]],
-    out: &mut [f32],
-) {
-    let (a, w) = tile_args::<R, C>(a, w, out);
-    // The kernel takes rows in pairs (a lone row goes in twice and half the answer is kept).
-    // Three pairs: each weight vector loaded from L2 serves six rows (with two pairs, 4 rows
-    // × 4 columns, prefill @512 was 17% slower; four pairs measured the same as three).
-    // SAFETY (each call): selected only after `avx512_available()` said yes; lengths checked
-    // above.
-    match R {
-        1 => {
-            let [[values, _]] = unsafe { kquant::dot_avx512::<1, C, Q6>([[a[0], a[0]]], w) };
-            out[..C].copy_from_slice(&values);
-        }
-        6 => {
-            let pairs = [[a[0], a[1]], [a[2], a[3]], [a[4], a[5]]];
-            let [[v0, v1], [v2, v3], [v4, v5]] =
-                unsafe { kquant::dot_avx512::<3, C, Q6>(pairs, w) };
-            store::<6, C>([v0, v1, v2, v3, v4, v5], out);
-        }
-        _ => unreachable!("the avx512 tiles have 6 rows or 1"),
-    }
+use kquant::dot_avx512;
+avx512_pairs_tile!(avx512_tile, dot_avx512);
+avx512_pairs_tile!(avx512_q4k_vnni_tile, q4k_vnni);
+
+/// [`kquant::dot_avx512_q4k_vnni`] in the shape of the other pair kernels (Q4_K only).
+///
+/// # Safety
+/// As that kernel's.
+#[cfg(target_arch = "x86_64")]
+unsafe fn q4k_vnni<const P: usize, const C: usize, const Q6: bool>(
+    a: [[&[kquant::BlockQ8K]; 2]; P],
+    w: [&[kquant::Unpacked]; C],
+) -> [[[f32; C]; 2]; P] {
+    const { assert!(!Q6, "the VNNI pair kernel is Q4_K's") };
+    kquant::dot_avx512_q4k_vnni::<P, C>(a, w)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -196,15 +220,41 @@ pub fn available_paths() -> Vec<Path> {
     }
     #[cfg(target_arch = "x86_64")]
     if avx512_available() {
-        paths.push(Path {
-            name: "avx512",
-            // Q4_1's blocks are 32 values: one AVX2 register already holds a whole block.
-            q4_1: q4_1_avx2,
-            q4_1_grouped: vnni_available().then_some(q4_1_avx512_vnni as q4_1::DotGrouped),
-            // 6 × 4: three pairs of rows × four columns (see `kquant::dot_avx512`).
-            q4k: tiles!(avx512_tile, 6 x 4, false),
-            q6k: tiles!(avx512_tile, 6 x 4, true),
-        });
+        paths.push(avx512_path(vnni_available()));
+    }
+    paths
+}
+
+/// The AVX-512 path, with its VNNI kernels (Q4_1 grouped, Q4_K prompt tiles) where `vnni`.
+#[cfg(target_arch = "x86_64")]
+fn avx512_path(vnni: bool) -> Path {
+    Path {
+        name: "avx512",
+        // Q4_1's blocks are 32 values: one AVX2 register already holds a whole block.
+        q4_1: q4_1_avx2,
+        q4_1_grouped: vnni.then_some(q4_1_avx512_vnni as q4_1::DotGrouped),
+        // 6 × 4: three pairs of rows × four columns (see `kquant::dot_avx512`).
+        q4k: if vnni {
+            kquant::Tiles {
+                unsigned_activations: true,
+                ..tiles!(avx512_q4k_vnni_tile, 6 x 4, false)
+            }
+        } else {
+            tiles!(avx512_tile, 6 x 4, false)
+        },
+        q6k: tiles!(avx512_tile, 6 x 4, true),
+    }
+}
+
+/// Every path the tests check: [`available_paths`], plus on a VNNI machine the AVX-512 path
+/// as a machine without VNNI runs it (no other way reaches those kernels here).
+#[cfg(test)]
+pub(crate) fn paths_to_test() -> Vec<Path> {
+    #[allow(unused_mut)]
+    let mut paths = available_paths();
+    #[cfg(target_arch = "x86_64")]
+    if vnni_available() {
+        paths.push(avx512_path(false));
     }
     paths
 }

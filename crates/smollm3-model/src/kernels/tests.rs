@@ -22,7 +22,6 @@ mod q4_1_tests {
     use half::f16;
 
     use crate::kernels::q4_1::{self, BlockQ4_1, BlockQ8, BLOCK};
-    use crate::kernels::*;
 
     use super::tests_support::Lcg;
 
@@ -70,7 +69,7 @@ mod q4_1_tests {
                 q4_1::quantize_row(&x, &mut a);
                 let want = reference(&w, &a);
                 let portable = q4_1::dot_portable(&w, &a);
-                for path in available_paths() {
+                for path in crate::kernels::paths_to_test() {
                     let got = f64::from((path.q4_1)(&w, &a));
                     let tolerance = 1e-4 * (1.0 + want.abs());
                     assert!(
@@ -209,7 +208,7 @@ mod versus_candle {
             q4_1::quantize_row(&lhs[r * k..(r + 1) * k], &mut a);
             for c in 0..n {
                 let w = &weights[c * blocks..(c + 1) * blocks];
-                for path in crate::kernels::available_paths() {
+                for path in crate::kernels::paths_to_test() {
                     assert_eq!(
                         (path.q4_1)(w, &a).to_bits(),
                         ours[r * n + c].to_bits(),
@@ -279,6 +278,15 @@ mod kquant_tests {
         out
     }
 
+    /// Activation rows as a path's kernels take them.
+    fn as_kernel_takes(rows: &[Vec<BlockQ8K>], tiles: &kquant::Tiles) -> Vec<Vec<BlockQ8K>> {
+        let mut rows = rows.to_vec();
+        if tiles.unsigned_activations {
+            rows.iter_mut().flatten().for_each(kquant::make_unsigned);
+        }
+        rows
+    }
+
     /// Exact, in f64: the dequantized weights (from each format's definition, not from
     /// `unpack`) times the dequantized activations.
     fn reference<B: SuperBlock>(w: &[B], a: &[BlockQ8K]) -> f64 {
@@ -344,8 +352,10 @@ mod kquant_tests {
                     }
                 }
                 // Every path and tile shape gives the portable single dot product's bits.
-                for path in crate::kernels::available_paths() {
+                for path in crate::kernels::paths_to_test() {
                     let t = B::tiles(&path);
+                    let activations = as_kernel_takes(&activations, &t);
+                    let rows_a: Vec<&[BlockQ8K]> = activations.iter().map(|a| &a[..]).collect();
                     let shapes = [
                         (t.full, t.rows, t.cols),
                         (t.row_edge, 1, t.cols),
@@ -404,16 +414,19 @@ mod kquant_tests {
         };
         let w6 = [q6, q6];
         let w4 = [q4, q4];
-        for path in crate::kernels::available_paths() {
+        for path in crate::kernels::paths_to_test() {
             let mut u6 = [Unpacked::ZERO; 2];
             let mut u4 = [Unpacked::ZERO; 2];
             for i in 0..2 {
                 w6[i].unpack(&mut u6[i]);
                 w4[i].unpack(&mut u4[i]);
             }
+            let (t6, t4) = (BlockQ6K::tiles(&path), BlockQ4K::tiles(&path));
+            let a6 = as_kernel_takes(std::slice::from_ref(&a), &t6);
+            let a4 = as_kernel_takes(std::slice::from_ref(&a), &t4);
             let (mut got6, mut got4) = ([0f32], [0f32]);
-            (BlockQ6K::tiles(&path).single)(&[&a[..]], &[&u6[..]], &mut got6);
-            (BlockQ4K::tiles(&path).single)(&[&a[..]], &[&u4[..]], &mut got4);
+            (t6.single)(&[&a6[0][..]], &[&u6[..]], &mut got6);
+            (t4.single)(&[&a4[0][..]], &[&u4[..]], &mut got4);
             let (got6, got4) = (f64::from(got6[0]), f64::from(got4[0]));
             let (want6, want4) = (reference(&w6, &a), reference(&w4, &a));
             assert!(
