@@ -75,7 +75,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
 
-/// One super-block unpacked for the dot products (576 bytes, a cache-line multiple).
+/// One super-block unpacked for the dot products (640 bytes, a cache-line multiple).
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(64))]
 pub struct Unpacked {
@@ -776,7 +776,7 @@ pub(super) unsafe fn finish(
 }
 
 /// Columns unpacked together: each activation row is read once per tile (from L2/L3), and the
-/// tile's unpacked rows (8 × 576 bytes per super-block: 198 KB for FFN-down's 11008 inputs)
+/// tile's unpacked rows (8 × 640 bytes per super-block: 220 KB for FFN-down's 11008 inputs)
 /// stay in L2 while all rows pass.
 const TILE_COLUMNS: usize = 8;
 
