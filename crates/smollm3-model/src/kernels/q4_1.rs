@@ -69,21 +69,100 @@ impl BlockQ4_1 {
 /// SmolLM2 against the llama.cpp goldens: an f32 scale, ggml's scalar `s` and llama.cpp's x86
 /// variant (round half to even) each failed a greedy-answer or logit-parity check that this
 /// arithmetic passes.
+///
+/// On AVX-512 32 values in two instructions per step, with the same results: a prompt of 64
+/// tokens on SmolLM2 spent 4.5% of its time in the scalar loop's `roundf` calls.
 pub fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
-    for (chunk, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in block.qs.iter_mut().zip(chunk) {
-            // |v × inverse| <= 127 by construction.
-            *q = (v * inverse).round() as i8;
-            sum += i32::from(*q);
+    #[cfg(target_arch = "x86_64")]
+    if super::path().name == "avx512" {
+        for (chunk, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+            // SAFETY: the avx512 path is only chosen on CPUs with AVX-512 F and BW; `chunk`
+            // has BLOCK values.
+            unsafe { quantize_block_avx512(chunk, block) };
         }
-        let d16 = f16::from_f32(d);
-        block.d = d16.to_f32();
-        block.s = (f16::from_f32(sum as f32) * d16).to_f32();
+        return;
     }
+    for (chunk, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        quantize_block(chunk, block);
+    }
+}
+
+/// One block of [`quantize_row`], the definition.
+pub(super) fn quantize_block(chunk: &[f32], block: &mut BlockQ8) {
+    let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, v) in block.qs.iter_mut().zip(chunk) {
+        // |v × inverse| <= 127 by construction.
+        *q = (v * inverse).round() as i8;
+        sum += i32::from(*q);
+    }
+    finish_block(block, d, sum);
+}
+
+/// The scales at f16 precision, as ggml's `q8_1` keeps them.
+fn finish_block(block: &mut BlockQ8, d: f32, sum: i32) {
+    let d16 = f16::from_f32(d);
+    block.d = d16.to_f32();
+    block.s = (f16::from_f32(sum as f32) * d16).to_f32();
+}
+
+/// [`quantize_block`] 16 values per instruction with the same results: NaNs are skipped by the
+/// maximum (`max_ps` returns its second operand, the running maximum, when the first is NaN,
+/// as `f32::max` keeps the other value); products are the same single multiplications,
+/// rounded half away from zero from the truncation and the exact remainder, saturated as
+/// `as i8` saturates, and a NaN product becomes 0 as `NaN as i8` does.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW; `chunk` must hold `BLOCK` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_block_avx512(chunk: &[f32], block: &mut BlockQ8) {
+    use std::arch::x86_64::*;
+    const { assert!(BLOCK == 32) };
+    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
+    let values = [
+        _mm512_loadu_ps(chunk.as_ptr()),
+        _mm512_loadu_ps(chunk.as_ptr().add(16)),
+    ];
+    let abs = [
+        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(values[0]), abs_mask)),
+        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(values[1]), abs_mask)),
+    ];
+    let mut amax = _mm512_max_ps(abs[0], _mm512_setzero_ps());
+    amax = _mm512_max_ps(abs[1], amax);
+    let amax = _mm512_reduce_max_ps(amax);
+    let d = amax / 127.0;
+    let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let scale = _mm512_set1_ps(inverse);
+    let one = _mm512_set1_ps(1.0);
+    let half = _mm512_set1_ps(0.5);
+    let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
+    let mut sum = 0i32;
+    for (i, &v) in values.iter().enumerate() {
+        let p = _mm512_mul_ps(v, scale);
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+        let remainder = _mm512_castsi512_ps(_mm512_and_si512(
+            _mm512_castps_si512(_mm512_sub_ps(p, t)),
+            abs_mask,
+        ));
+        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(remainder, half);
+        let signed_one = _mm512_or_ps(
+            one,
+            _mm512_castsi512_ps(_mm512_andnot_si512(abs_mask, _mm512_castps_si512(p))),
+        );
+        let r = _mm512_mask_add_ps(t, away, t, signed_one);
+        let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+        let q = _mm512_maskz_cvttps_epi32(ordered, r);
+        _mm_storeu_si128(
+            block.qs.as_mut_ptr().add(16 * i) as *mut __m128i,
+            _mm512_cvtepi32_epi8(q),
+        );
+        sum += _mm512_reduce_add_epi32(q);
+    }
+    finish_block(block, d, sum);
 }
 
 /// The dot product of one weight row with one quantized activation row, on the best path

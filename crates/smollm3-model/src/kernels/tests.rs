@@ -130,6 +130,46 @@ mod q4_1_tests {
         assert!(zero[0].qs.iter().all(|&q| q == 0));
     }
 
+    /// The path in use quantizes exactly as the definition (the scalar loop), on values that
+    /// land on halves, NaN, infinities, zeros and tiny values.
+    #[test]
+    fn the_vector_quantizer_gives_the_scalar_ones_bits() {
+        let mut rng = Lcg(11);
+        const BLOCKS: usize = 8;
+        let mut x: Vec<f32> = (0..BLOCKS * BLOCK).map(|_| rng.float() * 7.0).collect();
+        // Block 1: products on halves (the maximum 127: the scale is 1).
+        x[BLOCK] = 127.0;
+        for (i, v) in x[BLOCK + 1..2 * BLOCK].iter_mut().enumerate() {
+            *v = i as f32 - 15.5;
+        }
+        // Block 2: NaN; block 3: an infinity; block 4: zeros; block 5: tiny values; block 6:
+        // the largest magnitude negative and last.
+        x[2 * BLOCK + 9] = f32::NAN;
+        x[3 * BLOCK + 30] = f32::INFINITY;
+        x[4 * BLOCK..5 * BLOCK].fill(0.0);
+        x[5 * BLOCK..6 * BLOCK].iter_mut().for_each(|v| *v *= 1e-30);
+        x[7 * BLOCK - 1] = -100.0;
+        let empty = BlockQ8 {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; BLOCK],
+        };
+        let mut ours = vec![empty; BLOCKS];
+        q4_1::quantize_row(&x, &mut ours);
+        for (i, (chunk, got)) in x.chunks_exact(BLOCK).zip(&ours).enumerate() {
+            let mut want = empty;
+            q4_1::quantize_block(chunk, &mut want);
+            assert_eq!(got.qs, want.qs, "block {i}");
+            assert_eq!(
+                (got.d.to_bits(), got.s.to_bits()),
+                (want.d.to_bits(), want.s.to_bits()),
+                "block {i}"
+            );
+        }
+        // −15.5, −14.5, −13.5: away from zero.
+        assert_eq!(ours[1].qs[..4], [127, -16, -15, -14]);
+    }
+
     #[test]
     fn the_matmul_matches_row_by_row_dots() {
         let mut rng = Lcg(11);
