@@ -320,22 +320,11 @@ unsafe fn quantize_block_avx512(xs: &[f32], y: &mut BlockQ8K) {
     }
     let iscale = -127f32 / max;
     let scale = _mm512_set1_ps(iscale);
-    let one = _mm512_set1_ps(1.0);
-    let half = _mm512_set1_ps(0.5);
-    let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
     for i in 0..QK_K / 16 {
-        let p = _mm512_mul_ps(scale, _mm512_loadu_ps(xs.as_ptr().add(16 * i)));
-        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
-        // |p - t| is exact; from one half on, away from zero by one.
-        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(abs(_mm512_sub_ps(p, t)), half);
-        let signed_one = _mm512_or_ps(
-            one,
-            _mm512_castsi512_ps(_mm512_andnot_si512(abs_mask, _mm512_castps_si512(p))),
-        );
-        let r = _mm512_mask_add_ps(t, away, t, signed_one);
-        let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
-        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
-        let q = _mm512_maskz_cvttps_epi32(ordered, r);
+        let q = round_to_i8_range(_mm512_mul_ps(
+            scale,
+            _mm512_loadu_ps(xs.as_ptr().add(16 * i)),
+        ));
         _mm_storeu_si128(
             y.qs.as_mut_ptr().add(16 * i) as *mut __m128i,
             _mm512_cvtepi32_epi8(q),
@@ -343,6 +332,38 @@ unsafe fn quantize_block_avx512(xs: &[f32], y: &mut BlockQ8K) {
         y.bsums[i] = _mm512_reduce_add_epi32(q) as i16;
     }
     y.d = 1.0 / iscale;
+}
+
+/// Products rounded as `f32::round` rounds them (half away from zero: from the truncation and
+/// the exact remainder), saturated as `as i8` saturates, a NaN to 0 as `NaN as i8` gives:
+/// the activation quantizers' step, 16 values at a time, as i32 lanes.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn round_to_i8_range(p: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
+    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+    // |p - t| is exact; from one half on, away from zero by one.
+    let remainder = _mm512_castsi512_ps(_mm512_and_si512(
+        _mm512_castps_si512(_mm512_sub_ps(p, t)),
+        abs_mask,
+    ));
+    let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(remainder, _mm512_set1_ps(0.5));
+    let signed_one = _mm512_or_ps(
+        _mm512_set1_ps(1.0),
+        _mm512_castsi512_ps(_mm512_andnot_si512(abs_mask, _mm512_castps_si512(p))),
+    );
+    let r = _mm512_mask_add_ps(t, away, t, signed_one);
+    let r = _mm512_min_ps(
+        _mm512_max_ps(r, _mm512_set1_ps(-128.0)),
+        _mm512_set1_ps(127.0),
+    );
+    let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
+    _mm512_maskz_cvttps_epi32(ordered, r)
 }
 
 /// Dot products of `a.len()` activation rows with `w.len()` unpacked weight rows, into
@@ -518,43 +539,71 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
                 }
             }
         }
-        for p in 0..P {
-            let (y0, y1) = (a[p][0].get_unchecked(b), a[p][1].get_unchecked(b));
-            let dy = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(y0.d))),
-                _mm256_castps_pd(_mm256_set1_ps(y1.d)),
-            ));
-            // Q4_K's mins: both rows' sums of 32 in one vector, their `−d_y` beside them.
-            let (sums, minus_dy) = if Q6 {
-                (_mm256_setzero_si256(), _mm256_setzero_ps())
-            } else {
-                (
-                    _mm256_inserti128_si256::<1>(
-                        _mm256_castsi128_si256(pair_sums(y0)),
-                        pair_sums(y1),
-                    ),
-                    _mm256_insertf128_ps::<1>(
-                        _mm256_castps128_ps256(_mm_set1_ps(-y0.d)),
-                        _mm_set1_ps(-y1.d),
-                    ),
-                )
-            };
-            for c in 0..C {
-                let u = w[c].get_unchecked(b);
-                // `d_y × d` per row, as ggml multiplies them (the product commutes exactly).
-                let d = _mm512_mul_ps(dy, _mm512_set1_ps(u.d));
-                acc[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[p][c]), acc[p][c]);
-                if !Q6 {
-                    let mins = _mm256_broadcastsi128_si256(_mm_loadu_si128(
-                        u.mins.as_ptr() as *const __m128i
-                    ));
-                    let prod = _mm256_madd_epi16(mins, sums);
-                    let dmin = _mm256_mul_ps(minus_dy, _mm256_set1_ps(u.dmin));
-                    acc_m[p][c] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc_m[p][c]);
-                }
+        scale_pairs::<P, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+    }
+    finish_pairs::<P, C>(&acc, &acc_m, Q6)
+}
+
+/// Super-block `b`'s float work for the pair kernels ([`dot_avx512`],
+/// [`dot_avx512_q4k_vnni`]): each pair's sixteen integer lanes times `d_y × d` (row by row,
+/// as ggml multiplies them: the product commutes exactly) into its accumulator, and for Q4_K
+/// the mins term with both rows' sums of 32 in one vector, their `−d_y` beside them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[inline]
+#[allow(clippy::type_complexity)]
+unsafe fn scale_pairs<const P: usize, const C: usize, const Q6: bool>(
+    a: &[[&[BlockQ8K]; 2]; P],
+    w: &[&[Unpacked]; C],
+    b: usize,
+    sumi: &[[std::arch::x86_64::__m512i; C]; P],
+    acc: &mut [[std::arch::x86_64::__m512; C]; P],
+    acc_m: &mut [[std::arch::x86_64::__m256; C]; P],
+) {
+    use std::arch::x86_64::*;
+    for p in 0..P {
+        let (y0, y1) = (a[p][0].get_unchecked(b), a[p][1].get_unchecked(b));
+        let dy = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(y0.d))),
+            _mm256_castps_pd(_mm256_set1_ps(y1.d)),
+        ));
+        let (sums, minus_dy) = if Q6 {
+            (_mm256_setzero_si256(), _mm256_setzero_ps())
+        } else {
+            (
+                _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair_sums(y0)), pair_sums(y1)),
+                _mm256_insertf128_ps::<1>(
+                    _mm256_castps128_ps256(_mm_set1_ps(-y0.d)),
+                    _mm_set1_ps(-y1.d),
+                ),
+            )
+        };
+        for c in 0..C {
+            let u = w[c].get_unchecked(b);
+            let d = _mm512_mul_ps(dy, _mm512_set1_ps(u.d));
+            acc[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[p][c]), acc[p][c]);
+            if !Q6 {
+                let mins =
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(u.mins.as_ptr() as *const __m128i));
+                let prod = _mm256_madd_epi16(mins, sums);
+                let dmin = _mm256_mul_ps(minus_dy, _mm256_set1_ps(u.dmin));
+                acc_m[p][c] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc_m[p][c]);
             }
         }
     }
+}
+
+/// ggml's final reductions for each row of each pair: the low half of a pair's accumulator
+/// is its first row's, the high half its second's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[inline]
+unsafe fn finish_pairs<const P: usize, const C: usize>(
+    acc: &[[std::arch::x86_64::__m512; C]; P],
+    acc_m: &[[std::arch::x86_64::__m256; C]; P],
+    q6: bool,
+) -> [[[f32; C]; 2]; P] {
+    use std::arch::x86_64::*;
     let mut out = [[[0f32; C]; 2]; P];
     for p in 0..P {
         for c in 0..C {
@@ -562,12 +611,12 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
             out[p][0][c] = finish(
                 _mm512_castps512_ps256(acc),
                 _mm256_castps256_ps128(acc_m),
-                Q6,
+                q6,
             );
             out[p][1][c] = finish(
                 _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
                 _mm256_extractf128_ps::<1>(acc_m),
-                Q6,
+                q6,
             );
         }
     }
@@ -647,47 +696,9 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
                 }
             }
         }
-        for p in 0..P {
-            let (y0, y1) = (a[p][0].get_unchecked(b), a[p][1].get_unchecked(b));
-            let dy = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(y0.d))),
-                _mm256_castps_pd(_mm256_set1_ps(y1.d)),
-            ));
-            let sums =
-                _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair_sums(y0)), pair_sums(y1));
-            let minus_dy = _mm256_insertf128_ps::<1>(
-                _mm256_castps128_ps256(_mm_set1_ps(-y0.d)),
-                _mm_set1_ps(-y1.d),
-            );
-            for c in 0..C {
-                let u = w[c].get_unchecked(b);
-                let d = _mm512_mul_ps(dy, _mm512_set1_ps(u.d));
-                acc[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[p][c]), acc[p][c]);
-                let mins =
-                    _mm256_broadcastsi128_si256(_mm_loadu_si128(u.mins.as_ptr() as *const __m128i));
-                let prod = _mm256_madd_epi16(mins, sums);
-                let dmin = _mm256_mul_ps(minus_dy, _mm256_set1_ps(u.dmin));
-                acc_m[p][c] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc_m[p][c]);
-            }
-        }
+        scale_pairs::<P, C, false>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
     }
-    let mut out = [[[0f32; C]; 2]; P];
-    for p in 0..P {
-        for c in 0..C {
-            let (acc, acc_m) = (acc[p][c], acc_m[p][c]);
-            out[p][0][c] = finish(
-                _mm512_castps512_ps256(acc),
-                _mm256_castps256_ps128(acc_m),
-                false,
-            );
-            out[p][1][c] = finish(
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
-                _mm256_extractf128_ps::<1>(acc_m),
-                false,
-            );
-        }
-    }
-    out
+    finish_pairs::<P, C>(&acc, &acc_m, false)
 }
 
 /// Super-block `b`'s float work for every (row, column) of a tile, shared by the AVX2 and

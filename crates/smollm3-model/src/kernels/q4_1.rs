@@ -136,26 +136,9 @@ unsafe fn quantize_block_avx512(chunk: &[f32], block: &mut BlockQ8) {
     let d = amax / 127.0;
     let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
     let scale = _mm512_set1_ps(inverse);
-    let one = _mm512_set1_ps(1.0);
-    let half = _mm512_set1_ps(0.5);
-    let (lo, hi) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
     let mut sum = 0i32;
     for (i, &v) in values.iter().enumerate() {
-        let p = _mm512_mul_ps(v, scale);
-        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
-        let remainder = _mm512_castsi512_ps(_mm512_and_si512(
-            _mm512_castps_si512(_mm512_sub_ps(p, t)),
-            abs_mask,
-        ));
-        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(remainder, half);
-        let signed_one = _mm512_or_ps(
-            one,
-            _mm512_castsi512_ps(_mm512_andnot_si512(abs_mask, _mm512_castps_si512(p))),
-        );
-        let r = _mm512_mask_add_ps(t, away, t, signed_one);
-        let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
-        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(p, p);
-        let q = _mm512_maskz_cvttps_epi32(ordered, r);
+        let q = super::kquant::round_to_i8_range(_mm512_mul_ps(v, scale));
         _mm_storeu_si128(
             block.qs.as_mut_ptr().add(16 * i) as *mut __m128i,
             _mm512_cvtepi32_epi8(q),
