@@ -16,13 +16,13 @@
 //!   of candle's threaded call);
 //! - the scores, two thirds of the time in gemm (it repacks K for every call: 66 µs a head
 //!   in a step against 26 µs with K in cache), have a kernel of our own where gemm's order is
-//!   a plain fused multiply-add chain per score ([`scores_avx512`], 12 µs with K in cache),
-//!   checked against gemm once per head shape and process ([`own_scores`]); elsewhere gemm;
+//!   a plain fused multiply-add chain per score (`scores_avx512`, 12 µs with K in cache),
+//!   checked against gemm once per head shape and process (`own_scores`); elsewhere gemm;
 //! - the softmax is candle's `softmax_last_dim` row code.
 //!
 //! With an f16 cache ([`KvSlices::F16`], the default: half the bytes a step reads) there are no
 //! candle bits to keep: the score kernel reads the halves directly and the weighted sum of
-//! values is a kernel of our own ([`weighted_values_avx512`]), one streaming pass over each
+//! values is a kernel of our own (`weighted_values_avx512`), one streaming pass over each
 //! head's values; off AVX-512 the head's keys and values are widened to f32 and go through the
 //! f32 code. `tests.rs` compares the f32 bits with candle's own ops, and the f16 results with
 //! candle's ops on the same rounded values.

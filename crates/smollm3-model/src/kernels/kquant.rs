@@ -796,7 +796,7 @@ const TILE_COLUMNS: usize = 8;
 pub const MAX_TILE: usize = 8;
 
 /// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
-/// values in `weights`, on candle's thread pool (the one every other matmul uses). Slices
+/// values in `weights`, on our pool (`super::pool`, the one every other kernel uses). Slices
 /// that do not have these sizes (or `k` not a multiple of 256) are an error naming the shapes.
 pub fn matmul<B: SuperBlock>(
     (m, k, n): (usize, usize, usize),
