@@ -511,13 +511,7 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
             let mut ys = [_mm512_setzero_si512(); P];
             let mut offsets = [_mm512_setzero_si512(); P];
             for p in 0..P {
-                let low = _mm256_loadu_si256(
-                    a[p][0].get_unchecked(b).qs.as_ptr().add(32 * s) as *const __m256i
-                );
-                let high = _mm256_loadu_si256(
-                    a[p][1].get_unchecked(b).qs.as_ptr().add(32 * s) as *const __m256i
-                );
-                ys[p] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high);
+                ys[p] = row_pair(&a[p], b, 32 * s);
                 if Q6 {
                     offsets[p] = _mm512_maddubs_epi16(m32, ys[p]);
                 }
@@ -542,6 +536,25 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
         scale_pairs::<P, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
     }
     finish_pairs::<P, C>(&acc, &acc_m, Q6)
+}
+
+/// The 32 activation codes at `offset` of super-block `b` of both rows of a pair: the first
+/// row's in the low half, the second's in the high half (the pair kernels' layout).
+///
+/// # Safety
+/// The CPU must have AVX-512 F; both rows hold super-block `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn row_pair(rows: &[&[BlockQ8K]; 2], b: usize, offset: usize) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    // No closure here: one in a kernel's body made its intrinsics calls (fourth step).
+    let first = rows[0].get_unchecked(b).qs.as_ptr().add(offset) as *const __m256i;
+    let second = rows[1].get_unchecked(b).qs.as_ptr().add(offset) as *const __m256i;
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(first)),
+        _mm256_loadu_si256(second),
+    )
 }
 
 /// Super-block `b`'s float work for the pair kernels ([`dot_avx512`],
@@ -656,25 +669,21 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
     for b in 0..a[0][0].len() {
         let mut sumi = [[_mm512_setzero_si512(); C]; P];
         for c in 0..C {
-            let correction = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                w[c].get_unchecked(b).unsigned_correction.as_ptr() as *const __m256i,
-            ));
+            let start = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                    w[c].get_unchecked(b).unsigned_correction.as_ptr() as *const __m256i,
+                )),
+            );
             for sum in sumi.iter_mut() {
-                sum[c] = _mm512_sub_epi32(_mm512_setzero_si512(), correction);
+                sum[c] = start;
             }
         }
         for t in 0..QK_K / 64 {
             let mut ys = [[_mm512_setzero_si512(); 2]; P];
             for p in 0..P {
                 for (h, y) in ys[p].iter_mut().enumerate() {
-                    let offset = 64 * t + 32 * h;
-                    let low = _mm256_loadu_si256(
-                        a[p][0].get_unchecked(b).qs.as_ptr().add(offset) as *const __m256i
-                    );
-                    let high = _mm256_loadu_si256(
-                        a[p][1].get_unchecked(b).qs.as_ptr().add(offset) as *const __m256i
-                    );
-                    *y = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high);
+                    *y = row_pair(&a[p], b, 64 * t + 32 * h);
                 }
             }
             for c in 0..C {
@@ -701,9 +710,10 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
     finish_pairs::<P, C>(&acc, &acc_m, false)
 }
 
-/// Super-block `b`'s float work for every (row, column) of a tile, shared by the AVX2 and
-/// AVX-512 kernels: the eight integer lanes times `d_y × d` into the row's accumulator, and
-/// for Q4_K the mins term (ggml's order, see the module doc).
+/// Super-block `b`'s float work for every (row, column) of an AVX2 tile: the eight integer
+/// lanes times `d_y × d` into the row's accumulator, and for Q4_K the mins term (ggml's order,
+/// see the module doc). The AVX-512 pair kernels do the same two rows at a time
+/// ([`scale_pairs`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::type_complexity)]

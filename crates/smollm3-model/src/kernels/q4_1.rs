@@ -121,18 +121,12 @@ fn finish_block(block: &mut BlockQ8, d: f32, sum: i32) {
 unsafe fn quantize_block_avx512(chunk: &[f32], block: &mut BlockQ8) {
     use std::arch::x86_64::*;
     const { assert!(BLOCK == 32) };
-    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
     let values = [
         _mm512_loadu_ps(chunk.as_ptr()),
         _mm512_loadu_ps(chunk.as_ptr().add(16)),
     ];
-    let abs = [
-        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(values[0]), abs_mask)),
-        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(values[1]), abs_mask)),
-    ];
-    let mut amax = _mm512_max_ps(abs[0], _mm512_setzero_ps());
-    amax = _mm512_max_ps(abs[1], amax);
-    let amax = _mm512_reduce_max_ps(amax);
+    let amax = _mm512_max_ps(_mm512_abs_ps(values[0]), _mm512_setzero_ps());
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(values[1]), amax));
     let d = amax / 127.0;
     let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
     let scale = _mm512_set1_ps(inverse);
