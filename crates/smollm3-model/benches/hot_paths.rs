@@ -28,7 +28,7 @@ use candle_core::quantized::k_quants::{self, BlockQ4K, GgmlType};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use smollm3_model::kernels::{self, kquant, kquant_rows};
+use smollm3_model::kernels::{self, kquant, kquant_rows, q4_1};
 use smollm3_model::Model;
 
 const HIDDEN: usize = 2048;
@@ -284,6 +284,27 @@ fn matvec_benches(c: &mut Criterion) {
             |b| b.iter(|| kquant::matmul((m, FFN, HIDDEN), black_box(&x), ours, &mut dst).unwrap()),
         );
     }
+    // SmolLM2-135M's FFN down projection (1536 -> 576, Q4_1) for its 64-token prompt: the
+    // small matrices where a fixed cost per call or per panel shows.
+    let (k, n) = (1536, 576);
+    let q4_1_weights: Vec<q4_1::BlockQ4_1> = (0..n * k / q4_1::BLOCK)
+        .map(|_| q4_1::BlockQ4_1 {
+            d: half::f16::from_f32(rng.next_f32() / 64.0),
+            m: half::f16::from_f32(-rng.next_f32() / 8.0),
+            qs: std::array::from_fn(|_| rng.next_u32() as u8),
+        })
+        .collect();
+    g.throughput(Throughput::Elements((PREFILL * k * n) as u64));
+    let x: Vec<f32> = (0..PREFILL * k).map(|_| rng.next_f32()).collect();
+    let mut dst = vec![0f32; PREFILL * n];
+    g.bench_function(
+        format!("q4_1_1536x576_m{PREFILL}_ours_{}", kernels::path_name()),
+        |b| {
+            b.iter(|| {
+                q4_1::matmul((PREFILL, k, n), black_box(&x), &q4_1_weights, &mut dst).unwrap()
+            })
+        },
+    );
     g.finish();
 }
 

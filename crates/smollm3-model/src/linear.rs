@@ -247,7 +247,7 @@ impl QLinear {
                     // Our own kernel: candle has only a scalar loop for Q4_1.
                     let count = n * k / crate::kernels::q4_1::BLOCK;
                     let weights = blocks::<crate::kernels::q4_1::BlockQ4_1>(bytes, count, *dtype)?;
-                    crate::kernels::q4_1::matmul(mkn, &lhs, weights, &mut dst);
+                    crate::kernels::q4_1::matmul(mkn, &lhs, weights, &mut dst)?;
                     return Ok(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
                 }
                 if m >= KQUANT_MIN_ROWS && k % kquant::QK_K == 0 {

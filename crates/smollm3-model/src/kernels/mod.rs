@@ -8,6 +8,8 @@
 //!
 //! - [`q4_1`]: Q4_1 weights (SmolLM2's GGUF) × 8-bit activations; candle has only a scalar
 //!   loop for this type. AVX2, and on AVX-512 VNNI a grouped kernel with prefetch.
+//! - [`q4_1_panels`]: Q4_1 prompts on AVX-512 VNNI, 16 columns unpacked once per call and
+//!   multiplied by tiles of rows with one `vpdpbusd` per 4 codes × 16 columns.
 //! - [`pool`]: the thread pool all of them run on (waits yield, idle workers park).
 //! - [`ggml`]: candle's dot products for every other block type (and for single rows), in
 //!   candle's order, on that pool.
@@ -23,6 +25,7 @@ pub mod kquant;
 pub mod kquant_rows;
 pub mod pool;
 pub mod q4_1;
+pub mod q4_1_panels;
 
 use std::sync::OnceLock;
 
@@ -36,6 +39,8 @@ pub struct Path {
     /// A faster Q4_1 row product over activations arranged once per row, with `q4_1`'s bits
     /// (AVX-512 with VNNI and VBMI).
     pub q4_1_grouped: Option<q4_1::DotGrouped>,
+    /// Prompts' Q4_1 matmuls a panel of columns at a time, with `q4_1`'s bits (AVX-512 VNNI).
+    pub q4_1_panel: Option<q4_1_panels::Kernels>,
     /// Tiles of Q8_K activation rows × unpacked Q4_K weight rows.
     pub q4k: kquant::Tiles,
     /// The same for Q6_K.
@@ -100,6 +105,7 @@ const PORTABLE: Path = Path {
     name: "portable",
     q4_1: q4_1::dot_portable,
     q4_1_grouped: None,
+    q4_1_panel: None,
     q4k: tiles!(portable_tile, 4 x 4, false),
     q6k: tiles!(portable_tile, 4 x 4, true),
 };
@@ -212,6 +218,7 @@ pub fn available_paths() -> Vec<Path> {
             name: "avx2",
             q4_1: q4_1_avx2,
             q4_1_grouped: None,
+            q4_1_panel: None,
             // 4 × 2: eight accumulators, four activation and two weight vectors fit AVX2's
             // sixteen registers.
             q4k: tiles!(avx2_tile, 4 x 2, false),
@@ -233,6 +240,10 @@ fn avx512_path(vnni: bool) -> Path {
         // Q4_1's blocks are 32 values: one AVX2 register already holds a whole block.
         q4_1: q4_1_avx2,
         q4_1_grouped: vnni.then_some(q4_1_avx512_vnni as q4_1::DotGrouped),
+        q4_1_panel: vnni.then_some(q4_1_panels::Kernels {
+            unpack: q4_1_panels::unpack_avx512,
+            tile: q4_1_panels::tile_avx512_vnni,
+        }),
         // 6 × 4: three pairs of rows × four columns (see `kquant::dot_avx512`).
         q4k: if vnni {
             kquant::Tiles {

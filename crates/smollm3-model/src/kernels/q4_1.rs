@@ -445,20 +445,45 @@ pub unsafe fn dot_avx512_vnni(w: &[BlockQ4_1], groups: &[GroupQ8], a: &[BlockQ8]
 }
 
 /// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
-/// values in `weights`; the activations are quantized once, the rows split over candle's
-/// thread pool (the one every other matmul uses, so no second set of threads competes).
-pub(crate) fn matmul(
+/// values in `weights`; the activations are quantized once, the columns split over our pool.
+/// Slices that do not have these sizes (or `k` not a multiple of 32) are an error naming the
+/// shapes.
+pub fn matmul(
+    mkn: (usize, usize, usize),
+    lhs: &[f32],
+    weights: &[BlockQ4_1],
+    dst: &mut [f32],
+) -> crate::Result<()> {
+    matmul_on(super::path(), mkn, lhs, weights, dst)
+}
+
+/// Prompts of at least this many rows go through the panels ([`super::q4_1_panels`]) where
+/// the path has them: laying out a panel costs about what four rows' products save.
+const PANEL_MIN_ROWS: usize = 4;
+
+/// [`matmul`] on a given path (the tests run every path).
+pub(crate) fn matmul_on(
+    path: &super::Path,
     (m, k, n): (usize, usize, usize),
     lhs: &[f32],
     weights: &[BlockQ4_1],
     dst: &mut [f32],
-) {
+) -> crate::Result<()> {
     let blocks = k / BLOCK;
-    // The raw writes below rely on these (the caller, `QLinear`, has checked the shapes).
-    assert!(
-        k % BLOCK == 0 && lhs.len() == m * k && weights.len() == n * blocks && dst.len() >= m * n,
-        "q4_1 matmul: shapes do not match ({m}, {k}, {n})"
-    );
+    // The raw writes below rely on these.
+    if !(k.is_multiple_of(BLOCK)
+        && lhs.len() == m * k
+        && weights.len() == n * blocks
+        && dst.len() >= m * n)
+    {
+        return Err(candle_core::Error::Msg(format!(
+            "q4_1 matmul ({m}, {k}, {n}): got {} activations, {} blocks, room for {}",
+            lhs.len(),
+            weights.len(),
+            dst.len()
+        ))
+        .into());
+    }
     let zero = BlockQ8 {
         d: 0.0,
         s: 0.0,
@@ -468,7 +493,31 @@ pub(crate) fn matmul(
     for (row, out) in lhs.chunks_exact(k).zip(quantized.chunks_exact_mut(blocks)) {
         quantize_row(row, out);
     }
-    let path = super::path();
+    let dst_address = dst.as_mut_ptr() as usize;
+    let quantized = &quantized;
+    if let (Some(kernels), true) = (path.q4_1_panel, m >= PANEL_MIN_ROWS) {
+        use super::q4_1_panels::PANEL;
+        let rows: Vec<&[BlockQ8]> = quantized.chunks_exact(blocks).collect();
+        let rows = &rows;
+        super::pool().execute_chunked(n.div_ceil(PANEL), |panels| {
+            let mut panel = Vec::new();
+            let mut values = vec![[0f32; PANEL]; m];
+            for p in panels {
+                let columns = p * PANEL..((p + 1) * PANEL).min(n);
+                (kernels.unpack)(weights, blocks, columns.clone(), &mut panel);
+                (kernels.tile)(&panel, rows, &mut values);
+                for (r, row) in values.iter().enumerate() {
+                    for (c, value) in columns.clone().zip(row) {
+                        // SAFETY: `dst` holds `m × n` values (asserted above), and each
+                        // (r, c) is written by exactly one work item: the pool splits the
+                        // panels.
+                        unsafe { *(dst_address as *mut f32).add(r * n + c) = *value };
+                    }
+                }
+            }
+        });
+        return Ok(());
+    }
     let dot = path.q4_1;
     // Activations arranged for the grouped kernel, once per row, where the path has one.
     let grouped: Vec<Vec<GroupQ8>> = match path.q4_1_grouped {
@@ -478,8 +527,6 @@ pub(crate) fn matmul(
             .collect(),
         None => Vec::new(),
     };
-    let dst_address = dst.as_mut_ptr() as usize;
-    let quantized = &quantized;
     let grouped = &grouped;
     super::pool().execute_chunked(n, |columns| {
         for c in columns {
@@ -496,4 +543,5 @@ pub(crate) fn matmul(
             }
         }
     });
+    Ok(())
 }

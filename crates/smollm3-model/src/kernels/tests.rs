@@ -177,7 +177,7 @@ mod q4_1_tests {
         let weights = random_weights(&mut rng, n * k / BLOCK);
         let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
         let mut dst = vec![0f32; m * n];
-        q4_1::matmul((m, k, n), &lhs, &weights, &mut dst);
+        q4_1::matmul((m, k, n), &lhs, &weights, &mut dst).unwrap();
         for r in 0..m {
             let mut a = vec![
                 BlockQ8 {
@@ -203,6 +203,70 @@ mod q4_1_tests {
                     (got - exact).abs() < 0.05 * (1.0 + exact.abs()),
                     "{got} vs {exact}"
                 );
+            }
+        }
+    }
+
+    /// Each path's panel layout is the portable one, for a whole panel and for the last
+    /// panel of 37 columns (5 real columns, the rest zero).
+    #[test]
+    fn every_panel_layout_is_the_portable_one() {
+        use crate::kernels::q4_1_panels;
+        let mut rng = Lcg(31);
+        let (blocks, n) = (3, 37);
+        let weights = random_weights(&mut rng, n * blocks);
+        for path in crate::kernels::paths_to_test() {
+            let Some(kernels) = path.q4_1_panel else {
+                continue;
+            };
+            for columns in [0..16, 16..32, 32..37] {
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                q4_1_panels::unpack_portable(&weights, blocks, columns.clone(), &mut want);
+                (kernels.unpack)(&weights, blocks, columns.clone(), &mut got);
+                assert_eq!(got, want, "{} {columns:?}", path.name);
+            }
+        }
+    }
+
+    /// Every path's matmul (the panels on AVX-512 VNNI) gives the portable row products'
+    /// bits: row counts below, at and past a tile of 8 (tiles plus single rows), and 37
+    /// columns, so the last panel has 5 real columns and 11 of zeros.
+    #[test]
+    fn every_paths_matmul_gives_the_row_products_bits() {
+        let mut rng = Lcg(23);
+        let (k, n) = (5 * BLOCK, 37);
+        let weights = random_weights(&mut rng, n * k / BLOCK);
+        for m in [1, 3, 4, 8, 9, 13, 17] {
+            let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
+            let mut want = vec![0f32; m * n];
+            for r in 0..m {
+                let mut a = vec![
+                    BlockQ8 {
+                        d: 0.0,
+                        s: 0.0,
+                        qs: [0; BLOCK]
+                    };
+                    k / BLOCK
+                ];
+                q4_1::quantize_row(&lhs[r * k..(r + 1) * k], &mut a);
+                for c in 0..n {
+                    want[r * n + c] =
+                        q4_1::dot_portable(&weights[c * k / BLOCK..(c + 1) * k / BLOCK], &a);
+                }
+            }
+            for path in crate::kernels::paths_to_test() {
+                let mut got = vec![f32::NAN; m * n];
+                q4_1::matmul_on(&path, (m, k, n), &lhs, &weights, &mut got).unwrap();
+                for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{} m={m}: ({}, {}) {got} vs {want}",
+                        path.name,
+                        i / n,
+                        i % n
+                    );
+                }
             }
         }
     }
@@ -233,7 +297,9 @@ mod versus_candle {
             .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
             .collect();
         let mut ours = vec![0f32; m * n];
-        q4_1::matmul((m, k, n), &lhs, &weights, &mut ours);
+        q4_1::matmul((m, k, n), &lhs, &weights, &mut ours).unwrap();
+        assert!(q4_1::matmul((m, k, n + 1), &lhs, &weights, &mut ours).is_err());
+        assert!(q4_1::matmul((m, k + 1, n), &lhs, &weights, &mut ours).is_err());
         // The portable path too, dot by dot.
         let blocks = k / BLOCK;
         let mut a = vec![
