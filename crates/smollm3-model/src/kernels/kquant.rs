@@ -863,6 +863,10 @@ pub fn matmul<B: SuperBlock>(
         UNPACKED.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let mut out = vec![0f32; tiles.rows * tiles.cols];
+            // The column tile's values for every row, written to `dst` a row at a time once
+            // the tile is done: 32 contiguous bytes per row instead of scattered 16-byte
+            // pieces after every kernel call, whose stores missed (3.4% of prefill @512).
+            let mut tile_values = vec![0f32; m * TILE_COLUMNS];
             for tile in tile_range {
                 let first = tile * TILE_COLUMNS;
                 let columns = TILE_COLUMNS.min(n - first);
@@ -921,17 +925,22 @@ pub fn matmul<B: SuperBlock>(
                             }
                         }
                         for r in 0..rows {
-                            for c in 0..cols {
-                                // SAFETY: `dst` holds `m × n` values (checked above), and each
-                                // (r, c) is written by exactly one work item: the pool splits
-                                // the column tiles.
-                                unsafe {
-                                    *(dst_address as *mut f32).add((r0 + r) * n + first + c0 + c) =
-                                        out[r * cols + c]
-                                };
-                            }
+                            let at = (r0 + r) * TILE_COLUMNS + c0;
+                            tile_values[at..at + cols]
+                                .copy_from_slice(&out[r * cols..(r + 1) * cols]);
                         }
                     }
+                }
+                for (r, values) in tile_values.chunks_exact(TILE_COLUMNS).enumerate() {
+                    // SAFETY: `dst` holds `m × n` values (checked above), and each (r, c) is
+                    // written by exactly one work item: the pool splits the column tiles.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            (dst_address as *mut f32).add(r * n + first),
+                            columns,
+                        )
+                    };
+                    row.copy_from_slice(&values[..columns]);
                 }
             }
         })
