@@ -64,9 +64,15 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::GenFixtures { out, only, with_3b } => gen_fixtures(out, only, with_3b),
         Command::Bench(args) => bench::run(args, &workspace_root()),
-        Command::BenchServer(args) => bench_server::run(args, &workspace_root()),
+        Command::BenchServer(args) => {
+            // The server measured in-process runs as `smollm3-web` does.
+            smollm3_model::candle_pool::shorten_idle_spin();
+            smollm3_model::allocator::keep_freed_tensor_memory();
+            bench_server::run(args, &workspace_root())
+        }
         Command::BenchChild(args) => {
             // As the smollm3 binaries do (the engine measured is theirs).
+            smollm3_model::candle_pool::shorten_idle_spin();
             smollm3_model::allocator::keep_freed_tensor_memory();
             bench_child::run(args)
         }

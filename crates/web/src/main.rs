@@ -75,6 +75,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    smollm3_model::candle_pool::shorten_idle_spin();
     smollm3_model::allocator::keep_freed_tensor_memory();
     let args = Args::parse();
     match run(args) {
