@@ -8,8 +8,8 @@
 //!
 //! - [`q4_1`]: Q4_1 weights (SmolLM2's GGUF) × 8-bit activations; candle has only a scalar
 //!   loop for this type. AVX2, and on AVX-512 VNNI a grouped kernel with prefetch.
-//! - [`q4_1_panels`]: Q4_1 prompts on AVX-512 VNNI, 16 columns unpacked once per call and
-//!   multiplied by tiles of rows with one `vpdpbusd` per 4 codes × 16 columns.
+//! - [`q4_1_panels`]: Q4_1 prompts, 16 columns unpacked once per call and multiplied by tiles
+//!   of rows: on AVX-512 VNNI one `vpdpbusd` per 4 codes × 16 columns, on AVX2 `maddubs`.
 //! - [`pool`]: the thread pool all of them run on (waits yield, idle workers park).
 //! - [`ggml`]: candle's dot products for every other block type (and for single rows), in
 //!   candle's order, on that pool.
@@ -39,7 +39,8 @@ pub struct Path {
     /// A faster Q4_1 row product over activations arranged once per row, with `q4_1`'s bits
     /// (AVX-512 with VNNI and VBMI).
     pub q4_1_grouped: Option<q4_1::DotGrouped>,
-    /// Prompts' Q4_1 matmuls a panel of columns at a time, with `q4_1`'s bits (AVX-512 VNNI).
+    /// Prompts' Q4_1 matmuls a panel of columns at a time, with `q4_1`'s bits (AVX2, AVX-512
+    /// VNNI).
     pub q4_1_panel: Option<q4_1_panels::Kernels>,
     /// Tiles of Q8_K activation rows × unpacked Q4_K weight rows.
     pub q4k: kquant::Tiles,
@@ -218,7 +219,10 @@ pub fn available_paths() -> Vec<Path> {
             name: "avx2",
             q4_1: q4_1_avx2,
             q4_1_grouped: None,
-            q4_1_panel: None,
+            q4_1_panel: Some(q4_1_panels::Kernels {
+                unpack: q4_1_panels::unpack_portable,
+                tile: q4_1_panels::tile_avx2,
+            }),
             // 4 × 2: eight accumulators, four activation and two weight vectors fit AVX2's
             // sixteen registers.
             q4k: tiles!(avx2_tile, 4 x 2, false),
@@ -240,9 +244,16 @@ fn avx512_path(vnni: bool) -> Path {
         // Q4_1's blocks are 32 values: one AVX2 register already holds a whole block.
         q4_1: q4_1_avx2,
         q4_1_grouped: vnni.then_some(q4_1_avx512_vnni as q4_1::DotGrouped),
-        q4_1_panel: vnni.then_some(q4_1_panels::Kernels {
-            unpack: q4_1_panels::unpack_avx512,
-            tile: q4_1_panels::tile_avx512_vnni,
+        q4_1_panel: Some(if vnni {
+            q4_1_panels::Kernels {
+                unpack: q4_1_panels::unpack_avx512,
+                tile: q4_1_panels::tile_avx512_vnni,
+            }
+        } else {
+            q4_1_panels::Kernels {
+                unpack: q4_1_panels::unpack_avx512,
+                tile: q4_1_panels::tile_avx2,
+            }
         }),
         // 6 × 4: three pairs of rows × four columns (see `kquant::dot_avx512`).
         q4k: if vnni {

@@ -238,3 +238,91 @@ unsafe fn rows_avx512_vnni<const R: usize>(
     }
     out
 }
+
+/// [`PanelTile`] on AVX2 (machines without AVX-512 VNNI): the same panels as two 256-bit
+/// halves of 8 columns, `maddubs` (4 codes × the broadcast activation word, pairs into i16)
+/// and `madd` with ones (into i32 lanes) per group, tiles of two rows (AVX2's sixteen
+/// registers hold two rows' accumulators and sums for both halves), then single rows.
+///
+/// # Panics
+/// As [`tile_avx512_vnni`]; the caller selects this only on a CPU with AVX2.
+#[cfg(target_arch = "x86_64")]
+pub fn tile_avx2(panel: &[PanelBlock], rows: &[&[BlockQ8]], out: &mut [[f32; PANEL]]) {
+    assert!(
+        rows.iter().all(|r| r.len() == panel.len()) && out.len() >= rows.len(),
+        "q4_1 panel: rows of {} blocks for a panel of {}",
+        rows.first().map_or(0, |r| r.len()),
+        panel.len()
+    );
+    let mut done = 0;
+    while done < rows.len() {
+        // SAFETY: lengths checked above; selected only on a CPU with AVX2.
+        unsafe {
+            if rows.len() - done >= 2 {
+                let values = rows_avx2::<2>(panel, [rows[done], rows[done + 1]]);
+                out[done..done + 2].copy_from_slice(&values);
+                done += 2;
+            } else {
+                let [values] = rows_avx2::<1>(panel, [rows[done]]);
+                out[done] = values;
+                done += 1;
+            }
+        }
+    }
+}
+
+/// `R` activation rows × the panel's 16 columns, as two halves of 8.
+///
+/// # Safety
+/// The CPU must have AVX2; every row as long as `panel`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_avx2<const R: usize>(
+    panel: &[PanelBlock],
+    rows: [&[BlockQ8]; R],
+) -> [[f32; PANEL]; R] {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut sums = [[_mm256_setzero_ps(); 2]; R];
+    for (b, block) in panel.iter().enumerate() {
+        let mut sumi = [[_mm256_setzero_si256(); 2]; R];
+        for j in 0..GROUPS {
+            let codes = [
+                _mm256_load_si256(block.codes[j].as_ptr() as *const __m256i),
+                _mm256_load_si256(block.codes[j].as_ptr().add(32) as *const __m256i),
+            ];
+            for (sumi, row) in sumi.iter_mut().zip(&rows) {
+                let a = row.get_unchecked(b);
+                let four = std::ptr::read_unaligned(a.qs.as_ptr().add(4 * j) as *const i32);
+                let four = _mm256_set1_epi32(four);
+                for (sumi, codes) in sumi.iter_mut().zip(codes) {
+                    // Codes below 16 × activations of at most 128: no i16 saturation.
+                    let pairs = _mm256_maddubs_epi16(codes, four);
+                    *sumi = _mm256_add_epi32(*sumi, _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        }
+        for ((sums, sumi), row) in sums.iter_mut().zip(&sumi).zip(&rows) {
+            let a = row.get_unchecked(b);
+            for (half, (sum, sumi)) in sums.iter_mut().zip(sumi).enumerate() {
+                let d = _mm256_load_ps(block.d.as_ptr().add(8 * half));
+                let m = _mm256_load_ps(block.m.as_ptr().add(8 * half));
+                // candle's `sumi as f32 * w.d * a.d + w.m * a.s`, then `sum += term`.
+                let term = _mm256_add_ps(
+                    _mm256_mul_ps(
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(*sumi), d),
+                        _mm256_set1_ps(a.d),
+                    ),
+                    _mm256_mul_ps(m, _mm256_set1_ps(a.s)),
+                );
+                *sum = _mm256_add_ps(*sum, term);
+            }
+        }
+    }
+    let mut out = [[0f32; PANEL]; R];
+    for (out, sums) in out.iter_mut().zip(sums) {
+        _mm256_storeu_ps(out.as_mut_ptr(), sums[0]);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), sums[1]);
+    }
+    out
+}
