@@ -272,7 +272,18 @@ impl Attention {
             None if seq == 1 => attend_one_token(&q, cache, layer, positions)?,
             _ => {
                 let (k_all, v_all) = cache.keys_values(layer, positions)?;
-                attend(&q, &k_all, &v_all, mask)?
+                let shape = crate::kernels::prompt_attention::Shape {
+                    kv_heads,
+                    group,
+                    seq,
+                    start: positions - seq,
+                    head_dim: hd,
+                };
+                if mask.is_some() && crate::kernels::prompt_attention::takes(shape) {
+                    attend_prompt(shape, &q, &k_all, &v_all)?
+                } else {
+                    attend(&q, &k_all, &v_all, mask)?
+                }
             }
         }; // [kv, group * seq, hd]
         let out = out
@@ -301,6 +312,21 @@ fn attend(q: &Tensor, k_all: &Tensor, v_all: &Tensor, mask: Option<&Tensor>) -> 
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(v_all)?)
+}
+
+/// [`attend`] with the causal mask, on our pool and over the causal half of the scores only,
+/// with the same bits ([`crate::kernels::prompt_attention`]).
+fn attend_prompt(
+    shape: crate::kernels::prompt_attention::Shape,
+    q: &Tensor,
+    k_all: &Tensor,
+    v_all: &Tensor,
+) -> Result<Tensor> {
+    let values = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    let (q_values, k, v) = (values(q)?, values(k_all)?, values(v_all)?);
+    let mut out = vec![0f32; q_values.len()];
+    crate::kernels::prompt_attention::prompt(shape, &q_values, &k, &v, &mut out)?;
+    Ok(Tensor::from_vec(out, q.shape(), &Device::Cpu)?)
 }
 
 /// [`attend`] for one new token (no mask) against the first `positions` cached positions of

@@ -265,6 +265,20 @@ fn head(s: Shape, q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut
 unsafe fn candle_gemm(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
+    lhs: (&[f32], usize),
+    rhs: (&[f32], usize, usize),
+) {
+    candle_gemm_strided((m, n, k), (dst, n), lhs, rhs)
+}
+
+/// [`candle_gemm`] into rows `dst_rs` apart (the arithmetic does not depend on where the
+/// results go).
+///
+/// # Safety
+/// Every element those strides reach lies inside its slice.
+pub(super) unsafe fn candle_gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (&mut [f32], usize),
     (lhs, lhs_rs): (&[f32], usize),
     (rhs, rhs_cs, rhs_rs): (&[f32], usize, usize),
 ) {
@@ -274,7 +288,7 @@ unsafe fn candle_gemm(
         k,
         dst.as_mut_ptr(),
         1,
-        n as isize,
+        dst_rs as isize,
         false,
         lhs.as_ptr(),
         1,
@@ -343,6 +357,28 @@ pub(super) fn own_scores(m: usize, hd: usize, n: usize) -> bool {
 
 /// candle-nn's `softmax_last_dim` for one row, in place: the same max, `exp`, vectorised sum
 /// and division, so the same bits.
+/// [`softmax_row`] of a row whose positions from `seen` on are masked (minus infinity in
+/// candle's masked scores): only the first `seen` values are read, the rest become the zeros
+/// candle's softmax makes of them, and the sum runs over the whole row as candle's does, so
+/// the bits are the same.
+pub(super) fn softmax_prefix(row: &mut [f32], seen: usize) {
+    let (kept, masked) = row.split_at_mut(seen);
+    let mut max = f32::NEG_INFINITY;
+    // SAFETY: the pointer covers `kept.len()` elements (at least one: a row sees its own
+    // position).
+    unsafe { f32::vec_reduce_max(kept.as_ptr(), &mut max, kept.len()) };
+    for x in kept.iter_mut() {
+        *x = (*x - max).exp();
+    }
+    masked.fill(0.0);
+    let mut sum = 0f32;
+    // SAFETY: the pointer covers `row.len()` elements.
+    unsafe { f32::vec_reduce_sum(row.as_ptr(), &mut sum, row.len()) };
+    for x in &mut row[..seen] {
+        *x /= sum;
+    }
+}
+
 fn softmax_row(row: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
     // SAFETY: the pointer covers `row.len()` elements.

@@ -18,12 +18,15 @@
 //!   two activation rows per vector, and `vpdpbusd` for Q4_K where VNNI exists.
 //! - [`kquant_rows`]: the same types for one activation row (decode), on AVX-512.
 //! - [`attention`]: one-token attention, one KV head per work item, with candle's bits.
+//! - [`prompt_attention`]: a prompt's attention, blocks of query rows against the keys they
+//!   may see (the causal half), with candle's bits.
 
 pub mod attention;
 pub mod ggml;
 pub mod kquant;
 pub mod kquant_rows;
 pub mod pool;
+pub mod prompt_attention;
 pub mod q4_1;
 pub mod q4_1_panels;
 

@@ -941,3 +941,140 @@ mod attention_tests {
         }
     }
 }
+
+mod prompt_attention_tests {
+    use candle_core::{Device, Tensor};
+
+    use super::tests_support::Lcg;
+    use crate::kernels::prompt_attention::{prompt, takes, Shape, MIN_SEQ, ONE_BLOCK_KEYS, ROWS};
+
+    /// candle's masked attention, as the model ran it before this kernel: `q` `[kv, group ×
+    /// seq, hd]`, `k`/`v` `[kv, total, hd]`, the causal mask broadcast over the group.
+    fn candle_masked_attention(s: Shape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+        let total = s.start + s.seq;
+        let dev = &Device::Cpu;
+        let q = Tensor::from_slice(q, (s.kv_heads, s.group * s.seq, s.head_dim), dev).unwrap();
+        let k = Tensor::from_slice(k, (s.kv_heads, total, s.head_dim), dev).unwrap();
+        let v = Tensor::from_slice(v, (s.kv_heads, total, s.head_dim), dev).unwrap();
+        let mask: Vec<f32> = (0..s.seq)
+            .flat_map(|i| {
+                (0..total).map(move |j| {
+                    if j <= s.start + i {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (s.seq, total), dev).unwrap();
+        let scores = q
+            .matmul(&k.t().unwrap())
+            .unwrap()
+            .reshape((s.kv_heads, s.group, s.seq, total))
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap()
+            .reshape((s.kv_heads, s.group * s.seq, total))
+            .unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        probs
+            .matmul(&v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// Bit for bit candle's masked attention: SmolLM3's and SmolLM2's head shapes, prompts
+    /// from position 0 and after cached positions, the shortest prompt it takes, last blocks
+    /// of ROWS + 1 to 2 × ROWS − 1 rows, and both sides of `ONE_BLOCK_KEYS` (items that leave
+    /// the masked keys out of the weighted sum, and items that read them all).
+    #[test]
+    fn prompt_attention_gives_candles_bits() {
+        let mut rng = Lcg(5);
+        let shapes = [
+            (4, 4, 128, 70, 0),
+            (3, 3, 64, 100, 37),
+            (1, 2, 128, ROWS + 1, 0),
+            (1, 2, 128, 2 * ROWS - 1, 5),
+            (2, 2, 64, 150, ONE_BLOCK_KEYS - 100),
+            (1, 1, 64, MIN_SEQ, 0),
+            (4, 4, 128, MIN_SEQ + 3, 2),
+            (3, 3, 64, 3 * ROWS + 7, 0),
+            (1, 4, 128, 40, 1000),
+            (3, 3, 64, 20, 600),
+            (3, 3, 64, ROWS + 10, 700),
+            (4, 4, 128, 2 * ROWS + 5, ONE_BLOCK_KEYS),
+        ];
+        for (kv_heads, group, head_dim, seq, start) in shapes {
+            let s = Shape {
+                kv_heads,
+                group,
+                seq,
+                start,
+                head_dim,
+            };
+            assert!(takes(s), "{s:?}");
+            let total = start + seq;
+            let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.float()).collect() };
+            let q = random(kv_heads * group * seq * head_dim);
+            let k = random(kv_heads * total * head_dim);
+            let v = random(kv_heads * total * head_dim);
+            let want = candle_masked_attention(s, &q, &k, &v);
+            let mut got = vec![f32::NAN; q.len()];
+            prompt(s, &q, &k, &v, &mut got).unwrap();
+            for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{s:?} at {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    /// The shapes left to candle's ops: too short, and SmolLM2's short follow-up prompt on a
+    /// long context (gemm's small-matrix path here, its tiled path in candle's call).
+    #[test]
+    fn short_prompts_and_small_sums_go_to_candle() {
+        let s = Shape {
+            kv_heads: 3,
+            group: 3,
+            seq: MIN_SEQ - 1,
+            start: 0,
+            head_dim: 64,
+        };
+        assert!(!takes(s));
+        assert!(takes(Shape { seq: MIN_SEQ, ..s }));
+        assert!(!takes(Shape {
+            seq: 30,
+            start: 600,
+            ..s
+        }));
+        assert!(takes(Shape {
+            seq: 30,
+            start: 600,
+            head_dim: 128,
+            ..s
+        }));
+    }
+
+    #[test]
+    fn prompt_attention_refuses_slices_that_do_not_fit() {
+        let s = Shape {
+            kv_heads: 1,
+            group: 1,
+            seq: 2,
+            start: 1,
+            head_dim: 4,
+        };
+        let (q, kv) = (vec![0f32; 8], vec![0f32; 12]);
+        let mut out = vec![0f32; 8];
+        assert!(prompt(s, &q, &kv, &kv, &mut out).is_ok());
+        assert!(prompt(s, &q, &kv[..8], &kv, &mut out).is_err());
+        assert!(prompt(s, &q[..4], &kv, &kv, &mut out).is_err());
+        assert!(prompt(Shape { seq: 0, ..s }, &[], &kv, &kv, &mut []).is_err());
+    }
+}
