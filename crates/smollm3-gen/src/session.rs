@@ -16,7 +16,10 @@ use crate::text::{OutputSplitter, Piece, StopMatcher, StopOutcome};
 use crate::{CancelHandle, GenError, Result};
 
 /// Prompt tokens processed per model call. Smaller chunks let a cancel (and progress events)
-/// through sooner; the cost per token hardly depends on it.
+/// through sooner; larger ones spread the cost of unpacking the weights per call over more
+/// tokens. On the 3B file (Zen 4, 2 threads) a chunk of 64 takes about 1.5 s at 42 tok/s,
+/// one of 128 about 3 s at 42-45 tok/s, one of 512 about 11 s at 45 tok/s: 64 keeps a cancel
+/// within a couple of seconds for a few percent of prompt speed.
 pub const PREFILL_CHUNK: usize = 64;
 
 /// Text forced into the output when the reasoning budget is spent.
