@@ -17,9 +17,9 @@ use crate::{CancelHandle, GenError, Result};
 
 /// Prompt tokens processed per model call. Smaller chunks let a cancel (and progress events)
 /// through sooner; larger ones spread the cost of unpacking the weights per call over more
-/// tokens. On the 3B file (Zen 4, 2 threads) a chunk of 64 takes about 1.5 s at 42 tok/s,
-/// one of 128 about 3 s at 42-45 tok/s, one of 512 about 11 s at 45 tok/s: 64 keeps a cancel
-/// within a couple of seconds for a few percent of prompt speed.
+/// tokens. On the 3B file (Zen 4, 2 threads) a chunk of 64 takes about 1.5 s at 39-43 tok/s,
+/// one of 128 about 3 s at 43-48 tok/s, one of 512 about 11 s at 48 tok/s: 64 keeps a cancel
+/// within a couple of seconds for about a tenth of prompt speed.
 pub const PREFILL_CHUNK: usize = 64;
 
 /// Text forced into the output when the reasoning budget is spent.
