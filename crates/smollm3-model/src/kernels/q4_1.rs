@@ -484,6 +484,11 @@ pub(crate) fn matmul_on(
         ))
         .into());
     }
+    if k == 0 {
+        // Empty rows: every dot product is zero (and no chunk of zero blocks is taken below).
+        dst[..m * n].fill(0.0);
+        return Ok(());
+    }
     let zero = BlockQ8 {
         d: 0.0,
         s: 0.0,
@@ -508,7 +513,7 @@ pub(crate) fn matmul_on(
                 (kernels.tile)(&panel, rows, &mut values);
                 for (r, row) in values.iter().enumerate() {
                     for (c, value) in columns.clone().zip(row) {
-                        // SAFETY: `dst` holds `m × n` values (asserted above), and each
+                        // SAFETY: `dst` holds `m × n` values (checked above), and each
                         // (r, c) is written by exactly one work item: the pool splits the
                         // panels.
                         unsafe { *(dst_address as *mut f32).add(r * n + c) = *value };
@@ -537,7 +542,7 @@ pub(crate) fn matmul_on(
                     Some(kernel) => kernel(w, &grouped[r], a),
                     None => dot(w, a),
                 };
-                // SAFETY: `dst` holds `m × n` values (asserted above), and each (r, c)
+                // SAFETY: `dst` holds `m × n` values (checked above), and each (r, c)
                 // is written by exactly one work item: the pool splits the columns.
                 unsafe { *(dst_address as *mut f32).add(r * n + c) = value };
             }

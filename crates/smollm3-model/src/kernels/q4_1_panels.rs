@@ -170,6 +170,28 @@ pub const TILE_ROWS: usize = 8;
 /// this only on a CPU with AVX-512 F, BW and VNNI.
 #[cfg(target_arch = "x86_64")]
 pub fn tile_avx512_vnni(panel: &[PanelBlock], rows: &[&[BlockQ8]], out: &mut [[f32; PANEL]]) {
+    in_tiles::<TILE_ROWS>(
+        panel,
+        rows,
+        out,
+        // SAFETY (both): `in_tiles` checked the lengths; selected only on a CPU with the
+        // kernel's features.
+        |tile| unsafe { rows_avx512_vnni(panel, tile) },
+        |one| unsafe { rows_avx512_vnni(panel, one) },
+    )
+}
+
+/// A tile driver: `T` rows at a time through `tile`, the rest one at a time through `one`.
+///
+/// # Panics
+/// If a row's length is not the panel's or `out` is shorter than `rows`.
+fn in_tiles<const T: usize>(
+    panel: &[PanelBlock],
+    rows: &[&[BlockQ8]],
+    out: &mut [[f32; PANEL]],
+    tile: impl Fn([&[BlockQ8]; T]) -> [[f32; PANEL]; T],
+    one: impl Fn([&[BlockQ8]; 1]) -> [[f32; PANEL]; 1],
+) {
     assert!(
         rows.iter().all(|r| r.len() == panel.len()) && out.len() >= rows.len(),
         "q4_1 panel: rows of {} blocks for a panel of {}",
@@ -178,19 +200,13 @@ pub fn tile_avx512_vnni(panel: &[PanelBlock], rows: &[&[BlockQ8]], out: &mut [[f
     );
     let mut done = 0;
     while done < rows.len() {
-        let left = rows.len() - done;
-        // SAFETY: lengths checked above; selected only on a CPU with the kernel's features.
-        unsafe {
-            if left >= TILE_ROWS {
-                let tile: [&[BlockQ8]; TILE_ROWS] = std::array::from_fn(|r| rows[done + r]);
-                let values = rows_avx512_vnni::<TILE_ROWS>(panel, tile);
-                out[done..done + TILE_ROWS].copy_from_slice(&values);
-                done += TILE_ROWS;
-            } else {
-                let [values] = rows_avx512_vnni::<1>(panel, [rows[done]]);
-                out[done] = values;
-                done += 1;
-            }
+        if rows.len() - done >= T {
+            let values = tile(std::array::from_fn(|r| rows[done + r]));
+            out[done..done + T].copy_from_slice(&values);
+            done += T;
+        } else {
+            [out[done]] = one([rows[done]]);
+            done += 1;
         }
     }
 }
@@ -248,27 +264,14 @@ unsafe fn rows_avx512_vnni<const R: usize>(
 /// As [`tile_avx512_vnni`]; the caller selects this only on a CPU with AVX2.
 #[cfg(target_arch = "x86_64")]
 pub fn tile_avx2(panel: &[PanelBlock], rows: &[&[BlockQ8]], out: &mut [[f32; PANEL]]) {
-    assert!(
-        rows.iter().all(|r| r.len() == panel.len()) && out.len() >= rows.len(),
-        "q4_1 panel: rows of {} blocks for a panel of {}",
-        rows.first().map_or(0, |r| r.len()),
-        panel.len()
-    );
-    let mut done = 0;
-    while done < rows.len() {
-        // SAFETY: lengths checked above; selected only on a CPU with AVX2.
-        unsafe {
-            if rows.len() - done >= 2 {
-                let values = rows_avx2::<2>(panel, [rows[done], rows[done + 1]]);
-                out[done..done + 2].copy_from_slice(&values);
-                done += 2;
-            } else {
-                let [values] = rows_avx2::<1>(panel, [rows[done]]);
-                out[done] = values;
-                done += 1;
-            }
-        }
-    }
+    in_tiles::<2>(
+        panel,
+        rows,
+        out,
+        // SAFETY (both): `in_tiles` checked the lengths; selected only on a CPU with AVX2.
+        |tile| unsafe { rows_avx2(panel, tile) },
+        |one| unsafe { rows_avx2(panel, one) },
+    )
 }
 
 /// `R` activation rows × the panel's 16 columns, as two halves of 8.

@@ -16,6 +16,19 @@ mod tests_support {
             (self.next() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
         }
     }
+
+    /// softmax(`scores`) · `v` by candle's own ops, flattened: the tail of the attention
+    /// references.
+    pub fn candle_softmax_times(scores: &candle_core::Tensor, v: &candle_core::Tensor) -> Vec<f32> {
+        let probs = candle_nn::ops::softmax_last_dim(scores).unwrap();
+        probs
+            .matmul(v)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
 }
 
 mod q4_1_tests {
@@ -299,6 +312,9 @@ mod versus_candle {
         let mut ours = vec![0f32; m * n];
         q4_1::matmul((m, k, n), &lhs, &weights, &mut ours).unwrap();
         assert!(q4_1::matmul((m, k, n + 1), &lhs, &weights, &mut ours).is_err());
+        let mut empty = vec![f32::NAN; m * n];
+        q4_1::matmul((m, 0, n), &[], &[], &mut empty).unwrap();
+        assert!(empty.iter().all(|&v| v == 0.0));
         assert!(q4_1::matmul((m, k + 1, n), &lhs, &weights, &mut ours).is_err());
         // The portable path too, dot by dot.
         let blocks = k / BLOCK;
@@ -775,7 +791,7 @@ mod attention_tests {
     use candle_core::{Device, Tensor};
     use half::f16;
 
-    use super::tests_support::Lcg;
+    use super::tests_support::{candle_softmax_times, Lcg};
     use crate::kernels::attention::{decode, KvSlices, Shape};
 
     /// The shape of a layer whose cache holds `capacity` rows a head, `positions` of them used.
@@ -795,15 +811,7 @@ mod attention_tests {
 
     /// softmax(`q` · `k`ᵀ) · `v` by candle's own ops, flattened.
     fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<f32> {
-        let scores = q.matmul(&k.t().unwrap()).unwrap();
-        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-        probs
-            .matmul(v)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        candle_softmax_times(&q.matmul(&k.t().unwrap()).unwrap(), v)
     }
 
     /// Decode attention against candle's own ops on the same cache layout (a view of the first
@@ -964,7 +972,7 @@ mod attention_tests {
 mod prompt_attention_tests {
     use candle_core::{Device, Tensor};
 
-    use super::tests_support::Lcg;
+    use super::tests_support::{candle_softmax_times, Lcg};
     use crate::kernels::prompt_attention::{prompt, takes, Shape, MIN_SEQ, ONE_BLOCK_KEYS, ROWS};
 
     /// candle's masked attention, as the model ran it before this kernel: `q` `[kv, group ×
@@ -996,14 +1004,7 @@ mod prompt_attention_tests {
             .unwrap()
             .reshape((s.kv_heads, s.group * s.seq, total))
             .unwrap();
-        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-        probs
-            .matmul(&v)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        candle_softmax_times(&scores, &v)
     }
 
     /// Bit for bit candle's masked attention: SmolLM3's and SmolLM2's head shapes, prompts
