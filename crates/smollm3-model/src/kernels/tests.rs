@@ -38,6 +38,18 @@ mod q4_1_tests {
 
     use super::tests_support::Lcg;
 
+    /// `x` quantized as the Q4_1 kernels take it.
+    fn quantized(x: &[f32]) -> Vec<BlockQ8> {
+        let zero = BlockQ8 {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; BLOCK],
+        };
+        let mut a = vec![zero; x.len() / BLOCK];
+        q4_1::quantize_row(x, &mut a);
+        a
+    }
+
     fn random_weights(rng: &mut Lcg, blocks: usize) -> Vec<BlockQ4_1> {
         (0..blocks)
             .map(|_| BlockQ4_1 {
@@ -192,15 +204,7 @@ mod q4_1_tests {
         let mut dst = vec![0f32; m * n];
         q4_1::matmul((m, k, n), &lhs, &weights, &mut dst).unwrap();
         for r in 0..m {
-            let mut a = vec![
-                BlockQ8 {
-                    d: 0.0,
-                    s: 0.0,
-                    qs: [0; BLOCK]
-                };
-                k / BLOCK
-            ];
-            q4_1::quantize_row(&lhs[r * k..(r + 1) * k], &mut a);
+            let a = quantized(&lhs[r * k..(r + 1) * k]);
             for c in 0..n {
                 let w = &weights[c * k / BLOCK..(c + 1) * k / BLOCK];
                 // Against dequantized floats too: within the 8-bit activation error.
@@ -253,15 +257,7 @@ mod q4_1_tests {
             let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
             let mut want = vec![0f32; m * n];
             for r in 0..m {
-                let mut a = vec![
-                    BlockQ8 {
-                        d: 0.0,
-                        s: 0.0,
-                        qs: [0; BLOCK]
-                    };
-                    k / BLOCK
-                ];
-                q4_1::quantize_row(&lhs[r * k..(r + 1) * k], &mut a);
+                let a = quantized(&lhs[r * k..(r + 1) * k]);
                 for c in 0..n {
                     want[r * n + c] =
                         q4_1::dot_portable(&weights[c * k / BLOCK..(c + 1) * k / BLOCK], &a);
