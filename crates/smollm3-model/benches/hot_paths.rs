@@ -237,10 +237,10 @@ fn matvec_benches(c: &mut Criterion) {
                 k_quants::matmul((m, FFN, HIDDEN), black_box(&x), &compact[i], &mut dst).unwrap();
             })
         });
-        // Ours on the same blocks: the AVX-512 row product for one row (where the CPU has
-        // it), the prompt tiles for more.
+        // Ours on the same blocks: the path's row product for one row (AVX2 or AVX-512;
+        // candle's kernel on the portable path), the prompt tiles for more.
         let ours: Vec<&[kquant::BlockQ4K]> = compact.iter().map(|c| as_ours(c)).collect();
-        let decode_path = if m == 1 && kernels::path_name() != "avx512" {
+        let decode_path = if m == 1 && kernels::path().rows.is_none() {
             "candle"
         } else {
             kernels::path_name()

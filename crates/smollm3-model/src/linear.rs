@@ -6,7 +6,7 @@
 //! memory-bound decode step read 33% more bytes. `QLinear` instead runs on the original blocks,
 //! read in place from the memory-mapped file (weights exist once, in the page cache; loading
 //! copies nothing; decode reads exactly the file's bytes), with the kernels of
-//! [`crate::kernels`]: Q4_K/Q6_K prompt tiles and AVX-512 decode row products, Q4_1, and
+//! [`crate::kernels`]: Q4_K/Q6_K prompt tiles and AVX2/AVX-512 decode row products, Q4_1, and
 //! candle's own dot products for everything else, all on our thread pool.
 
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
@@ -149,7 +149,7 @@ impl QLinear {
     }
 
     /// `[layer.forward(x) for layer in layers]`, with one activation quantization and one pool
-    /// job for all of them when `x` is one row and every layer has an AVX-512 row product
+    /// job for all of them when `x` is one row and every layer has a row product on this path
     /// ([`kquant_rows::gemv_shared`]; the same bits as one by one).
     pub(crate) fn forward_shared<const N: usize>(
         layers: [&QLinear; N],
@@ -235,7 +235,7 @@ impl QLinear {
                     .into());
                 }
                 if let Some([y]) = Self::try_gemv_shared(&[self], x)? {
-                    // Decode on AVX-512: our row products (candle's bits, fewer instructions).
+                    // Decode: our row products (candle's bits, prefetched, shared input).
                     return Ok(y);
                 }
                 let n = *out_features;

@@ -49,6 +49,8 @@ pub struct Path {
     pub q4k: kquant::Tiles,
     /// The same for Q6_K.
     pub q6k: kquant::Tiles,
+    /// Decode's Q4_K and Q6_K row products; `None`: candle's kernel (the portable path).
+    pub rows: Option<kquant_rows::RowKernels>,
 }
 
 /// A [`kquant::Tiles`] from one generic kernel wrapper: `rows × cols`, its edges and 1 × 1.
@@ -112,6 +114,7 @@ const PORTABLE: Path = Path {
     q4_1_panel: None,
     q4k: tiles!(portable_tile, 4 x 4, false),
     q6k: tiles!(portable_tile, 4 x 4, true),
+    rows: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -230,6 +233,7 @@ pub fn available_paths() -> Vec<Path> {
             // sixteen registers.
             q4k: tiles!(avx2_tile, 4 x 2, false),
             q6k: tiles!(avx2_tile, 4 x 2, true),
+            rows: Some(kquant_rows::AVX2),
         });
     }
     #[cfg(target_arch = "x86_64")]
@@ -268,6 +272,7 @@ fn avx512_path(vnni: bool) -> Path {
             tiles!(avx512_tile, 6 x 4, false)
         },
         q6k: tiles!(avx512_tile, 6 x 4, true),
+        rows: Some(kquant_rows::AVX512),
     }
 }
 

@@ -627,40 +627,68 @@ mod kquant_tests {
     }
 
     /// The decode row products on the file's Q4_K and Q6_K blocks against candle's: the same
-    /// bits (on CPUs without AVX-512 they decline, and candle's kernel is used).
+    /// bits, through `gemv` (the path in use; the portable one declines, and candle's kernel is
+    /// used) and each path's own kernels called row by row.
     #[test]
     fn the_row_products_agree_with_candles() {
         use candle_core::quantized::k_quants::{self, GgmlType};
-        fn check<B: kquant_rows::RowProduct, T: GgmlType>(random: fn(&mut Lcg) -> B, seed: u64) {
+        fn check<B: kquant_rows::RowProduct, T: GgmlType>(
+            random: fn(&mut Lcg) -> B,
+            seed: u64,
+            kernel: fn(&kquant_rows::RowKernels) -> kquant_rows::RowKernel<B>,
+        ) {
             assert_eq!(std::mem::size_of::<B>(), std::mem::size_of::<T>());
             let mut rng = Lcg(seed);
             for (k, n) in [(QK_K, 5), (8 * QK_K, 37), (43 * QK_K, 9)] {
                 let lhs: Vec<f32> = (0..k).map(|_| rng.float() * 2.0).collect();
                 let w: Vec<B> = (0..n * k / QK_K).map(|_| random(&mut rng)).collect();
                 let mut ours = vec![0f32; n];
-                let Some(done) = kquant_rows::gemv(k, &lhs, &w, &mut ours) else {
-                    assert_ne!(crate::kernels::path().name, "avx512");
-                    return;
-                };
-                done.unwrap();
                 // SAFETY: the same repr(C) layout as candle's block (sizes asserted above).
                 let theirs_w =
                     unsafe { std::slice::from_raw_parts(w.as_ptr() as *const T, w.len()) };
                 let mut theirs = vec![0f32; n];
                 k_quants::matmul((1, k, n), &lhs, theirs_w, &mut theirs).unwrap();
-                for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{} k {k} [{i}]: ours {a} candle {b}",
-                        B::NAME
-                    );
+                let same = |ours: &[f32], how: &str| {
+                    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{} {how} k {k} [{i}]: ours {a} candle {b}",
+                            B::NAME
+                        );
+                    }
+                };
+                let a = quantized(&lhs);
+                let mut tested = 0;
+                for path in crate::kernels::paths_to_test() {
+                    let Some(rows) = path.rows else { continue };
+                    let ours: Vec<f32> = w
+                        .chunks_exact(k / QK_K)
+                        // SAFETY: `paths_to_test` lists only paths this CPU runs; each row
+                        // has as many blocks as `a`.
+                        .map(|row| unsafe { kernel(&rows)(row, &a) })
+                        .collect();
+                    same(&ours, path.name);
+                    tested += 1;
                 }
-                assert!(kquant_rows::gemv(k + 1, &lhs, &w, &mut ours).is_some_and(|r| r.is_err()));
+                let with_rows = crate::kernels::available_paths()
+                    .iter()
+                    .filter(|p| p.rows.is_some())
+                    .count();
+                assert!(tested >= with_rows, "{tested} paths tested");
+                match kquant_rows::gemv(k, &lhs, &w, &mut ours) {
+                    None => assert!(crate::kernels::path().rows.is_none()),
+                    Some(done) => {
+                        done.unwrap();
+                        same(&ours, "gemv");
+                        let wrong = kquant_rows::gemv(k + 1, &lhs, &w, &mut ours);
+                        assert!(wrong.is_some_and(|r| r.is_err()));
+                    }
+                }
             }
         }
-        check::<BlockQ4K, k_quants::BlockQ4K>(random_q4k, 33);
-        check::<BlockQ6K, k_quants::BlockQ6K>(random_q6k, 34);
+        check::<BlockQ4K, k_quants::BlockQ4K>(random_q4k, 33, |r| r.q4k);
+        check::<BlockQ6K, k_quants::BlockQ6K>(random_q6k, 34, |r| r.q6k);
     }
 
     /// Several matrices over one shared activation row (Q, K, V; gate, up) in one job: each
@@ -679,7 +707,7 @@ mod kquant_tests {
         let mats = [Rows::Q4K(&q), Rows::Q6K(&v), Rows::Q4K(&up)];
         let Some(done) = kquant_rows::gemv_shared(k, &lhs, &mats, &mut [&mut dq, &mut dv, &mut du])
         else {
-            assert_ne!(crate::kernels::path().name, "avx512");
+            assert!(crate::kernels::path().rows.is_none());
             return;
         };
         done.unwrap();
