@@ -3,7 +3,8 @@
 //! A decode step of one token streams every weight matrix once and the KV cache of every
 //! position so far; on a CPU that is bound by memory bandwidth long before it is bound by
 //! arithmetic. So the bench measures what the machine can stream ([`measure_read_bandwidth`]:
-//! a plain multi-threaded sum over a buffer far larger than the last-level cache), counts the
+//! a multi-threaded sum over a buffer far larger than the last-level cache, prefetching as the
+//! decode kernels do), counts the
 //! bytes one step reads ([`DecodeBytes::of`]), and reports the decode as a share of that wall.
 
 use std::path::Path;
@@ -29,12 +30,28 @@ pub struct Bandwidth {
     pub threads: usize,
 }
 
+/// How far ahead [`sum_lanes`] asks for the data: the distance of the model's row products
+/// (`smollm3_model::kernels::kquant_rows`). On an Intel Xeon (family 6 model 207, 2 vCPUs) the
+/// read without these hints measured 8–17 GB/s while the prefetching decode streamed 15–17
+/// GB/s: a wall the engine passes is no wall, so the wall is the best read we know how to do.
+const PREFETCH_BYTES: usize = 4096;
+
 /// Sums `data` as u64s with eight independent lanes, a loop the compiler turns into SIMD
-/// adds; wrapping, so the result is well defined for any contents.
+/// adds, asking for each cache line [`PREFETCH_BYTES`] ahead; wrapping, so the result is
+/// well defined for any contents.
 fn sum_lanes(data: &[u64]) -> u64 {
     let mut acc = [0u64; 8];
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // A prefetch is a hint that never faults: the address (past the end near the end
+            // of the buffer) is computed, never read, by this code.
+            let ahead = c.as_ptr().cast::<i8>().wrapping_add(PREFETCH_BYTES);
+            // SAFETY: SSE is part of x86_64; prefetching any address is defined.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead) };
+        }
         for (a, x) in acc.iter_mut().zip(c) {
             *a = a.wrapping_add(*x);
         }
