@@ -20,11 +20,14 @@
 //! off in i16 before the scales as there, Q4_K's mins go through the same four-lane
 //! accumulator, and the float work per super-block and the final reductions are theirs, op
 //! for op: every path (portable, AVX2, AVX-512) returns candle's bits, which the tests check.
+//! (Where a kernel takes the activations plus 128, what that adds to each lane is taken off
+//! as an exact integer: the same lanes.)
 //!
 //! The kernels by path: portable (the reference), AVX2 (4 rows × 2 columns), AVX-512
-//! ([`dot_avx512`]: two activation rows per 512-bit vector, 6 rows × 4 columns) and, with VNNI,
-//! Q4_K by [`dot_avx512_q4k_vnni`] (`vpdpbusd`, three multiplying instructions where the others
-//! take four). Zen 4, 2 threads, prefill @512: the 4 × 4 AVX-512 kernel that kept an
+//! (two activation rows per 512-bit vector, 6 rows × 4 columns: Q4_K by [`dot_avx512`], or
+//! with VNNI by [`dot_avx512_q4k_vnni`], `vpdpbusd`, three multiplying instructions where the
+//! others take four; Q6_K by [`dot_avx512_q6k_unsigned`], two where ggml takes three and a
+//! quarter). Zen 4, 2 threads, prefill @512: the 4 × 4 AVX-512 kernel that kept an
 //! accumulator per (row, column) ran at 19–21 tok/s in one sitting; pairs of rows 25–26;
 //! 6 rows 32–34; VNNI for Q4_K 33–36 (interleaved runs, the page-fault fix in between).
 //!
@@ -85,9 +88,9 @@ pub struct Unpacked {
     pub scales: [i16; QK_K / 2],
     /// Q4_K's eight scales, one per 32 values (zero for Q6_K).
     pub sub_scales: [i16; 8],
-    /// Q4_K: `128 ×` the sum over sub-blocks of scale × codes, per AVX2 lane (values `4l..4l+4`
-    /// of each 32): what activations made unsigned (`+ 128`) add to each lane
-    /// ([`dot_avx512_q4k_vnni`]).
+    /// `128 ×` the sum over the super-block of scale × code (Q4_K) or scale × (code − 32)
+    /// (Q6_K), per AVX2 lane (values `4l..4l+4` of each 32): what activations made unsigned
+    /// (`+ 128`) add to each lane ([`dot_avx512_q4k_vnni`], [`dot_avx512_q6k_unsigned`]).
     pub unsigned_correction: [i32; 8],
     /// Q4_K's eight mins (zero for Q6_K).
     pub mins: [i16; 8],
@@ -278,9 +281,20 @@ impl SuperBlock for BlockQ6K {
         for (p, scale) in out.scales.iter_mut().enumerate() {
             *scale = i16::from(self.scales[p / 8]);
         }
+        // What activations made unsigned (`+ 128`) add to each lane of
+        // [`dot_avx512_q6k_unsigned`], which multiplies them by `code − 32`.
+        // Lane `l` of chunk `s` holds values `32s + 4l ..+ 4`, all of group `2s + l / 4`.
+        let mut correction = [0i32; 8];
+        for (s, chunk) in out.q.chunks_exact(32).enumerate() {
+            for (l, four) in chunk.chunks_exact(4).enumerate() {
+                let codes: i32 = four.iter().map(|&c| i32::from(c)).sum();
+                let scale = i32::from(self.scales[2 * s + l / 4]);
+                correction[l] += 128 * scale * (codes - 4 * 32);
+            }
+        }
         out.mins = [0; 8];
         out.sub_scales = [0; 8];
-        out.unsigned_correction = [0; 8];
+        out.unsigned_correction = correction;
         out.d = self.d.to_f32();
         out.dmin = 0.0;
     }
@@ -540,7 +554,8 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
     std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
 }
 
-/// AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once. A 512-bit vector
+/// Q4_K on AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once (Q6_K has
+/// [`dot_avx512_q6k_unsigned`], the same layout; `Q6` must be false). A 512-bit vector
 /// holds 32 values of row `2p` in its low half and the same 32 of row `2p + 1` in its high
 /// half, against the weights' 32 broadcast to both halves, so its sixteen i32 lanes are the
 /// eight AVX2 lanes of each row, with no folding, and the float work per super-block (convert,
@@ -564,19 +579,15 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
     w: [&[Unpacked]; C],
 ) -> [[[f32; C]; 2]; P] {
     use std::arch::x86_64::*;
-    let m32 = _mm512_set1_epi8(32);
+    const { assert!(!Q6, "Q6_K goes through dot_avx512_q6k_unsigned") };
     let mut acc = [[_mm512_setzero_ps(); C]; P];
     let mut acc_m = [[_mm256_setzero_ps(); C]; P];
     for b in 0..a[0][0].len() {
         let mut sumi = [[_mm512_setzero_si512(); C]; P];
         for s in 0..QK_K / 32 {
             let mut ys = [_mm512_setzero_si512(); P];
-            let mut offsets = [_mm512_setzero_si512(); P];
             for p in 0..P {
                 ys[p] = row_pair(&a[p], b, 32 * s);
-                if Q6 {
-                    offsets[p] = _mm512_maddubs_epi16(m32, ys[p]);
-                }
             }
             for c in 0..C {
                 let u = w[c].get_unchecked(b);
@@ -587,17 +598,14 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
                     u.scales.as_ptr().add(16 * s) as *const __m256i,
                 ));
                 for p in 0..P {
-                    let mut products = _mm512_maddubs_epi16(q, ys[p]);
-                    if Q6 {
-                        products = _mm512_sub_epi16(products, offsets[p]);
-                    }
+                    let products = _mm512_maddubs_epi16(q, ys[p]);
                     sumi[p][c] = _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
                 }
             }
         }
-        scale_pairs::<P, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+        scale_pairs::<P, C, false>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
     }
-    finish_pairs::<P, C>(&acc, &acc_m, Q6)
+    finish_pairs::<P, C>(&acc, &acc_m, false)
 }
 
 /// The 32 activation codes at `offset` of super-block `b` of both rows of a pair: the first
@@ -770,6 +778,69 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
         scale_pairs::<P, C, false>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
     }
     finish_pairs::<P, C>(&acc, &acc_m, false)
+}
+
+/// Q6_K on AVX-512 with the activations made unsigned ([`make_unsigned`]): `maddubs` of the
+/// activations plus 128 (unsigned) by the codes minus 32 (signed, −32..31: two products sum to
+/// at most 2 × 255 × 32 = 16320, no saturation), then `madd` with the scales. ggml (and the
+/// AVX2 and portable paths here) takes 32 off in i16 instead, after a second `maddubs` of the
+/// activations by 32 and a subtraction, so this is two multiplying instructions per (pair,
+/// column) and chunk of 32 where that takes three and a quarter (Intel Xeon, prefill @512:
+/// Q6_K's share of the samples 12.5% → 11.0–11.5%, the rest unchanged). What the `+ 128` adds to each lane
+/// (`Unpacked::unsigned_correction`) starts the lane's sum negative: exact integers in ggml's
+/// lanes, so the float work and the bits are ggml's.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and every row of `a` as long
+/// as `a[0][0]`, the activations made unsigned.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+pub unsafe fn dot_avx512_q6k_unsigned<const P: usize, const C: usize>(
+    a: [[&[BlockQ8K]; 2]; P],
+    w: [&[Unpacked]; C],
+) -> [[[f32; C]; 2]; P] {
+    use std::arch::x86_64::*;
+    let m32 = _mm512_set1_epi8(32);
+    let mut acc = [[_mm512_setzero_ps(); C]; P];
+    let mut acc_m = [[_mm256_setzero_ps(); C]; P];
+    for b in 0..a[0][0].len() {
+        let mut sumi = [[_mm512_setzero_si512(); C]; P];
+        for c in 0..C {
+            let start = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                    w[c].get_unchecked(b).unsigned_correction.as_ptr() as *const __m256i,
+                )),
+            );
+            for sum in sumi.iter_mut() {
+                sum[c] = start;
+            }
+        }
+        for s in 0..QK_K / 32 {
+            let mut ys = [_mm512_setzero_si512(); P];
+            for p in 0..P {
+                ys[p] = row_pair(&a[p], b, 32 * s);
+            }
+            for c in 0..C {
+                let u = w[c].get_unchecked(b);
+                let q = _mm512_sub_epi8(
+                    _mm512_broadcast_i64x4(_mm256_load_si256(
+                        u.q.as_ptr().add(32 * s) as *const __m256i
+                    )),
+                    m32,
+                );
+                let scales = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                    u.scales.as_ptr().add(16 * s) as *const __m256i,
+                ));
+                for p in 0..P {
+                    let products = _mm512_maddubs_epi16(ys[p], q);
+                    sumi[p][c] = _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
+                }
+            }
+        }
+        scale_pairs::<P, C, true>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+    }
+    finish_pairs::<P, C>(&acc, &acc_m, true)
 }
 
 /// Super-block `b`'s float work for every (row, column) of an AVX2 tile: the eight integer
