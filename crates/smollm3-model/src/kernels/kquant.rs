@@ -714,6 +714,31 @@ pub fn make_unsigned(block: &mut BlockQ8K) {
     }
 }
 
+/// Super-block `b`'s integer sums before any product, for kernels that take the activations
+/// plus 128: minus each column's `unsigned_correction`, in both rows of every pair.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and AVX2; every `w[c]` holds super-block `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+#[inline]
+unsafe fn corrected_sums<const P: usize, const C: usize>(
+    w: &[&[Unpacked]; C],
+    b: usize,
+) -> [[std::arch::x86_64::__m512i; C]; P] {
+    use std::arch::x86_64::*;
+    // A loop, not `array::from_fn`: a closure would not inherit the target features.
+    let mut starts = [_mm512_setzero_si512(); C];
+    for (start, column) in starts.iter_mut().zip(w) {
+        let correction = column.get_unchecked(b).unsigned_correction.as_ptr();
+        *start = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_broadcast_i64x4(_mm256_loadu_si256(correction as *const __m256i)),
+        );
+    }
+    [starts; P]
+}
+
 /// Q4_K on AVX-512 VNNI, with [`dot_avx512`]'s pairs of rows: three multiplying instructions
 /// per two chunks of 32 where `maddubs` + `madd` take four. `vpdpbusd` sums four products
 /// into an i32 lane, but Q4_K's scale changes every 32 values, so two chunks' sums share
@@ -737,18 +762,7 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
     let mut acc = [[_mm512_setzero_ps(); C]; P];
     let mut acc_m = [[_mm256_setzero_ps(); C]; P];
     for b in 0..a[0][0].len() {
-        let mut sumi = [[_mm512_setzero_si512(); C]; P];
-        for c in 0..C {
-            let start = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    w[c].get_unchecked(b).unsigned_correction.as_ptr() as *const __m256i,
-                )),
-            );
-            for sum in sumi.iter_mut() {
-                sum[c] = start;
-            }
-        }
+        let mut sumi = corrected_sums::<P, C>(&w, b);
         for t in 0..QK_K / 64 {
             let mut ys = [[_mm512_setzero_si512(); 2]; P];
             for p in 0..P {
@@ -804,18 +818,7 @@ pub unsafe fn dot_avx512_q6k_unsigned<const P: usize, const C: usize>(
     let mut acc = [[_mm512_setzero_ps(); C]; P];
     let mut acc_m = [[_mm256_setzero_ps(); C]; P];
     for b in 0..a[0][0].len() {
-        let mut sumi = [[_mm512_setzero_si512(); C]; P];
-        for c in 0..C {
-            let start = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    w[c].get_unchecked(b).unsigned_correction.as_ptr() as *const __m256i,
-                )),
-            );
-            for sum in sumi.iter_mut() {
-                sum[c] = start;
-            }
-        }
+        let mut sumi = corrected_sums::<P, C>(&w, b);
         for s in 0..QK_K / 32 {
             let mut ys = [_mm512_setzero_si512(); P];
             for p in 0..P {

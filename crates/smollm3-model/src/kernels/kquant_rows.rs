@@ -44,6 +44,30 @@ fn q4k_scales_and_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
     (scales, mins)
 }
 
+/// What both Q4_K row products do first for super-block `x` · `y`: ask for the weights ahead
+/// (144 bytes: three lines cover them wherever they start), add ggml's mins term to `acc_m`,
+/// and return the eight scales.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn q4k_block_start(
+    x: &BlockQ4K,
+    y: &BlockQ8K,
+    acc_m: &mut std::arch::x86_64::__m128,
+) -> [u8; 8] {
+    use std::arch::x86_64::*;
+    prefetch_ahead(x, 3);
+    let dmin = -y.d * x.dmin.to_f32();
+    let (scales, mins) = q4k_scales_and_mins(x);
+    let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
+    let prod = _mm_madd_epi16(mins16, pair_sums(y));
+    *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
+    scales
+}
+
 /// One Q4_K weight row · one Q8_K activation row straight from the file's blocks (decode: each
 /// weight byte is read once, so nothing is unpacked to memory), 64 values per instruction.
 /// The integer lanes, float work and reductions are those of ggml's AVX2
@@ -66,17 +90,11 @@ pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc_m = _mm_setzero_ps();
     for (b, y) in a.iter().enumerate() {
         let x = w.get_unchecked(b);
-        // 144 bytes: three lines cover it wherever it starts.
-        prefetch_ahead(x, 3);
+        let scales = q4k_block_start(x, y, &mut acc_m);
         let d = y.d * x.d.to_f32();
-        let dmin = -y.d * x.dmin.to_f32();
-        let (scales, mins) = q4k_scales_and_mins(x);
         let scales16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(
             scales.as_ptr() as *const __m128i
         )));
-        let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
-        let prod = _mm_madd_epi16(mins16, pair_sums(y));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
         let mut wide = _mm512_setzero_si512();
         for (j, pick) in pick.iter().enumerate() {
             // 32 bytes of nibbles in both halves: low nibbles (values 64j..64j+32) below,
@@ -184,13 +202,8 @@ pub unsafe fn gemv_q4k_avx2(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc_m = _mm_setzero_ps();
     for (b, y) in a.iter().enumerate() {
         let x = w.get_unchecked(b);
-        prefetch_ahead(x, 3);
+        let scales = q4k_block_start(x, y, &mut acc_m);
         let d = y.d * x.d.to_f32();
-        let dmin = -y.d * x.dmin.to_f32();
-        let (scales, mins) = q4k_scales_and_mins(x);
-        let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
-        let prod = _mm_madd_epi16(mins16, pair_sums(y));
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
         let mut sumi = _mm256_setzero_si256();
         for j in 0..QK_K / 64 {
             // Low nibbles: values 64j..64j+32 (scale 2j); high: the next 32 (scale 2j + 1).
