@@ -286,7 +286,7 @@ fn avx512_path(vnni: bool) -> Path {
             tiles!(avx512_tile, 6 x 4, false)
         },
         // Q6_K by `maddubs` of unsigned activations (two multiplying instructions where
-        // `dot_avx512` takes three and a quarter).
+        // ggml's form takes three and a quarter).
         q6k: kquant::Tiles {
             unsigned_activations: true,
             ..tiles!(avx512_q6k_tile, 6 x 4, true)
