@@ -24,10 +24,10 @@
 //! as an exact integer: the same lanes.)
 //!
 //! The kernels by path: portable (the reference), AVX2 (4 rows × 2 columns), AVX-512
-//! (two activation rows per 512-bit vector, 6 rows × 4 columns: Q4_K by [`dot_avx512`], or
-//! with VNNI by [`dot_avx512_q4k_vnni`], `vpdpbusd`, three multiplying instructions where the
-//! others take four; Q6_K by [`dot_avx512_q6k_unsigned`], two where ggml takes three and a
-//! quarter). Zen 4, 2 threads, prefill @512: the 4 × 4 AVX-512 kernel that kept an
+//! ([`dot_avx512`]: two activation rows per 512-bit vector, 6 rows × 4 columns; its Q6_K form
+//! takes two multiplying instructions where ggml's takes three and a quarter) and, with VNNI,
+//! Q4_K by [`dot_avx512_q4k_vnni`] (`vpdpbusd`, three multiplying instructions where the others
+//! take four). Zen 4, 2 threads, prefill @512: the 4 × 4 AVX-512 kernel that kept an
 //! accumulator per (row, column) ran at 19–21 tok/s in one sitting; pairs of rows 25–26;
 //! 6 rows 32–34; VNNI for Q4_K 33–36 (interleaved runs, the page-fault fix in between).
 //!
@@ -90,7 +90,7 @@ pub struct Unpacked {
     pub sub_scales: [i16; 8],
     /// `128 ×` the sum over the super-block of scale × code (Q4_K) or scale × (code − 32)
     /// (Q6_K), per AVX2 lane (values `4l..4l+4` of each 32): what activations made unsigned
-    /// (`+ 128`) add to each lane ([`dot_avx512_q4k_vnni`], [`dot_avx512_q6k_unsigned`]).
+    /// (`+ 128`) add to each lane ([`dot_avx512_q4k_vnni`], Q6_K's [`dot_avx512`]).
     pub unsigned_correction: [i32; 8],
     /// Q4_K's eight mins (zero for Q6_K).
     pub mins: [i16; 8],
@@ -282,7 +282,7 @@ impl SuperBlock for BlockQ6K {
             *scale = i16::from(self.scales[p / 8]);
         }
         // What activations made unsigned (`+ 128`) add to each lane of
-        // [`dot_avx512_q6k_unsigned`], which multiplies them by `code − 32`.
+        // Q6_K's [`dot_avx512`], which multiplies them by `code − 32`.
         // Lane `l` of chunk `s` holds values `32s + 4l ..+ 4`, all of group `2s + l / 4`.
         let mut correction = [0i32; 8];
         for (s, chunk) in out.q.chunks_exact(32).enumerate() {
@@ -554,13 +554,22 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
     std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
 }
 
-/// Q4_K on AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once (Q6_K has
-/// [`dot_avx512_q6k_unsigned`], the same layout; `Q6` must be false). A 512-bit vector
+/// AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once. A 512-bit vector
 /// holds 32 values of row `2p` in its low half and the same 32 of row `2p + 1` in its high
 /// half, against the weights' 32 broadcast to both halves, so its sixteen i32 lanes are the
 /// eight AVX2 lanes of each row, with no folding, and the float work per super-block (convert,
 /// scale, the mins term) runs once per pair of rows instead of once per row. `P` pairs of rows
 /// (a lone row goes in twice).
+///
+/// Q6_K (`Q6`) takes the activations made unsigned ([`make_unsigned`]): `maddubs` of the
+/// activations plus 128 (unsigned) by the codes minus 32 (signed, −32..31: two products sum
+/// to at most 2 × 255 × 32 = 16320, no saturation), then `madd` with the scales, and what the
+/// `+ 128` adds to each lane (`Unpacked::unsigned_correction`) starts the lane's sum negative.
+/// ggml (and the AVX2 and portable paths here) takes 32 off in i16 after a second `maddubs` of
+/// the activations by 32 and a subtraction: three and a quarter multiplying instructions per
+/// (pair, column) and chunk of 32 where this takes two (Intel Xeon, prefill @512: Q6_K's
+/// share of the samples 12.5% → 11.0–11.5%). Exact integers in ggml's lanes either way, so
+/// the float work and the bits are ggml's.
 ///
 /// Registers: the inner loop holds one integer sum per (pair, column), the pairs' activations
 /// and a weight and a scale vector (3 pairs × 4 columns: 12 + 3 + 2 of AVX-512's 32); the
@@ -571,7 +580,7 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and every row of `a` as
-/// long as `a[0][0]`.
+/// long as `a[0][0]`; for Q6_K the activations made unsigned.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
@@ -579,11 +588,15 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
     w: [&[Unpacked]; C],
 ) -> [[[f32; C]; 2]; P] {
     use std::arch::x86_64::*;
-    const { assert!(!Q6, "Q6_K goes through dot_avx512_q6k_unsigned") };
+    let m32 = _mm512_set1_epi8(32);
     let mut acc = [[_mm512_setzero_ps(); C]; P];
     let mut acc_m = [[_mm256_setzero_ps(); C]; P];
     for b in 0..a[0][0].len() {
-        let mut sumi = [[_mm512_setzero_si512(); C]; P];
+        let mut sumi = if Q6 {
+            corrected_sums::<P, C>(&w, b)
+        } else {
+            [[_mm512_setzero_si512(); C]; P]
+        };
         for s in 0..QK_K / 32 {
             let mut ys = [_mm512_setzero_si512(); P];
             for p in 0..P {
@@ -591,21 +604,28 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
             }
             for c in 0..C {
                 let u = w[c].get_unchecked(b);
-                let q = _mm512_broadcast_i64x4(_mm256_load_si256(
+                let codes = _mm512_broadcast_i64x4(_mm256_load_si256(
                     u.q.as_ptr().add(32 * s) as *const __m256i
                 ));
                 let scales = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                     u.scales.as_ptr().add(16 * s) as *const __m256i,
                 ));
+                // Q6_K: the codes minus 32 (signed) by unsigned activations; Q4_K: the codes
+                // (unsigned) by the signed activations.
+                let signed_codes = _mm512_sub_epi8(codes, m32);
                 for p in 0..P {
-                    let products = _mm512_maddubs_epi16(q, ys[p]);
+                    let products = if Q6 {
+                        _mm512_maddubs_epi16(ys[p], signed_codes)
+                    } else {
+                        _mm512_maddubs_epi16(codes, ys[p])
+                    };
                     sumi[p][c] = _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
                 }
             }
         }
-        scale_pairs::<P, C, false>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+        scale_pairs::<P, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
     }
-    finish_pairs::<P, C>(&acc, &acc_m, false)
+    finish_pairs::<P, C>(&acc, &acc_m, Q6)
 }
 
 /// The 32 activation codes at `offset` of super-block `b` of both rows of a pair: the first
@@ -727,7 +747,6 @@ unsafe fn corrected_sums<const P: usize, const C: usize>(
     b: usize,
 ) -> [[std::arch::x86_64::__m512i; C]; P] {
     use std::arch::x86_64::*;
-    // A loop, not `array::from_fn`: a closure would not inherit the target features.
     let mut starts = [_mm512_setzero_si512(); C];
     for (start, column) in starts.iter_mut().zip(w) {
         let correction = column.get_unchecked(b).unsigned_correction.as_ptr();
@@ -792,58 +811,6 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
         scale_pairs::<P, C, false>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
     }
     finish_pairs::<P, C>(&acc, &acc_m, false)
-}
-
-/// Q6_K on AVX-512 with the activations made unsigned ([`make_unsigned`]): `maddubs` of the
-/// activations plus 128 (unsigned) by the codes minus 32 (signed, −32..31: two products sum to
-/// at most 2 × 255 × 32 = 16320, no saturation), then `madd` with the scales. ggml (and the
-/// AVX2 and portable paths here) takes 32 off in i16 instead, after a second `maddubs` of the
-/// activations by 32 and a subtraction, so this is two multiplying instructions per (pair,
-/// column) and chunk of 32 where that takes three and a quarter (Intel Xeon, prefill @512:
-/// Q6_K's share of the samples 12.5% → 11.0–11.5%, the rest unchanged). What the `+ 128` adds to each lane
-/// (`Unpacked::unsigned_correction`) starts the lane's sum negative: exact integers in ggml's
-/// lanes, so the float work and the bits are ggml's.
-///
-/// # Safety
-/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and every row of `a` as long
-/// as `a[0][0]`, the activations made unsigned.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-pub unsafe fn dot_avx512_q6k_unsigned<const P: usize, const C: usize>(
-    a: [[&[BlockQ8K]; 2]; P],
-    w: [&[Unpacked]; C],
-) -> [[[f32; C]; 2]; P] {
-    use std::arch::x86_64::*;
-    let m32 = _mm512_set1_epi8(32);
-    let mut acc = [[_mm512_setzero_ps(); C]; P];
-    let mut acc_m = [[_mm256_setzero_ps(); C]; P];
-    for b in 0..a[0][0].len() {
-        let mut sumi = corrected_sums::<P, C>(&w, b);
-        for s in 0..QK_K / 32 {
-            let mut ys = [_mm512_setzero_si512(); P];
-            for p in 0..P {
-                ys[p] = row_pair(&a[p], b, 32 * s);
-            }
-            for c in 0..C {
-                let u = w[c].get_unchecked(b);
-                let q = _mm512_sub_epi8(
-                    _mm512_broadcast_i64x4(_mm256_load_si256(
-                        u.q.as_ptr().add(32 * s) as *const __m256i
-                    )),
-                    m32,
-                );
-                let scales = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    u.scales.as_ptr().add(16 * s) as *const __m256i,
-                ));
-                for p in 0..P {
-                    let products = _mm512_maddubs_epi16(ys[p], q);
-                    sumi[p][c] = _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
-                }
-            }
-        }
-        scale_pairs::<P, C, true>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
-    }
-    finish_pairs::<P, C>(&acc, &acc_m, true)
 }
 
 /// Super-block `b`'s float work for every (row, column) of an AVX2 tile: the eight integer
@@ -934,8 +901,9 @@ pub(super) unsafe fn finish(
 }
 
 /// `dst.copy_from_slice(src)` for the few floats of a tile's row, as a fixed-size move where
-/// the length is a tile's: `copy_from_slice` of a run-time length calls `memcpy`, and at 16
-/// bytes a call that was 5% of a 3B prefill (millions of calls per matmul).
+/// the length is a tile's: `copy_from_slice` of a run-time length calls `memcpy`, millions of
+/// times per matmul. In a 3B prefill's samples `memmove` went 5.6% → 1.2% and the driver's own
+/// share 2.0% → 5.2% (the stores, which miss, moved with it): about 1% saved (Intel Xeon).
 #[inline(always)]
 fn copy_few(dst: &mut [f32], src: &[f32]) {
     fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {

@@ -6,7 +6,7 @@
 //! nibbles with one shift, one blend and one mask; Q6_K's high bits with a per-half variable
 //! shift; the scales picked per 16 or 32 values with `vpermw`. On AVX2 the code is ggml's own.
 //! Both ask for the weights [`PREFETCH_BYTES`] ahead (decode on an Intel Xeon went from 68% of
-//! the machine's streaming read to all of it), and both run as one pool job for the matrices
+//! a plain streaming read to more than it measured), and both run as one pool job for the matrices
 //! that share an input ([`gemv_shared`]), with the activation row quantized once. The integer
 //! lanes, float work and reductions are those of ggml's AVX2 `vec_dot_q4_K_q8_K` /
 //! `vec_dot_q6_K_q8_K`, so the results are candle's bits (tested on every path); the portable
@@ -309,9 +309,10 @@ pub const AVX2: RowKernels = RowKernels {
 /// 28 Q4_K or 19 Q6_K super-blocks, the next row's start at the end of a row (a work item's
 /// rows are contiguous in the file). Decode is a stream through 1.9 GB of weights, and on an
 /// Intel Xeon (family 6 model 207, 2 vCPUs, AVX-512 VNNI) the hardware prefetchers alone left
-/// it at 5.85 tok/s, 68% of the machine's streaming read; with these hints 8.5 tok/s, the
-/// whole of it (distance 512 B: 6.1–7.3 tok/s, 2 KiB: 7.7–8.5, 4 and 8 KiB: 8.3–8.6;
-/// interleaved `bench-child` runs, prompt 16).
+/// it at 5.85 tok/s, 68% of a plain streaming read; with these hints 8.5 tok/s, more than that
+/// read measured (distance 512 B: 6.1–7.3 tok/s, 2 KiB: 7.7–8.5, 4 and 8 KiB: 8.3–8.6;
+/// interleaved `bench-child` runs, prompt 16). A read with the same hints measures 21–26 GB/s
+/// there, of which decode streams 67–80%.
 const PREFETCH_BYTES: usize = 4096;
 
 /// Asks for the `lines` cache lines [`PREFETCH_BYTES`] past `x` (a hint: it never faults, so

@@ -169,20 +169,6 @@ macro_rules! avx512_pairs_tile {
 use kquant::dot_avx512;
 avx512_pairs_tile!(avx512_tile, dot_avx512);
 avx512_pairs_tile!(avx512_q4k_vnni_tile, q4k_vnni);
-avx512_pairs_tile!(avx512_q6k_tile, q6k_unsigned);
-
-/// [`kquant::dot_avx512_q6k_unsigned`] in the shape of the other pair kernels (Q6_K only).
-///
-/// # Safety
-/// As that kernel's.
-#[cfg(target_arch = "x86_64")]
-unsafe fn q6k_unsigned<const P: usize, const C: usize, const Q6: bool>(
-    a: [[&[kquant::BlockQ8K]; 2]; P],
-    w: [&[kquant::Unpacked]; C],
-) -> [[[f32; C]; 2]; P] {
-    const { assert!(Q6, "the unsigned-activation pair kernel here is Q6_K's") };
-    kquant::dot_avx512_q6k_unsigned::<P, C>(a, w)
-}
 
 /// [`kquant::dot_avx512_q4k_vnni`] in the shape of the other pair kernels (Q4_K only).
 ///
@@ -285,11 +271,10 @@ fn avx512_path(vnni: bool) -> Path {
         } else {
             tiles!(avx512_tile, 6 x 4, false)
         },
-        // Q6_K by `maddubs` of unsigned activations (two multiplying instructions where
-        // ggml's form takes three and a quarter).
+        // Q6_K takes unsigned activations (see `kquant::dot_avx512`).
         q6k: kquant::Tiles {
             unsigned_activations: true,
-            ..tiles!(avx512_q6k_tile, 6 x 4, true)
+            ..tiles!(avx512_tile, 6 x 4, true)
         },
         rows: Some(kquant_rows::AVX512),
     }
