@@ -3,7 +3,7 @@
 //! Why: a decode step reads every weight once, and candle's kernel (ggml's AVX2 code, 32 values
 //! per instruction) spent 76% of a 3B decode step (Zen 4, 2 threads) in these two types. On
 //! AVX-512 the file's blocks are unpacked in registers, 64 values per instruction: Q4_K's
-//! nibbles with one shift, one blend and one mask; Q6_K's high bits with a per-half variable
+//! nibbles with one variable shift and one mask; Q6_K's high bits with a per-half variable
 //! shift; the scales picked per 16 or 32 values with `vpermw`. On AVX2 the code is ggml's own.
 //! Both ask for the weights [`PREFETCH_BYTES`] ahead (decode on an Intel Xeon went from 68% of
 //! a plain streaming read to more than it measured), and both run as one pool job for the matrices
@@ -44,6 +44,20 @@ fn q4k_scales_and_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
     (scales, mins)
 }
 
+/// `h.to_f32()` in one instruction (the same exact conversion): `half` checks the CPU for
+/// F16C at every call, a load, two tests and a branch around an out-of-line path, twice per
+/// Q4_K super-block in these loops.
+///
+/// # Safety
+/// The CPU must have F16C (every path that runs these kernels checks for it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "f16c")]
+#[inline]
+unsafe fn f16_to_f32(h: half::f16) -> f32 {
+    use std::arch::x86_64::*;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
+}
+
 /// What both Q4_K row products do first for super-block `x` · `y`: ask for the weights ahead
 /// (144 bytes: three lines cover them wherever they start), add ggml's mins term to `acc_m`,
 /// and return the eight scales.
@@ -51,7 +65,7 @@ fn q4k_scales_and_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn q4k_block_start(
     x: &BlockQ4K,
@@ -60,7 +74,7 @@ unsafe fn q4k_block_start(
 ) -> [u8; 8] {
     use std::arch::x86_64::*;
     prefetch_ahead(x, 3);
-    let dmin = -y.d * x.dmin.to_f32();
+    let dmin = -y.d * f16_to_f32(x.dmin);
     let (scales, mins) = q4k_scales_and_mins(x);
     let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
     let prod = _mm_madd_epi16(mins16, pair_sums(y));
@@ -76,7 +90,7 @@ unsafe fn q4k_block_start(
 /// # Safety
 /// The CPU must have AVX-512 F and BW, AVX2 and FMA; `w` as long as `a`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     use std::arch::x86_64::*;
     let low = _mm512_set1_epi8(0x0F);
@@ -86,12 +100,19 @@ pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
         let lanes: [i16; 32] = std::array::from_fn(|l| (2 * j + l / 16) as i16);
         _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
     });
+    // The low half's words shifted by 0, the high half's by 4: both nibbles of the 32 bytes
+    // in one variable shift (a shift, a blend and the mask took one more instruction, and
+    // the blend went to the shuffle port).
+    let nibble_shifts = {
+        let lanes: [i16; 32] = std::array::from_fn(|l| if l < 16 { 0 } else { 4 });
+        _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
+    };
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for (b, y) in a.iter().enumerate() {
         let x = w.get_unchecked(b);
         let scales = q4k_block_start(x, y, &mut acc_m);
-        let d = y.d * x.d.to_f32();
+        let d = y.d * f16_to_f32(x.d);
         let scales16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(
             scales.as_ptr() as *const __m128i
         )));
@@ -102,10 +123,7 @@ pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
             let bytes = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                 x.qs.as_ptr().add(32 * j) as *const __m256i
             ));
-            let q = _mm512_and_si512(
-                _mm512_mask_blend_epi64(0xF0, bytes, _mm512_srli_epi16(bytes, 4)),
-                low,
-            );
+            let q = _mm512_and_si512(_mm512_srlv_epi16(bytes, nibble_shifts), low);
             let ys = _mm512_loadu_si512(y.qs.as_ptr().add(64 * j) as *const __m512i);
             let scale = _mm512_permutexvar_epi16(*pick, scales16);
             wide = _mm512_add_epi32(wide, _mm512_madd_epi16(scale, _mm512_maddubs_epi16(q, ys)));
@@ -126,7 +144,7 @@ pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 /// # Safety
 /// The CPU must have AVX-512 F and BW, AVX2 and FMA; `w` as long as `a`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     use std::arch::x86_64::*;
     let low = _mm512_set1_epi8(0x0F);
@@ -151,7 +169,7 @@ pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         let x = w.get_unchecked(b);
         // 210 bytes: four lines.
         prefetch_ahead(x, 4);
-        let d = y.d * x.d.to_f32();
+        let d = y.d * f16_to_f32(x.d);
         let scales16 = _mm512_broadcast_i64x4(_mm256_cvtepi8_epi16(_mm_loadu_si128(
             x.scales.as_ptr() as *const __m128i,
         )));
@@ -194,7 +212,7 @@ pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// # Safety
 /// The CPU must have AVX2 and FMA; `w` as long as `a`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemv_q4k_avx2(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     use std::arch::x86_64::*;
     let low = _mm256_set1_epi8(0x0F);
@@ -203,7 +221,7 @@ pub unsafe fn gemv_q4k_avx2(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     for (b, y) in a.iter().enumerate() {
         let x = w.get_unchecked(b);
         let scales = q4k_block_start(x, y, &mut acc_m);
-        let d = y.d * x.d.to_f32();
+        let d = y.d * f16_to_f32(x.d);
         let mut sumi = _mm256_setzero_si256();
         for j in 0..QK_K / 64 {
             // Low nibbles: values 64j..64j+32 (scale 2j); high: the next 32 (scale 2j + 1).
@@ -229,7 +247,7 @@ pub unsafe fn gemv_q4k_avx2(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 /// # Safety
 /// The CPU must have AVX2 and FMA; `w` as long as `a`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemv_q6k_avx2(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     use std::arch::x86_64::*;
     let low = _mm256_set1_epi8(0x0F);
@@ -239,7 +257,7 @@ pub unsafe fn gemv_q6k_avx2(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     for (b, y) in a.iter().enumerate() {
         let x = w.get_unchecked(b);
         prefetch_ahead(x, 4);
-        let d = y.d * x.d.to_f32();
+        let d = y.d * f16_to_f32(x.d);
         let mut sumi = _mm256_setzero_si256();
         for j in 0..QK_K / 128 {
             let ql_a = _mm256_loadu_si256(x.ql.as_ptr().add(64 * j) as *const __m256i);
