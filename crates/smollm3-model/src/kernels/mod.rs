@@ -17,11 +17,13 @@
 //!   each super-block unpacked once per call instead of once per activation row; on AVX-512
 //!   two activation rows per vector, and `vpdpbusd` for Q4_K where VNNI exists.
 //! - [`kquant_rows`]: the same types for one activation row (decode), on AVX-512.
+//! - [`elementwise`]: the feed-forward block's `silu(gate) × up`, one pass on the pool.
 //! - [`attention`]: one-token attention, one KV head per work item, with candle's bits.
 //! - [`prompt_attention`]: a prompt's attention, blocks of query rows against the keys they
 //!   may see (the causal half), with candle's bits.
 
 pub mod attention;
+pub mod elementwise;
 pub mod ggml;
 pub mod kquant;
 pub mod kquant_rows;

@@ -1122,3 +1122,55 @@ mod prompt_attention_tests {
         assert!(prompt(Shape { seq: 0, ..s }, &[], &kv, &kv, &mut []).is_err());
     }
 }
+
+mod elementwise_tests {
+    use candle_core::{Device, Tensor};
+
+    use super::tests_support::Lcg;
+    use crate::kernels::elementwise::silu_times;
+
+    /// Candle's `silu(gate) * up` bit for bit, over lengths that leave a partial work item and
+    /// values where `exp` overflows, underflows, or meets a NaN or an infinity.
+    #[test]
+    fn silu_times_gives_candles_bits() {
+        let mut rng = Lcg(41);
+        let specials = [
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+            88.8,
+            -88.8,
+            -104.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        for len in [1, 11_008, 3 * 16 * 1024 + 5] {
+            let mut gate: Vec<f32> = (0..len).map(|_| rng.float() * 20.0).collect();
+            let up: Vec<f32> = (0..len).map(|_| rng.float() * 4.0).collect();
+            for (g, &s) in gate.iter_mut().zip(&specials) {
+                *g = s;
+            }
+            let got = silu_times(&gate, &up).unwrap();
+            let g = Tensor::from_vec(gate.clone(), len, &Device::Cpu).unwrap();
+            let u = Tensor::from_vec(up.clone(), len, &Device::Cpu).unwrap();
+            let want = (candle_nn::ops::silu(&g).unwrap() * u)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(got.len(), len);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{i} of {len}: {a} vs candle {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn silu_times_refuses_slices_of_different_lengths() {
+        let err = silu_times(&[1.0, 2.0], &[1.0]).unwrap_err().to_string();
+        assert!(err.contains("2 gate values against 1 up values"), "{err}");
+    }
+}
