@@ -13,7 +13,7 @@ use crate::cache::{KvCache, KvType};
 use crate::config::{Config, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgufFile, WeightSummary};
-use crate::linear::{check_usable, dense, Embedding, QLinear};
+use crate::linear::{check_usable, dense, with_f32_values, Embedding, QLinear};
 use crate::rope::RopeTables;
 
 /// Options that change how a model is loaded.
@@ -363,21 +363,6 @@ impl Mlp {
         })??;
         self.down
             .forward(&Tensor::from_vec(product, gate.shape(), &Device::Cpu)?)
-    }
-}
-
-/// `f` on a contiguous f32 tensor's values, read in place (an error for any other tensor).
-fn with_f32_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    use candle_core::{CpuStorage, Storage};
-    let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => Ok(f(&values[start..end])),
-        _ => Err(candle_core::Error::Msg(format!(
-            "expected a contiguous f32 tensor on the CPU, got {:?} {:?}",
-            t.dtype(),
-            t.shape()
-        ))
-        .into()),
     }
 }
 
