@@ -255,31 +255,46 @@ fn matmul_values(
     dtype: GgmlDType,
 ) -> Result<Vec<f32>> {
     let (m, k, n) = mkn;
-    let mut dst = vec![0f32; m * n];
     if dtype == GgmlDType::Q4_1 && k % crate::kernels::q4_1::BLOCK == 0 {
         // Our own kernel: candle has only a scalar loop for Q4_1.
         let count = n * k / crate::kernels::q4_1::BLOCK;
         let weights = blocks::<crate::kernels::q4_1::BlockQ4_1>(bytes, count, dtype)?;
+        let mut dst = vec![0f32; m * n];
         crate::kernels::q4_1::matmul(mkn, lhs, weights, &mut dst)?;
         return Ok(dst);
     }
     if m >= KQUANT_MIN_ROWS && k % kquant::QK_K == 0 {
         // Our own prompt kernel: each super-block unpacked once, not once per row.
         let count = n * k / kquant::QK_K;
+        // Not zeroed first: the kernel writes every value (`matmul_uninit`).
+        let mut dst = Vec::with_capacity(m * n);
+        let out = &mut dst.spare_capacity_mut()[..m * n];
         match dtype {
             GgmlDType::Q4K => {
                 let weights = blocks::<kquant::BlockQ4K>(bytes, count, dtype)?;
-                kquant::matmul(mkn, lhs, weights, &mut dst)?;
-                return Ok(dst);
+                kquant::matmul_uninit(mkn, lhs, weights, out)?;
             }
             GgmlDType::Q6K => {
                 let weights = blocks::<kquant::BlockQ6K>(bytes, count, dtype)?;
-                kquant::matmul(mkn, lhs, weights, &mut dst)?;
-                return Ok(dst);
+                kquant::matmul_uninit(mkn, lhs, weights, out)?;
             }
-            _ => {}
+            _ => return matmul_candle_blocks(mkn, lhs, bytes, dtype),
         }
+        // SAFETY: `matmul_uninit` returned Ok, so it wrote all `m × n` values.
+        unsafe { dst.set_len(m * n) };
+        return Ok(dst);
     }
+    matmul_candle_blocks(mkn, lhs, bytes, dtype)
+}
+
+/// [`matmul_values`] by candle's dot products (on our pool), for every other block type.
+fn matmul_candle_blocks(
+    mkn: (usize, usize, usize),
+    lhs: &[f32],
+    bytes: &[u8],
+    dtype: GgmlDType,
+) -> Result<Vec<f32>> {
+    let mut dst = vec![0f32; mkn.0 * mkn.2];
     with_block_type!(dtype, T => run::<T>(mkn, lhs, bytes, &mut dst)?, "a matmul");
     Ok(dst)
 }

@@ -752,8 +752,10 @@ mod kquant_tests {
         let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
         let q4: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(rng)).collect();
         let q6: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(rng)).collect();
-        let mut ours4 = vec![0f32; m * n];
-        let mut ours6 = vec![0f32; m * n];
+        // NaN first: a value the kernel failed to write (callers do not zero the output,
+        // see `kquant::matmul_uninit`) would stay NaN and differ from candle's.
+        let mut ours4 = vec![f32::NAN; m * n];
+        let mut ours6 = vec![f32::NAN; m * n];
         kquant::matmul((m, k, n), &lhs, &q4, &mut ours4).unwrap();
         kquant::matmul((m, k, n), &lhs, &q6, &mut ours6).unwrap();
         // Wrong sizes are an error, not a write out of bounds.
