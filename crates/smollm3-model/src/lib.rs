@@ -33,7 +33,8 @@
 //!
 //! [`kernels`] holds the hot path's own code, chosen at run time for the CPU (AVX-512, AVX2 or
 //! portable): a thread pool that yields instead of spinning, Q4_K/Q6_K prompt and decode
-//! kernels, Q4_1 (prompt panels and rows), prompt and decode attention; with the f32 cache
+//! kernels, Q4_1 (prompt panels and rows), prompt and decode attention, the FFN's
+//! `silu × up`; with the f32 cache
 //! each returns candle's bits, so the
 //! reference-parity tests hold on every path (the f16 cache is checked against llama.cpp's).
 //!
