@@ -265,37 +265,31 @@ fn matmul_values(
     }
     if m >= KQUANT_MIN_ROWS && k % kquant::QK_K == 0 {
         // Our own prompt kernel: each super-block unpacked once, not once per row.
-        let count = n * k / kquant::QK_K;
-        // Not zeroed first: the kernel writes every value (`matmul_uninit`).
-        let mut dst = Vec::with_capacity(m * n);
-        let out = &mut dst.spare_capacity_mut()[..m * n];
         match dtype {
-            GgmlDType::Q4K => {
-                let weights = blocks::<kquant::BlockQ4K>(bytes, count, dtype)?;
-                kquant::matmul_uninit(mkn, lhs, weights, out)?;
-            }
-            GgmlDType::Q6K => {
-                let weights = blocks::<kquant::BlockQ6K>(bytes, count, dtype)?;
-                kquant::matmul_uninit(mkn, lhs, weights, out)?;
-            }
-            _ => return matmul_candle_blocks(mkn, lhs, bytes, dtype),
+            GgmlDType::Q4K => return kquant_values::<kquant::BlockQ4K>(mkn, lhs, bytes, dtype),
+            GgmlDType::Q6K => return kquant_values::<kquant::BlockQ6K>(mkn, lhs, bytes, dtype),
+            _ => {}
         }
-        // SAFETY: `matmul_uninit` returned Ok, so it wrote all `m × n` values.
-        unsafe { dst.set_len(m * n) };
-        return Ok(dst);
     }
-    matmul_candle_blocks(mkn, lhs, bytes, dtype)
+    let mut dst = vec![0f32; m * n];
+    with_block_type!(dtype, T => run::<T>(mkn, lhs, bytes, &mut dst)?, "a matmul");
+    Ok(dst)
 }
 
-/// [`matmul_values`] by candle's dot products (on our pool), for every other block type.
-fn matmul_candle_blocks(
+/// [`matmul_values`] by our prompt kernel for k-quant blocks `B`, into an output that is not
+/// zeroed first: the kernel writes every value (`kquant::matmul_uninit`).
+fn kquant_values<B: kquant::SuperBlock>(
     mkn: (usize, usize, usize),
     lhs: &[f32],
     bytes: &[u8],
     dtype: GgmlDType,
 ) -> Result<Vec<f32>> {
-    let mut dst = vec![0f32; mkn.0 * mkn.2];
-    with_block_type!(dtype, T => run::<T>(mkn, lhs, bytes, &mut dst)?, "a matmul");
+    let (m, k, n) = mkn;
+    let weights = blocks::<B>(bytes, n * k / kquant::QK_K, dtype)?;
+    let mut dst = Vec::with_capacity(m * n);
+    kquant::matmul_uninit(mkn, lhs, weights, &mut dst.spare_capacity_mut()[..m * n])?;
+    // SAFETY: `matmul_uninit` returned Ok, so it wrote all `m × n` values.
+    unsafe { dst.set_len(m * n) };
     Ok(dst)
 }
 
