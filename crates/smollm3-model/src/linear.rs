@@ -265,9 +265,14 @@ fn matmul_values(
     }
     if m >= KQUANT_MIN_ROWS && k % kquant::QK_K == 0 {
         // Our own prompt kernel: each super-block unpacked once, not once per row.
+        let count = n * k / kquant::QK_K;
         match dtype {
-            GgmlDType::Q4K => return kquant_values::<kquant::BlockQ4K>(mkn, lhs, bytes, dtype),
-            GgmlDType::Q6K => return kquant_values::<kquant::BlockQ6K>(mkn, lhs, bytes, dtype),
+            GgmlDType::Q4K => {
+                return kquant_values(mkn, lhs, blocks::<kquant::BlockQ4K>(bytes, count, dtype)?)
+            }
+            GgmlDType::Q6K => {
+                return kquant_values(mkn, lhs, blocks::<kquant::BlockQ6K>(bytes, count, dtype)?)
+            }
             _ => {}
         }
     }
@@ -276,16 +281,14 @@ fn matmul_values(
     Ok(dst)
 }
 
-/// [`matmul_values`] by our prompt kernel for k-quant blocks `B`, into an output that is not
+/// [`matmul_values`] by our prompt kernel for k-quant blocks, into an output that is not
 /// zeroed first: the kernel writes every value (`kquant::matmul_uninit`).
 fn kquant_values<B: kquant::SuperBlock>(
     mkn: (usize, usize, usize),
     lhs: &[f32],
-    bytes: &[u8],
-    dtype: GgmlDType,
+    weights: &[B],
 ) -> Result<Vec<f32>> {
-    let (m, k, n) = mkn;
-    let weights = blocks::<B>(bytes, n * k / kquant::QK_K, dtype)?;
+    let (m, _, n) = mkn;
     let mut dst = Vec::with_capacity(m * n);
     kquant::matmul_uninit(mkn, lhs, weights, &mut dst.spare_capacity_mut()[..m * n])?;
     // SAFETY: `matmul_uninit` returned Ok, so it wrote all `m × n` values.
