@@ -45,8 +45,8 @@ fn q4k_scales_and_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
 }
 
 /// `h.to_f32()` in one instruction (the same exact conversion): `half` checks the CPU for
-/// F16C at every call, a load, two tests and a branch around an out-of-line path, twice per
-/// Q4_K super-block in these loops.
+/// F16C at every call, a load, two tests and a branch around an out-of-line path, in every
+/// super-block of these loops.
 ///
 /// # Safety
 /// The CPU must have F16C (every path that runs these kernels checks for it).
@@ -60,7 +60,8 @@ unsafe fn f16_to_f32(h: half::f16) -> f32 {
 
 /// What both Q4_K row products do first for super-block `x` · `y`: ask for the weights ahead
 /// (144 bytes: three lines cover them wherever they start), add ggml's mins term to `acc_m`,
-/// and return the eight scales.
+/// and return the eight scales and ggml's `d = y.d × x.d` (the block's `d` and `dmin`, side by
+/// side in the file, widened by one `vcvtph2ps`).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
@@ -71,15 +72,19 @@ unsafe fn q4k_block_start(
     x: &BlockQ4K,
     y: &BlockQ8K,
     acc_m: &mut std::arch::x86_64::__m128,
-) -> [u8; 8] {
+) -> ([u8; 8], f32) {
     use std::arch::x86_64::*;
     prefetch_ahead(x, 3);
-    let dmin = -y.d * f16_to_f32(x.dmin);
+    let both = _mm_cvtph_ps(_mm_cvtsi32_si128(
+        i32::from(x.d.to_bits()) | (i32::from(x.dmin.to_bits()) << 16),
+    ));
+    let (x_d, x_dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
+    let dmin = -y.d * x_dmin;
     let (scales, mins) = q4k_scales_and_mins(x);
     let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
     let prod = _mm_madd_epi16(mins16, pair_sums(y));
     *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
-    scales
+    (scales, y.d * x_d)
 }
 
 /// One Q4_K weight row · one Q8_K activation row straight from the file's blocks (decode: each
@@ -111,8 +116,7 @@ pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc_m = _mm_setzero_ps();
     for (b, y) in a.iter().enumerate() {
         let x = w.get_unchecked(b);
-        let scales = q4k_block_start(x, y, &mut acc_m);
-        let d = y.d * f16_to_f32(x.d);
+        let (scales, d) = q4k_block_start(x, y, &mut acc_m);
         let scales16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(
             scales.as_ptr() as *const __m128i
         )));
@@ -220,8 +224,7 @@ pub unsafe fn gemv_q4k_avx2(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc_m = _mm_setzero_ps();
     for (b, y) in a.iter().enumerate() {
         let x = w.get_unchecked(b);
-        let scales = q4k_block_start(x, y, &mut acc_m);
-        let d = y.d * f16_to_f32(x.d);
+        let (scales, d) = q4k_block_start(x, y, &mut acc_m);
         let mut sumi = _mm256_setzero_si256();
         for j in 0..QK_K / 64 {
             // Low nibbles: values 64j..64j+32 (scale 2j); high: the next 32 (scale 2j + 1).
