@@ -21,10 +21,10 @@
 //! - the softmax is candle's `softmax_last_dim` row code.
 //!
 //! With an f16 cache ([`KvSlices::F16`], the default: half the bytes a step reads) there are no
-//! candle bits to keep: the score kernel reads the halves directly and the weighted sum of
-//! values is a kernel of our own (`weighted_values_avx512`), one streaming pass over each
-//! head's values; off AVX-512 the head's keys and values are widened to f32 and go through the
-//! f32 code. `tests.rs` compares the f32 bits with candle's own ops, and the f16 results with
+//! candle bits to keep: on AVX-512 `attention_f16` splits each head's positions into spans
+//! across the pool (the score kernel here reads the halves directly, its own kernels do the
+//! rest) and merges their partial softmaxes; elsewhere a head's keys and values are widened
+//! to f32 and go through the f32 code. `tests.rs` compares the f32 bits with candle's own ops, and the f16 results with
 //! candle's ops on the same rounded values.
 
 use std::ops::Range;
@@ -86,12 +86,15 @@ pub fn decode(s: Shape, q: &[f32], kv: KvSlices, out: &mut [f32]) -> crate::Resu
         ))
         .into());
     }
+    if let KvSlices::F16 { k, v } = kv {
+        if super::attention_f16::own_half_kernels(s.group, s.head_dim) {
+            super::attention_f16::decode(s, q, k, v, out);
+            return Ok(());
+        }
+    }
     let out_address = out.as_mut_ptr() as usize;
-    let own_half = matches!(kv, KvSlices::F16 { .. }) && own_half_kernels(s.group, s.head_dim);
     super::pool().execute_chunked(s.kv_heads, |heads: Range<usize>| {
-        // The f16 kernels read `HALF_ROWS` rows of probabilities, the rows past the group zero.
-        let rows = if own_half { HALF_ROWS } else { s.group };
-        let mut scores = vec![0f32; rows * s.positions];
+        let mut scores = vec![0f32; s.group * s.positions];
         // Off AVX-512, one head's f16 keys and values widened to f32.
         let mut widened = Vec::new();
         for h in heads {
@@ -109,14 +112,6 @@ pub fn decode(s: Shape, q: &[f32], kv: KvSlices, out: &mut [f32]) -> crate::Resu
                 KvSlices::F32 { k, v } => {
                     head(s, q, &k[cache.clone()], &v[cache], &mut scores, out)
                 }
-                KvSlices::F16 { k, v } if own_half => {
-                    // SAFETY: `own_half_kernels` checked the path (AVX-512) and the shape;
-                    // `scores` holds HALF_ROWS × positions values; lengths checked above.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        head_f16_avx512(s, q, &k[cache.clone()], &v[cache], &mut scores, out)
-                    }
-                }
                 KvSlices::F16 { k, v } => {
                     let n = s.positions * s.head_dim;
                     widened.resize(2 * n, 0f32);
@@ -131,86 +126,9 @@ pub fn decode(s: Shape, q: &[f32], kv: KvSlices, out: &mut [f32]) -> crate::Resu
     Ok(())
 }
 
-/// Rows of probabilities the f16 value kernel reads: query groups up to this many, padded with
-/// zero rows, so that its loops have constant bounds (SmolLM3: 4, SmolLM2-135M: 3).
-const HALF_ROWS: usize = 8;
-
-/// Whether the f16 kernels of this path take `group` query rows of `hd` values: AVX-512, whole
-/// 16-value vectors, at most [`HALF_ROWS`] rows.
-pub(super) fn own_half_kernels(group: usize, hd: usize) -> bool {
-    super::path().name == "avx512" && hd.is_multiple_of(16) && (1..=HALF_ROWS).contains(&group)
-}
-
-/// One KV head of an f16 cache on AVX-512: scores straight from the halves, candle's softmax
-/// row code, then one streaming pass over the values.
-///
-/// # Safety
-/// AVX-512 F; `q` and `out` hold `group × hd` values, `k` and `v` `positions × hd`, `scores`
-/// `HALF_ROWS × positions` with the rows from `group` on zero; `hd` a multiple of 16.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn head_f16_avx512(
-    s: Shape,
-    q: &[f32],
-    k: &[f16],
-    v: &[f16],
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let (m, hd, n) = (s.group, s.head_dim, s.positions);
-    scores_avx512(m, hd, n, q, k, v, scores);
-    for row in scores[..m * n].chunks_exact_mut(n) {
-        softmax_row(row);
-    }
-    if m <= 4 && hd.is_multiple_of(64) {
-        weighted_values_avx512::<4, 4>(m, hd, n, scores, v, out)
-    } else {
-        weighted_values_avx512::<HALF_ROWS, 1>(m, hd, n, scores, v, out)
-    }
-}
-
-/// `out[i] = Σⱼ probs[i][j] · v[j]` for the first `m` of `G` rows of `probs` (`G × n`, rows
-/// from `m` on zero) and f16 values `v` (`n × hd`): `C` vectors of 16 values a pass, so one
-/// pass reads each value once (3B: 4 rows × 4 vectors, 16 accumulators; two passes of 64
-/// values of each 128-value row, two whole cache lines).
-///
-/// # Safety
-/// AVX-512 F; `hd` a multiple of `16 × C`; lengths as above, `out` `m × hd`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn weighted_values_avx512<const G: usize, const C: usize>(
-    m: usize,
-    hd: usize,
-    n: usize,
-    probs: &[f32],
-    v: &[f16],
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    debug_assert!(m <= G && hd.is_multiple_of(16 * C) && probs.len() >= G * n);
-    for c0 in (0..hd).step_by(16 * C) {
-        let mut acc = [[_mm512_setzero_ps(); C]; G];
-        for j in 0..n {
-            let row = v.as_ptr().add(j * hd + c0);
-            let values: [__m512; C] = std::array::from_fn(|c| f16::load16(row.add(16 * c)));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let p = _mm512_set1_ps(*probs.get_unchecked(i * n + j));
-                for (a, value) in acc.iter_mut().zip(&values) {
-                    *a = _mm512_fmadd_ps(p, *value, *a);
-                }
-            }
-        }
-        for (i, acc) in acc.iter().enumerate().take(m) {
-            for (c, a) in acc.iter().enumerate() {
-                _mm512_storeu_ps(out.as_mut_ptr().add(i * hd + c0 + 16 * c), *a);
-            }
-        }
-    }
-}
-
 /// A cache element the AVX-512 kernels read 16 at a time as f32.
 #[cfg(target_arch = "x86_64")]
-trait CacheElement: Copy {
+pub(super) trait CacheElement: Copy {
     /// # Safety
     /// AVX-512 F; 16 elements readable from `p`.
     unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
@@ -441,6 +359,14 @@ unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64:
     })
 }
 
+/// How far ahead of the block being read the score kernel asks for the keys: 4 KiB, the next
+/// 16 rows of a 3B head's f16 keys. It used to ask for the next 16 rows' lines at every step
+/// (each line twice, and 16 prefetches in a row that stalled on full fill buffers: 30% of the
+/// f16 attention's samples); once per line, spread over the steps, the 4k-position attention
+/// of a 3B step went from 23.7 to 20.8 ms (criterion `attention`, Intel Xeon, 2 threads).
+/// Distances of 8 and 16 KiB, and prefetching past a span's end, were within the noise.
+const KEYS_PREFETCH_BYTES: usize = 4096;
+
 /// `scores[i][j] = q[i] · k[j]` (`q` `[group, hd]`, `k` `[positions, hd]`) as one fused
 /// multiply-add chain per score from 0 over the head dimension in order, which is what gemm's
 /// tiled path computes (one accumulator per output, the summed axis in one block). 16
@@ -449,15 +375,15 @@ unsafe fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64:
 ///
 /// The cache comes from memory (85 MB a 3B step), and 16 rows read a line at a time are more
 /// streams than the hardware prefetchers follow (6 GB/s a thread measured), so each step
-/// prefetches the lines of the next 16 rows, and a share of `then` (the values the caller
-/// reads next) into L2.
+/// prefetches a share of the keys [`KEYS_PREFETCH_BYTES`] ahead, and a share of `then` (the
+/// values the caller reads next) into L2.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F; `q` holds `group × hd` values, `k` `positions × hd`, `scores`
 /// `group × positions`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores_avx512<E: CacheElement>(
+pub(super) unsafe fn scores_avx512<E: CacheElement>(
     group: usize,
     hd: usize,
     positions: usize,
@@ -470,6 +396,9 @@ unsafe fn scores_avx512<E: CacheElement>(
     debug_assert!(hd.is_multiple_of(16) && group <= 8);
     // Lines of `then` to prefetch per step so that all are asked for by the last one.
     let steps = positions.div_ceil(16) * (hd / 16);
+    let k_bytes = std::mem::size_of_val(k);
+    let step_lines = (16 * 16 * std::mem::size_of::<E>()).div_ceil(64);
+    let ahead = KEYS_PREFETCH_BYTES;
     let then_lines = std::mem::size_of_val(then).div_ceil(64);
     let per_step = then_lines.div_ceil(steps.max(1));
     let mut next_then = 0;
@@ -484,9 +413,15 @@ unsafe fn scores_avx512<E: CacheElement>(
         let mut acc = [_mm512_setzero_ps(); 8];
         let base = k.as_ptr().add(j0 * hd);
         for d0 in (0..hd).step_by(16) {
-            // Prefetching never faults; the addresses stay inside `k` and `then`.
-            for r in 0..(positions.saturating_sub(j0 + 16)).min(16) {
-                _mm_prefetch::<_MM_HINT_T0>(base.add((16 + r) * hd + d0) as *const i8);
+            // Prefetching never faults; the addresses stay inside `k` and `then`. Each line of
+            // the keys `ahead` bytes on is asked for once: the 16 rows of a block are
+            // contiguous, and a step reads 16 × 16 of them.
+            let first = (j0 * hd + d0 * 16) * std::mem::size_of::<E>() + ahead;
+            for line in 0..step_lines {
+                let at = first + 64 * line;
+                if at < k_bytes {
+                    _mm_prefetch::<_MM_HINT_T0>((k.as_ptr() as *const i8).add(at));
+                }
             }
             for _ in 0..per_step {
                 if next_then < then_lines {

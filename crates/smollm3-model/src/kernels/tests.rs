@@ -947,10 +947,11 @@ mod attention_tests {
             [(4, 4, 128), (3, 3, 64), (2, 8, 48), (1, 9, 16), (1, 1, 8)]
         {
             assert_eq!(
-                crate::kernels::attention::own_half_kernels(group, head_dim),
+                crate::kernels::attention_f16::own_half_kernels(group, head_dim),
                 avx512 && head_dim % 16 == 0 && group <= 8
             );
-            for positions in [1usize, 2, 17, 300, 577] {
+            // 300 and more: a head's positions split into spans across the pool and merged.
+            for positions in [1usize, 2, 17, 300, 577, 1100] {
                 let capacity = positions.next_power_of_two().max(256);
                 let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.float()).collect() };
                 let q = values(kv_heads * group * head_dim);
@@ -993,6 +994,52 @@ mod attention_tests {
             }
         }
     }
+}
+
+/// The f16 attention's exponential, 16 lanes at a time, against `f32::exp` on the softmax's
+/// range (every score minus its row's maximum is at most 0) and past both ends of f32.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn exp16_is_within_two_ulps_of_exp() {
+    use std::arch::x86_64::*;
+    if !is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    let exp16 = |x: [f32; 16]| -> [f32; 16] {
+        let mut out = [0f32; 16];
+        // SAFETY: AVX-512 F was detected above.
+        unsafe {
+            _mm512_storeu_ps(
+                out.as_mut_ptr(),
+                super::attention_f16::exp16(_mm512_loadu_ps(x.as_ptr())),
+            )
+        };
+        out
+    };
+    let ulps = |a: f32, b: f32| (a.to_bits() as i64 - b.to_bits() as i64).abs();
+    let mut worst = (0, 0f32);
+    // Every 37th f32 from −104 to +88 (about 29 M values), then the edges.
+    let (low, high) = ((-104f32).to_bits(), 88f32.to_bits());
+    let negatives = (0..=low).rev().step_by(37).map(f32::from_bits);
+    let positives = (0..=high).step_by(37).map(f32::from_bits);
+    let xs: Vec<f32> = negatives.chain(positives).collect();
+    for chunk in xs.chunks(16) {
+        let mut x = [0f32; 16];
+        x[..chunk.len()].copy_from_slice(chunk);
+        for (&x, y) in x.iter().zip(exp16(x)) {
+            let e = ulps(y, x.exp());
+            if e > worst.0 {
+                worst = (e, x);
+            }
+        }
+    }
+    assert!(worst.0 <= 2, "{} ulps at x = {}", worst.0, worst.1);
+    let mut edges = [0f32; 16];
+    edges[..6].copy_from_slice(&[f32::NEG_INFINITY, -200.0, 0.0, -0.0, 100.0, f32::INFINITY]);
+    edges[6] = f32::NAN;
+    let e = exp16(edges);
+    assert_eq!(&e[..6], &[0.0, 0.0, 1.0, 1.0, f32::INFINITY, f32::INFINITY]);
+    assert!(e[6].is_nan());
 }
 
 mod prompt_attention_tests {
