@@ -24,8 +24,8 @@
 //! candle bits to keep: on AVX-512 `attention_f16` splits each head's positions into spans
 //! across the pool (the score kernel here reads the halves directly, its own kernels do the
 //! rest) and merges their partial softmaxes; elsewhere a head's keys and values are widened
-//! to f32 and go through the f32 code. `tests.rs` compares the f32 bits with candle's own ops, and the f16 results with
-//! candle's ops on the same rounded values.
+//! to f32 and go through the f32 code. `tests.rs` compares the f32 bits with candle's own
+//! ops, and the f16 results with candle's ops on the same rounded values.
 
 use std::ops::Range;
 
