@@ -33,10 +33,47 @@ const MAX_SPAN: usize = 256;
 /// Fewest positions in a work item: below this a span's merge costs more than it spreads.
 const MIN_SPAN: usize = 32;
 
-/// Whether these kernels take `group` query rows of `hd` values: AVX-512, whole 16-value
-/// vectors, at most [`HALF_ROWS`] rows.
+/// A path's kernel for one span of one head (see [`span_avx512`]).
+type SpanKernel = unsafe fn(usize, usize, usize, &[f32], &[f16], &[f16], &mut [f32], &mut [f32]);
+
+/// The span kernel of the path named `path` for `group` query rows of `hd` values: AVX-512 or
+/// AVX2, whole 16-value vectors, at most [`HALF_ROWS`] rows.
+fn span_kernel(path: &str, group: usize, hd: usize) -> Option<SpanKernel> {
+    if !(hd.is_multiple_of(16) && (1..=HALF_ROWS).contains(&group)) {
+        return None;
+    }
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        "avx512" => Some(span_avx512),
+        #[cfg(target_arch = "x86_64")]
+        "avx2" => Some(super::attention_f16_avx2::span),
+        _ => None,
+    }
+}
+
+/// Whether these kernels take `group` query rows of `hd` values on the path in use.
 pub(super) fn own_half_kernels(group: usize, hd: usize) -> bool {
-    super::path().name == "avx512" && hd.is_multiple_of(16) && (1..=HALF_ROWS).contains(&group)
+    span_kernel(super::path().name, group, hd).is_some()
+}
+
+/// [`decode`] with the span kernel of the path named `path`, whatever the path in use (for
+/// the tests, which compare every path the machine can run); false if it has none.
+#[cfg(test)]
+pub(super) fn decode_on(
+    path: &str,
+    s: Shape,
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    out: &mut [f32],
+) -> bool {
+    match span_kernel(path, s.group, s.head_dim) {
+        Some(kernel) => {
+            decode_with(kernel, s, q, k, v, out);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Positions per work item for `threads` threads: about four items a thread so that the pool's
@@ -50,6 +87,13 @@ fn span_len(s: Shape, threads: usize) -> usize {
 /// [`super::attention::decode`] for an f16 cache when [`own_half_kernels`] holds; the caller
 /// checked the slices' lengths against `s`.
 pub(super) fn decode(s: Shape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32]) {
+    if let Some(kernel) = span_kernel(super::path().name, s.group, s.head_dim) {
+        decode_with(kernel, s, q, k, v, out)
+    }
+}
+
+/// [`decode`] with the span kernel `kernel`, which must be one the machine can run.
+fn decode_with(kernel: SpanKernel, s: Shape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32]) {
     let (group, hd) = (s.group, s.head_dim);
     let pool = super::pool();
     let span = span_len(s, pool.threads());
@@ -89,12 +133,11 @@ pub(super) fn decode(s: Shape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32])
             let scores = &mut scores[..HALF_ROWS * len];
             scores[group * len..].fill(0.0);
             let q = &q[h * group * hd..(h + 1) * group * hd];
-            // SAFETY: `own_half_kernels` checked the path (AVX-512) and the shape; `scores`
-            // holds HALF_ROWS × len values with the rows from `group` on zero; `part` holds
-            // `stride` values; the caller checked the cache slices.
-            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `span_kernel` gave a kernel of a path the machine runs for this shape;
+            // `scores` holds HALF_ROWS × len values with the rows from `group` on zero; `part`
+            // holds `stride` values; the caller checked the cache slices.
             unsafe {
-                span_avx512(
+                kernel(
                     group,
                     hd,
                     len,

@@ -26,6 +26,8 @@
 
 pub mod attention;
 mod attention_f16;
+#[cfg(target_arch = "x86_64")]
+mod attention_f16_avx2;
 pub mod elementwise;
 pub mod ggml;
 pub mod kquant;

@@ -936,19 +936,33 @@ mod attention_tests {
     /// Decode attention over an f16 cache, on every path the machine can run, against candle's
     /// own ops on the same rounded keys and values widened to f32. Not the same bits (our f16
     /// kernels sum in their own order) but within a few f32 roundings: scores and outputs are
-    /// sums of up to 128 products, so 2e-6 of the largest output is about 20 ulps.
+    /// sums of up to 128 products, and the AVX2 kernel sums a score in 8 lanes (candle in one
+    /// chain), a difference of a few ulps that the softmax scales by the score (up to about 10
+    /// with these unscaled queries): 4e-6 of the largest output is about 40 ulps (observed
+    /// up to 2.4e-6 on AVX2, under 2e-6 on AVX-512).
     #[test]
     fn decode_attention_over_an_f16_cache_matches_candle_on_the_rounded_values() {
         let mut rng = Lcg(12);
-        let avx512 = crate::kernels::path().name == "avx512";
-        // SmolLM3, SmolLM2, a group past the f16 kernels' rows, a head dim past 64-value
-        // passes, and a shape the AVX-512 kernels do not take.
-        for (kv_heads, group, head_dim) in
-            [(4, 4, 128), (3, 3, 64), (2, 8, 48), (1, 9, 16), (1, 1, 8)]
-        {
+        let own_path = matches!(crate::kernels::path().name, "avx512" | "avx2");
+        // The span kernels of the paths this machine can run, beside the path in use.
+        let paths: Vec<&str> = crate::kernels::available_paths()
+            .iter()
+            .map(|p| p.name)
+            .filter(|name| matches!(*name, "avx512" | "avx2"))
+            .collect();
+        // SmolLM3, SmolLM2, a group past the f16 kernels' rows (and past AVX2's 4-row values
+        // kernel), a head dim past 64-value passes, and a shape the kernels do not take.
+        for (kv_heads, group, head_dim) in [
+            (4, 4, 128),
+            (3, 3, 64),
+            (2, 8, 48),
+            (2, 6, 32),
+            (1, 9, 16),
+            (1, 1, 8),
+        ] {
             assert_eq!(
                 crate::kernels::attention_f16::own_half_kernels(group, head_dim),
-                avx512 && head_dim % 16 == 0 && group <= 8
+                own_path && head_dim % 16 == 0 && group <= 8
             );
             // 300 and more: a head's positions split into spans across the pool and merged.
             for positions in [1usize, 2, 17, 300, 577, 1100] {
@@ -978,19 +992,29 @@ mod attention_tests {
                 let shape = cache_shape((kv_heads, group, head_dim), positions, capacity);
                 let mut out = vec![f32::NAN; q.len()];
                 decode(shape, &q, KvSlices::F16 { k: &k, v: &v }, &mut out).unwrap();
+                let mut results = vec![("in use", out)];
+                for &path in &paths {
+                    let mut out = vec![f32::NAN; q.len()];
+                    let attention_f16 = crate::kernels::attention_f16::decode_on;
+                    if attention_f16(path, shape, &q, &k, &v, &mut out) {
+                        results.push((path, out));
+                    }
+                }
                 let scale = expected.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let worst = expected
-                    .iter()
-                    .zip(&out)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(
-                    worst <= 2e-6 * scale,
-                    "{shape:?}: off by {worst} (largest value {scale}); first values {:?} against \
-                     candle's {:?}",
-                    &out[..4],
-                    &expected[..4]
-                );
+                for (path, out) in results {
+                    let worst = expected
+                        .iter()
+                        .zip(&out)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        worst <= 4e-6 * scale,
+                        "{path} {shape:?}: off by {worst} (largest value {scale}); first values \
+                         {:?} against candle's {:?}",
+                        &out[..4],
+                        &expected[..4]
+                    );
+                }
             }
         }
     }
@@ -1020,7 +1044,7 @@ fn exp16_is_within_two_ulps_of_exp() {
     let mut worst = (0, 0f32);
     // Every 37th f32 from −104 to +88 (about 29 M values), then the edges.
     let (low, high) = ((-104f32).to_bits(), 88f32.to_bits());
-    let negatives = (0..=low).rev().step_by(37).map(f32::from_bits);
+    let negatives = (0x8000_0000..=low).rev().step_by(37).map(f32::from_bits);
     let positives = (0..=high).step_by(37).map(f32::from_bits);
     let xs: Vec<f32> = negatives.chain(positives).collect();
     for chunk in xs.chunks(16) {
@@ -1038,6 +1062,63 @@ fn exp16_is_within_two_ulps_of_exp() {
     edges[..6].copy_from_slice(&[f32::NEG_INFINITY, -200.0, 0.0, -0.0, 100.0, f32::INFINITY]);
     edges[6] = f32::NAN;
     let e = exp16(edges);
+    assert_eq!(&e[..6], &[0.0, 0.0, 1.0, 1.0, f32::INFINITY, f32::INFINITY]);
+    assert!(e[6].is_nan());
+}
+
+/// The AVX2 f16 attention's exponential, 8 lanes at a time, against `f32::exp` wherever that
+/// is a normal f32 (0 below it, where only subnormals are lost) and past both ends.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn exp8_is_within_two_ulps_of_exp() {
+    use std::arch::x86_64::*;
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return;
+    }
+    let exp8 = |x: [f32; 8]| -> [f32; 8] {
+        let mut out = [0f32; 8];
+        // SAFETY: AVX2 and FMA were detected above.
+        unsafe {
+            _mm256_storeu_ps(
+                out.as_mut_ptr(),
+                super::attention_f16_avx2::exp8(_mm256_loadu_ps(x.as_ptr())),
+            )
+        };
+        out
+    };
+    let ulps = |a: f32, b: f32| (a.to_bits() as i64 - b.to_bits() as i64).abs();
+    let mut worst = (0, 0f32);
+    let (low, high) = ((-104f32).to_bits(), 88.7f32.to_bits());
+    let negatives = (0x8000_0000..=low).rev().step_by(37).map(f32::from_bits);
+    let positives = (0..=high).step_by(37).map(f32::from_bits);
+    let xs: Vec<f32> = negatives.chain(positives).collect();
+    for chunk in xs.chunks(8) {
+        let mut x = [0f32; 8];
+        x[..chunk.len()].copy_from_slice(chunk);
+        for (&x, y) in x.iter().zip(exp8(x)) {
+            let want = x.exp();
+            if !want.is_normal() {
+                assert!(y == 0.0 && want < f32::MIN_POSITIVE, "exp8({x}) = {y}");
+                continue;
+            }
+            let e = ulps(y, want);
+            if e > worst.0 {
+                worst = (e, x);
+            }
+        }
+    }
+    assert!(worst.0 <= 2, "{} ulps at x = {}", worst.0, worst.1);
+    let edges = [
+        f32::NEG_INFINITY,
+        -200.0,
+        0.0,
+        -0.0,
+        100.0,
+        f32::INFINITY,
+        f32::NAN,
+        1.0,
+    ];
+    let e = exp8(edges);
     assert_eq!(&e[..6], &[0.0, 0.0, 1.0, 1.0, f32::INFINITY, f32::INFINITY]);
     assert!(e[6].is_nan());
 }
