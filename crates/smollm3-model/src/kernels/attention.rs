@@ -21,10 +21,10 @@
 //! - the softmax is candle's `softmax_last_dim` row code.
 //!
 //! With an f16 cache ([`KvSlices::F16`], the default: half the bytes a step reads) there are no
-//! candle bits to keep: on AVX-512 `attention_f16` splits each head's positions into spans
-//! across the pool (the score kernel here reads the halves directly, its own kernels do the
-//! rest) and merges their partial softmaxes; elsewhere a head's keys and values are widened
-//! to f32 and go through the f32 code. `tests.rs` compares the f32 bits with candle's own
+//! candle bits to keep: on AVX-512 and AVX2 `attention_f16` splits each head's positions
+//! into spans across the pool (on AVX-512 with the score kernel here, which reads the halves
+//! directly) and merges their partial softmaxes; on the portable path a head's keys and
+//! values are widened to f32 and go through the f32 code. `tests.rs` compares the f32 bits with candle's own
 //! ops, and the f16 results with candle's ops on the same rounded values.
 
 use std::ops::Range;
@@ -95,7 +95,8 @@ pub fn decode(s: Shape, q: &[f32], kv: KvSlices, out: &mut [f32]) -> crate::Resu
     let out_address = out.as_mut_ptr() as usize;
     super::pool().execute_chunked(s.kv_heads, |heads: Range<usize>| {
         let mut scores = vec![0f32; s.group * s.positions];
-        // Off AVX-512, one head's f16 keys and values widened to f32.
+        // Without a span kernel (the portable path, other shapes), one head's f16 keys and
+        // values widened to f32.
         let mut widened = Vec::new();
         for h in heads {
             // SAFETY: each head's output rows are written by exactly one work item, and the

@@ -1,5 +1,6 @@
-//! Decode attention over the f16 KV cache on AVX-512: each KV head's positions split into
-//! spans across the pool, one pass per span, the spans' partial softmaxes merged.
+//! Decode attention over the f16 KV cache on AVX-512 and AVX2: each KV head's positions split
+//! into spans across the pool, one pass per span, the spans' partial softmaxes merged. The
+//! AVX-512 span kernel is here, the AVX2 one in `attention_f16_avx2`.
 //!
 //! Why: with one work item per KV head (4 for SmolLM3-3B, 3 for SmolLM2-135M) a head ran its
 //! score pass, a softmax of 2 M scalar `expf` a step at 4k positions, then its values pass,

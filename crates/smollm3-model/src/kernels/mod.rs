@@ -19,8 +19,8 @@
 //! - [`kquant_rows`]: the same types for one activation row (decode), on AVX-512.
 //! - [`elementwise`]: the feed-forward block's `silu(gate) × up`, one pass on the pool.
 //! - [`attention`]: one-token attention, one KV head per work item, with candle's bits;
-//!   over the f16 cache on AVX-512 (`attention_f16`), spans of positions across the pool
-//!   with their partial softmaxes merged.
+//!   over the f16 cache on AVX-512 and AVX2 (`attention_f16`), spans of positions across
+//!   the pool with their partial softmaxes merged.
 //! - [`prompt_attention`]: a prompt's attention, blocks of query rows against the keys they
 //!   may see (the causal half), with candle's bits.
 
