@@ -58,7 +58,8 @@ pub(super) fn own_half_kernels(group: usize, hd: usize) -> bool {
 }
 
 /// [`decode`] with the span kernel of the path named `path`, whatever the path in use (for
-/// the tests, which compare every path the machine can run); false if it has none.
+/// the tests, which compare every path the machine can run); false if the machine cannot run
+/// that path or it has no span kernel for this shape.
 #[cfg(test)]
 pub(super) fn decode_on(
     path: &str,
@@ -68,6 +69,9 @@ pub(super) fn decode_on(
     v: &[f16],
     out: &mut [f32],
 ) -> bool {
+    if !super::available_paths().iter().any(|p| p.name == path) {
+        return false;
+    }
     match span_kernel(path, s.group, s.head_dim) {
         Some(kernel) => {
             decode_with(kernel, s, q, k, v, out);
