@@ -280,7 +280,7 @@ impl Attention {
                     head_dim: hd,
                 };
                 if mask.is_some() && crate::kernels::prompt_attention::takes(shape) {
-                    attend_prompt(shape, &q, &k_all, &v_all)?
+                    attend_prompt(shape, cache.kv_type(), &q, &k_all, &v_all)?
                 } else {
                     attend(&q, &k_all, &v_all, mask)?
                 }
@@ -314,10 +314,12 @@ fn attend(q: &Tensor, k_all: &Tensor, v_all: &Tensor, mask: Option<&Tensor>) -> 
     Ok(probs.matmul(v_all)?)
 }
 
-/// [`attend`] with the causal mask, on our pool and over the causal half of the scores only,
-/// with the same bits ([`crate::kernels::prompt_attention`]).
+/// [`attend`] with the causal mask, on our pool and over the causal half of the scores only
+/// ([`crate::kernels::prompt_attention`]): with the same bits for an f32 cache; for an f16 one,
+/// whose values carry no candle bits, with vector exponentials and the causal half of `p·V`.
 fn attend_prompt(
     shape: crate::kernels::prompt_attention::Shape,
+    kv_type: KvType,
     q: &Tensor,
     k_all: &Tensor,
     v_all: &Tensor,
@@ -325,7 +327,14 @@ fn attend_prompt(
     let values = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
     let (q_values, k, v) = (values(q)?, values(k_all)?, values(v_all)?);
     let mut out = vec![0f32; q_values.len()];
-    crate::kernels::prompt_attention::prompt(shape, &q_values, &k, &v, &mut out)?;
+    match kv_type {
+        KvType::F32 => {
+            crate::kernels::prompt_attention::prompt(shape, &q_values, &k, &v, &mut out)?
+        }
+        KvType::F16 => {
+            crate::kernels::prompt_attention::prompt_rounded(shape, &q_values, &k, &v, &mut out)?
+        }
+    }
     Ok(Tensor::from_vec(out, q.shape(), &Device::Cpu)?)
 }
 

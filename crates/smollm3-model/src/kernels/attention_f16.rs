@@ -187,6 +187,32 @@ fn decode_with(kernel: SpanKernel, s: Shape, q: &[f32], k: &[f16], v: &[f16], ou
     }
 }
 
+/// A softmax of `row[..kept]` in place, the rest of `row` set to 0 (the masked positions of a
+/// prompt's row): the exponentials 16 or 8 at a time where the path has them.
+pub(super) fn softmax_prefix_fast(row: &mut [f32], kept: usize) {
+    let (kept, masked) = row.split_at_mut(kept);
+    masked.fill(0.0);
+    let sum = match super::path().name {
+        // SAFETY: the path says the CPU has AVX-512 F; a row sees at least its own position.
+        #[cfg(target_arch = "x86_64")]
+        "avx512" => unsafe { exp_row(kept) }.1,
+        // SAFETY: the AVX2 path means AVX2, FMA and F16C; `kept` is not empty.
+        #[cfg(target_arch = "x86_64")]
+        "avx2" => unsafe { super::attention_f16_avx2::exp_row(kept) }.1,
+        _ => {
+            let max = kept.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            kept.iter_mut().fold(0f32, |sum, x| {
+                *x = (*x - max).exp();
+                sum + *x
+            })
+        }
+    };
+    let inverse = 1.0 / sum;
+    for x in kept.iter_mut() {
+        *x *= inverse;
+    }
+}
+
 /// One head's output rows (`group × hd`) from the partial results of its spans, `parts`
 /// holding `group` maxima, `group` sums and `group × hd` weighted values per span.
 fn merge(group: usize, hd: usize, parts: &[f32], out: &mut [f32]) {

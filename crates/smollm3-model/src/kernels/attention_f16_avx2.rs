@@ -116,7 +116,7 @@ unsafe fn sum8(x: std::arch::x86_64::__m256) -> f32 {
 /// # Safety
 /// AVX2 and FMA; `row` not empty.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp_row(row: &mut [f32]) -> (f32, f32) {
+pub(super) unsafe fn exp_row(row: &mut [f32]) -> (f32, f32) {
     use std::arch::x86_64::*;
     let (body, tail) = row.split_at_mut(row.len() / 8 * 8);
     let mut max = _mm256_set1_ps(f32::NEG_INFINITY);

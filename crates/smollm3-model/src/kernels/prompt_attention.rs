@@ -71,6 +71,32 @@ pub struct Shape {
 /// head sees keys `0..=start + i`. Candle's bits where [`takes`] says so (other shapes meet
 /// other gemm paths than candle's call; the model gives them to candle's ops).
 pub fn prompt(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> crate::Result<()> {
+    prompt_with(s, q, k, v, out, true)
+}
+
+/// [`prompt`] for keys and values an f16 cache rounded (the model's default): no candle bits
+/// to keep there, so the exponentials are 16 (AVX-512) or 8 (AVX2) at a time and the weighted
+/// sum of values reads only the keys a block may see at every context length (at 4000
+/// positions, candle's blocks made every item read all of them: twice the work on average).
+/// Within a few f32 roundings of candle's ops (tested).
+pub fn prompt_rounded(
+    s: Shape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) -> crate::Result<()> {
+    prompt_with(s, q, k, v, out, false)
+}
+
+fn prompt_with(
+    s: Shape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    candle_bits: bool,
+) -> crate::Result<()> {
     let total = s.start + s.seq;
     let hd = s.head_dim;
     if s.seq == 0
@@ -109,7 +135,11 @@ pub fn prompt(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> cra
             // The block's last row sees this many keys. The weighted sum of values reads only
             // those where candle's own call sums all keys in one block, else all of them.
             let seen = s.start + first + rows;
-            let summed = if total <= ONE_BLOCK_KEYS { seen } else { total };
+            let summed = if total <= ONE_BLOCK_KEYS || !candle_bits {
+                seen
+            } else {
+                total
+            };
             let q_at = ((head * s.group + member) * s.seq + first) * hd;
             let kv = head * total * hd..(head + 1) * total * hd;
             let (k, v) = (&k[kv.clone()], &v[kv]);
@@ -125,7 +155,12 @@ pub fn prompt(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) -> cra
                 )
             };
             for (r, row) in scores.chunks_exact_mut(total).enumerate() {
-                softmax_prefix(row, s.start + first + r + 1);
+                let kept = s.start + first + r + 1;
+                if candle_bits {
+                    softmax_prefix(row, kept);
+                } else {
+                    super::attention_f16::softmax_prefix_fast(&mut row[..summed], kept);
+                }
             }
             // SAFETY: each item writes its own `rows × hd` output values (items split the
             // heads and rows), inside `out` (checked above).

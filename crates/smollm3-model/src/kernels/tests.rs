@@ -1209,6 +1209,50 @@ mod prompt_attention_tests {
         }
     }
 
+    /// The f16 cache's prompt attention (vector exponentials, the causal half of `p·V` at
+    /// every context) against candle's masked attention on the same values: within 4e-6 of
+    /// the largest output, the f16 decode kernels' bound, on the bits test's shapes (both sides
+    /// of `ONE_BLOCK_KEYS`, where the exact kernel reads all keys and this one does not).
+    #[test]
+    fn rounded_prompt_attention_matches_candle() {
+        use crate::kernels::prompt_attention::prompt_rounded;
+        let mut rng = Lcg(6);
+        for (kv_heads, group, head_dim, seq, start) in [
+            (4, 4, 128, 70, 0),
+            (3, 3, 64, 3 * ROWS + 7, 0),
+            (2, 2, 64, 150, ONE_BLOCK_KEYS - 100),
+            (1, 4, 128, 40, 1000),
+            (3, 3, 64, ROWS + 10, 700),
+            (4, 4, 128, 2 * ROWS + 5, ONE_BLOCK_KEYS),
+        ] {
+            let s = Shape {
+                kv_heads,
+                group,
+                seq,
+                start,
+                head_dim,
+            };
+            let total = start + seq;
+            let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.float()).collect() };
+            let q = random(kv_heads * group * seq * head_dim);
+            let k = random(kv_heads * total * head_dim);
+            let v = random(kv_heads * total * head_dim);
+            let want = candle_masked_attention(s, &q, &k, &v);
+            let mut got = vec![f32::NAN; q.len()];
+            prompt_rounded(s, &q, &k, &v, &mut got).unwrap();
+            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 4e-6 * scale,
+                "{s:?}: off by {worst} (largest value {scale})"
+            );
+        }
+    }
+
     /// The shapes left to candle's ops: too short, and SmolLM2's short follow-up prompt on a
     /// long context (gemm's small-matrix path here, its tiled path in candle's call).
     #[test]
