@@ -1,5 +1,6 @@
 //! Prompt (prefill) attention on the pool: blocks of query rows, each against only the keys
-//! its rows may see, with candle's bits.
+//! its rows may see, with candle's bits ([`prompt`], the f32 cache) or, for the keys and
+//! values an f16 cache rounded, with vector exponentials ([`prompt_rounded`]).
 //!
 //! Why: candle computes a prompt's attention as two batched `matmul`s over every (query, key)
 //! pair and then hides the future with a mask, so half of the multiply-adds are thrown away,
