@@ -134,7 +134,8 @@ fn prompt_with(
                 ROWS
             };
             // The block's last row sees this many keys. The weighted sum of values reads only
-            // those where candle's own call sums all keys in one block, else all of them.
+            // those where candle's own call sums all keys in one block (or there are no
+            // candle bits to keep), else all of them.
             let seen = s.start + first + rows;
             let summed = if total <= ONE_BLOCK_KEYS || !candle_bits {
                 seen
