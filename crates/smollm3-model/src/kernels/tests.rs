@@ -1020,85 +1020,24 @@ mod attention_tests {
     }
 }
 
-/// The f16 attention's exponential, 16 lanes at a time, against `f32::exp` on the softmax's
-/// range (every score minus its row's maximum is at most 0) and past both ends of f32.
+/// Checks a vector exponential `exp` (`lanes` values a call) against `f32::exp` on every 37th
+/// f32 from −104 to `high` (tens of millions of values): within 2 ulps, except that where
+/// `f32::exp` is subnormal a kernel without `subnormals` must give 0; then the edges (±∞, 0,
+/// −0, an overflow, NaN).
 #[cfg(target_arch = "x86_64")]
-#[test]
-fn exp16_is_within_two_ulps_of_exp() {
-    use std::arch::x86_64::*;
-    if !is_x86_feature_detected!("avx512f") {
-        return;
-    }
-    let exp16 = |x: [f32; 16]| -> [f32; 16] {
-        let mut out = [0f32; 16];
-        // SAFETY: AVX-512 F was detected above.
-        unsafe {
-            _mm512_storeu_ps(
-                out.as_mut_ptr(),
-                super::attention_f16::exp16(_mm512_loadu_ps(x.as_ptr())),
-            )
-        };
-        out
-    };
+fn check_vector_exp(lanes: usize, high: f32, subnormals: bool, exp: impl Fn(&[f32]) -> Vec<f32>) {
     let ulps = |a: f32, b: f32| (a.to_bits() as i64 - b.to_bits() as i64).abs();
     let mut worst = (0, 0f32);
-    // Every 37th f32 from −104 to +88 (about 29 M values), then the edges.
-    let (low, high) = ((-104f32).to_bits(), 88f32.to_bits());
-    let negatives = (0x8000_0000..=low).rev().step_by(37).map(f32::from_bits);
-    let positives = (0..=high).step_by(37).map(f32::from_bits);
-    let xs: Vec<f32> = negatives.chain(positives).collect();
-    for chunk in xs.chunks(16) {
-        let mut x = [0f32; 16];
+    let negatives = (0x8000_0000..=(-104f32).to_bits()).rev().step_by(37);
+    let positives = (0..=high.to_bits()).step_by(37);
+    let xs: Vec<f32> = negatives.chain(positives).map(f32::from_bits).collect();
+    for chunk in xs.chunks(lanes) {
+        let mut x = vec![0f32; lanes];
         x[..chunk.len()].copy_from_slice(chunk);
-        for (&x, y) in x.iter().zip(exp16(x)) {
-            let e = ulps(y, x.exp());
-            if e > worst.0 {
-                worst = (e, x);
-            }
-        }
-    }
-    assert!(worst.0 <= 2, "{} ulps at x = {}", worst.0, worst.1);
-    let mut edges = [0f32; 16];
-    edges[..6].copy_from_slice(&[f32::NEG_INFINITY, -200.0, 0.0, -0.0, 100.0, f32::INFINITY]);
-    edges[6] = f32::NAN;
-    let e = exp16(edges);
-    assert_eq!(&e[..6], &[0.0, 0.0, 1.0, 1.0, f32::INFINITY, f32::INFINITY]);
-    assert!(e[6].is_nan());
-}
-
-/// The AVX2 f16 attention's exponential, 8 lanes at a time, against `f32::exp` wherever that
-/// is a normal f32 (0 below it, where only subnormals are lost) and past both ends.
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn exp8_is_within_two_ulps_of_exp() {
-    use std::arch::x86_64::*;
-    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-        return;
-    }
-    let exp8 = |x: [f32; 8]| -> [f32; 8] {
-        let mut out = [0f32; 8];
-        // SAFETY: AVX2 and FMA were detected above.
-        unsafe {
-            _mm256_storeu_ps(
-                out.as_mut_ptr(),
-                super::attention_f16_avx2::exp8(_mm256_loadu_ps(x.as_ptr())),
-            )
-        };
-        out
-    };
-    let ulps = |a: f32, b: f32| (a.to_bits() as i64 - b.to_bits() as i64).abs();
-    let mut worst = (0, 0f32);
-    let (low, high) = ((-104f32).to_bits(), 88.7f32.to_bits());
-    let negatives = (0x8000_0000..=low).rev().step_by(37).map(f32::from_bits);
-    let positives = (0..=high).step_by(37).map(f32::from_bits);
-    let xs: Vec<f32> = negatives.chain(positives).collect();
-    for chunk in xs.chunks(8) {
-        let mut x = [0f32; 8];
-        x[..chunk.len()].copy_from_slice(chunk);
-        for (&x, y) in x.iter().zip(exp8(x)) {
+        for (&x, y) in x.iter().zip(exp(&x)) {
             let want = x.exp();
-            if !want.is_normal() {
-                assert!(y == 0.0 && want < f32::MIN_POSITIVE, "exp8({x}) = {y}");
+            if !subnormals && !want.is_normal() {
+                assert!(y == 0.0 && want < f32::MIN_POSITIVE, "exp({x}) = {y}");
                 continue;
             }
             let e = ulps(y, want);
@@ -1108,7 +1047,8 @@ fn exp8_is_within_two_ulps_of_exp() {
         }
     }
     assert!(worst.0 <= 2, "{} ulps at x = {}", worst.0, worst.1);
-    let edges = [
+    let mut edges = vec![0f32; lanes];
+    edges[..7].copy_from_slice(&[
         f32::NEG_INFINITY,
         -200.0,
         0.0,
@@ -1116,11 +1056,48 @@ fn exp8_is_within_two_ulps_of_exp() {
         100.0,
         f32::INFINITY,
         f32::NAN,
-        1.0,
-    ];
-    let e = exp8(edges);
+    ]);
+    let e = exp(&edges);
     assert_eq!(&e[..6], &[0.0, 0.0, 1.0, 1.0, f32::INFINITY, f32::INFINITY]);
     assert!(e[6].is_nan());
+}
+
+/// The AVX-512 f16 attention's exponential, 16 lanes at a time (subnormal results kept).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn exp16_is_within_two_ulps_of_exp() {
+    use std::arch::x86_64::*;
+    if !is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    check_vector_exp(16, 88.0, true, |x| {
+        let mut out = vec![0f32; 16];
+        // SAFETY: AVX-512 F was detected above; `x` and `out` hold 16 values.
+        unsafe {
+            let y = super::attention_f16::exp16(_mm512_loadu_ps(x.as_ptr()));
+            _mm512_storeu_ps(out.as_mut_ptr(), y)
+        };
+        out
+    });
+}
+
+/// The AVX2 f16 attention's exponential, 8 lanes at a time (0 where only subnormals are lost).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn exp8_is_within_two_ulps_of_exp() {
+    use std::arch::x86_64::*;
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        return;
+    }
+    check_vector_exp(8, 88.7, false, |x| {
+        let mut out = vec![0f32; 8];
+        // SAFETY: AVX2 and FMA were detected above; `x` and `out` hold 8 values.
+        unsafe {
+            let y = super::attention_f16_avx2::exp8(_mm256_loadu_ps(x.as_ptr()));
+            _mm256_storeu_ps(out.as_mut_ptr(), y)
+        };
+        out
+    });
 }
 
 mod prompt_attention_tests {
