@@ -87,8 +87,7 @@ pub fn decode(s: Shape, q: &[f32], kv: KvSlices, out: &mut [f32]) -> crate::Resu
         .into());
     }
     if let KvSlices::F16 { k, v } = kv {
-        if super::attention_f16::own_half_kernels(s.group, s.head_dim) {
-            super::attention_f16::decode(s, q, k, v, out);
+        if super::attention_f16::decode(s, q, k, v, out) {
             return Ok(());
         }
     }

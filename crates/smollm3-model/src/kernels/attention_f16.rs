@@ -53,6 +53,7 @@ fn span_kernel(path: &str, group: usize, hd: usize) -> Option<SpanKernel> {
 }
 
 /// Whether these kernels take `group` query rows of `hd` values on the path in use.
+#[cfg(test)]
 pub(super) fn own_half_kernels(group: usize, hd: usize) -> bool {
     span_kernel(super::path().name, group, hd).is_some()
 }
@@ -89,12 +90,14 @@ fn span_len(s: Shape, threads: usize) -> usize {
     even.next_multiple_of(16).clamp(MIN_SPAN, MAX_SPAN)
 }
 
-/// [`super::attention::decode`] for an f16 cache when [`own_half_kernels`] holds; the caller
-/// checked the slices' lengths against `s`.
-pub(super) fn decode(s: Shape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32]) {
-    if let Some(kernel) = span_kernel(super::path().name, s.group, s.head_dim) {
-        decode_with(kernel, s, q, k, v, out)
-    }
+/// [`super::attention::decode`] for an f16 cache, if the path in use has a span kernel for
+/// this shape (returns whether it ran); the caller checked the slices' lengths against `s`.
+pub(super) fn decode(s: Shape, q: &[f32], k: &[f16], v: &[f16], out: &mut [f32]) -> bool {
+    let Some(kernel) = span_kernel(super::path().name, s.group, s.head_dim) else {
+        return false;
+    };
+    decode_with(kernel, s, q, k, v, out);
+    true
 }
 
 /// [`decode`] with the span kernel `kernel`, which must be one the machine can run.
@@ -308,6 +311,19 @@ unsafe fn exp_row(row: &mut [f32]) -> (f32, f32) {
     (max, _mm512_reduce_add_ps(sum))
 }
 
+/// Cephes' `expf`: ln 2 in two parts (the first with few bits, so `n × it` is exact for the
+/// `n` of an f32 exponent), and the coefficients of `(eʳ − 1 − r) / r²` on |r| ≤ ln 2 / 2,
+/// highest first. [`exp16`] and the AVX2 `exp8` share them.
+pub(super) const EXP_LN2: [f32; 2] = [0.693_359_4, -2.121_944_4e-4];
+pub(super) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
 /// eˣ in each of 16 lanes: Cephes' `expf` (`x = n ln 2 + r` with ln 2 in two parts, `eʳ` by a
 /// degree-5 polynomial in `r`, then `× 2ⁿ` by `vscalefps`, which also gives 0 and infinity
 /// where the result leaves f32). Within 2 ulps of `f32::exp` (tested); NaN stays NaN.
@@ -326,17 +342,11 @@ pub(super) unsafe fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::_
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, c(std::f32::consts::LOG2_E)),
     );
-    let r = _mm512_fnmadd_ps(n, c(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, c(-2.121_944_4e-4), r);
-    let mut poly = c(1.987_569_1e-4);
-    for coefficient in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        poly = _mm512_fmadd_ps(poly, r, c(coefficient));
+    let r = _mm512_fnmadd_ps(n, c(EXP_LN2[0]), x);
+    let r = _mm512_fnmadd_ps(n, c(EXP_LN2[1]), r);
+    let mut poly = c(EXP_POLY[0]);
+    for coefficient in &EXP_POLY[1..] {
+        poly = _mm512_fmadd_ps(poly, r, c(*coefficient));
     }
     let e = _mm512_fmadd_ps(poly, _mm512_mul_ps(r, r), _mm512_add_ps(r, c(1.0)));
     _mm512_scalef_ps(e, n)

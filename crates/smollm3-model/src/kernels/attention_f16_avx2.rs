@@ -12,6 +12,8 @@
 
 use half::f16;
 
+use super::attention_f16::{EXP_LN2, EXP_POLY};
+
 /// One span of one head, as [`super::attention_f16`]'s AVX-512 kernel: scores, `exp(score −
 /// row max)` in place, then the unnormalised weighted values; `part` gets the rows' maxima,
 /// sums and weighted values.
@@ -169,17 +171,11 @@ pub(super) unsafe fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__
         x,
         c(std::f32::consts::LOG2_E),
     ));
-    let r = _mm256_fnmadd_ps(n, c(0.693_359_4), x);
-    let r = _mm256_fnmadd_ps(n, c(-2.121_944_4e-4), r);
-    let mut poly = c(1.987_569_1e-4);
-    for coefficient in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        poly = _mm256_fmadd_ps(poly, r, c(coefficient));
+    let r = _mm256_fnmadd_ps(n, c(EXP_LN2[0]), x);
+    let r = _mm256_fnmadd_ps(n, c(EXP_LN2[1]), r);
+    let mut poly = c(EXP_POLY[0]);
+    for coefficient in &EXP_POLY[1..] {
+        poly = _mm256_fmadd_ps(poly, r, c(*coefficient));
     }
     let e = _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), _mm256_add_ps(r, c(1.0)));
     // 2ⁿ = 2^(n/2) · 2^(n − n/2), each a normal f32 for n in −126..=128.
