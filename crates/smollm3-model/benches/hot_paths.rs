@@ -285,6 +285,14 @@ fn matvec_benches(c: &mut Criterion) {
             |b| b.iter(|| kquant::matmul((m, FFN, HIDDEN), black_box(&x), ours, &mut dst).unwrap()),
         );
     }
+    // The same blocks as the other common shape, 11008 outputs over 2048 inputs (gate and up;
+    // Q, K, V and O are as long): a tile's activations then stay in L1 across its columns.
+    let x: Vec<f32> = (0..512 * HIDDEN).map(|_| rng.next_f32()).collect();
+    let mut dst = vec![0f32; 512 * FFN];
+    g.bench_function(
+        format!("q4k_11008x2048_m512_ours_{}", kernels::path_name()),
+        |b| b.iter(|| kquant::matmul((512, HIDDEN, FFN), black_box(&x), ours, &mut dst).unwrap()),
+    );
     // SmolLM2-135M's FFN down projection (1536 -> 576, Q4_1) for its 64-token prompt: the
     // small matrices where a fixed cost per call or per panel shows.
     let (k, n) = (1536, 576);

@@ -37,6 +37,8 @@
 
 use half::f16;
 
+pub use super::kquant_mins::RowSums;
+
 /// Values per super-block.
 pub const QK_K: usize = 256;
 
@@ -462,6 +464,10 @@ pub struct Tiles {
     pub row_edge: Tile,
     pub col_edge: Tile,
     pub single: Tile,
+    /// Q4_K's mins term computed apart ([`super::kquant_mins`]): the tile kernels leave it
+    /// out and the driver adds this pass's value to theirs (ggml's `sum + m`, the same bits).
+    /// `None`: the kernels add it themselves.
+    pub mins: Option<super::kquant_mins::MinsTile>,
 }
 
 /// ggml's `hsum_float_8`: the high half plus the low half, then lanes 0 + 2 and 1 + 3, then
@@ -558,8 +564,8 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
 /// holds 32 values of row `2p` in its low half and the same 32 of row `2p + 1` in its high
 /// half, against the weights' 32 broadcast to both halves, so its sixteen i32 lanes are the
 /// eight AVX2 lanes of each row, with no folding, and the float work per super-block (convert,
-/// scale, the mins term) runs once per pair of rows instead of once per row. `P` pairs of rows
-/// (a lone row goes in twice).
+/// scale) runs once per pair of rows instead of once per row. `P` pairs of rows (a lone row
+/// goes in twice). Q4_K's mins term is left out: the driver adds [`Tiles::mins`]' value.
 ///
 /// Q6_K (`Q6`) takes the activations made unsigned ([`make_unsigned`]): `maddubs` of the
 /// activations plus 128 (unsigned) by the codes minus 32 (signed, −32..31: two products sum
@@ -590,7 +596,6 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
     use std::arch::x86_64::*;
     let m32 = _mm512_set1_epi8(32);
     let mut acc = [[_mm512_setzero_ps(); C]; P];
-    let mut acc_m = [[_mm256_setzero_ps(); C]; P];
     for b in 0..a[0][0].len() {
         let mut sumi = if Q6 {
             corrected_sums::<P, C>(&w, b)
@@ -623,9 +628,9 @@ pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
                 }
             }
         }
-        scale_pairs::<P, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+        scale_pairs::<P, C>(&a, &w, b, &sumi, &mut acc);
     }
-    finish_pairs::<P, C>(&acc, &acc_m, Q6)
+    finish_pairs::<P, C>(&acc)
 }
 
 /// The 32 activation codes at `offset` of super-block `b` of both rows of a pair: the first
@@ -649,19 +654,17 @@ unsafe fn row_pair(rows: &[&[BlockQ8K]; 2], b: usize, offset: usize) -> std::arc
 
 /// Super-block `b`'s float work for the pair kernels ([`dot_avx512`],
 /// [`dot_avx512_q4k_vnni`]): each pair's sixteen integer lanes times `d_y × d` (row by row,
-/// as ggml multiplies them: the product commutes exactly) into its accumulator, and for Q4_K
-/// the mins term with both rows' sums of 32 in one vector, their `−d_y` beside them.
+/// as ggml multiplies them: the product commutes exactly) into its accumulator. Q4_K's mins
+/// are left to [`super::kquant_mins`] (ggml adds them only at the end).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 #[inline]
-#[allow(clippy::type_complexity)]
-unsafe fn scale_pairs<const P: usize, const C: usize, const Q6: bool>(
+unsafe fn scale_pairs<const P: usize, const C: usize>(
     a: &[[&[BlockQ8K]; 2]; P],
     w: &[&[Unpacked]; C],
     b: usize,
     sumi: &[[std::arch::x86_64::__m512i; C]; P],
     acc: &mut [[std::arch::x86_64::__m512; C]; P],
-    acc_m: &mut [[std::arch::x86_64::__m256; C]; P],
 ) {
     use std::arch::x86_64::*;
     for p in 0..P {
@@ -670,56 +673,34 @@ unsafe fn scale_pairs<const P: usize, const C: usize, const Q6: bool>(
             _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(y0.d))),
             _mm256_castps_pd(_mm256_set1_ps(y1.d)),
         ));
-        let (sums, minus_dy) = if Q6 {
-            (_mm256_setzero_si256(), _mm256_setzero_ps())
-        } else {
-            (
-                _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair_sums(y0)), pair_sums(y1)),
-                _mm256_insertf128_ps::<1>(
-                    _mm256_castps128_ps256(_mm_set1_ps(-y0.d)),
-                    _mm_set1_ps(-y1.d),
-                ),
-            )
-        };
         for c in 0..C {
             let u = w[c].get_unchecked(b);
             let d = _mm512_mul_ps(dy, _mm512_set1_ps(u.d));
             acc[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[p][c]), acc[p][c]);
-            if !Q6 {
-                let mins =
-                    _mm256_broadcastsi128_si256(_mm_loadu_si128(u.mins.as_ptr() as *const __m128i));
-                let prod = _mm256_madd_epi16(mins, sums);
-                let dmin = _mm256_mul_ps(minus_dy, _mm256_set1_ps(u.dmin));
-                acc_m[p][c] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc_m[p][c]);
-            }
         }
     }
 }
 
-/// ggml's final reductions for each row of each pair: the low half of a pair's accumulator
-/// is its first row's, the high half its second's.
+/// ggml's final reduction of each row of each pair (`hsum_float_8`): the low half of a
+/// pair's accumulator is its first row's, the high half its second's. No mins term: the
+/// pair kernels leave Q4_K's to [`super::kquant_mins`], whose value the driver adds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 #[inline]
 unsafe fn finish_pairs<const P: usize, const C: usize>(
     acc: &[[std::arch::x86_64::__m512; C]; P],
-    acc_m: &[[std::arch::x86_64::__m256; C]; P],
-    q6: bool,
 ) -> [[[f32; C]; 2]; P] {
     use std::arch::x86_64::*;
     let mut out = [[[0f32; C]; 2]; P];
     for p in 0..P {
         for c in 0..C {
-            let (acc, acc_m) = (acc[p][c], acc_m[p][c]);
-            out[p][0][c] = finish(
-                _mm512_castps512_ps256(acc),
-                _mm256_castps256_ps128(acc_m),
-                q6,
-            );
+            let acc = acc[p][c];
+            let none = _mm_setzero_ps();
+            out[p][0][c] = finish(_mm512_castps512_ps256(acc), none, true);
             out[p][1][c] = finish(
                 _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
-                _mm256_extractf128_ps::<1>(acc_m),
-                q6,
+                none,
+                true,
             );
         }
     }
@@ -779,7 +760,6 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
 ) -> [[[f32; C]; 2]; P] {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); C]; P];
-    let mut acc_m = [[_mm256_setzero_ps(); C]; P];
     for b in 0..a[0][0].len() {
         let mut sumi = corrected_sums::<P, C>(&w, b);
         for t in 0..QK_K / 64 {
@@ -808,9 +788,9 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
                 }
             }
         }
-        scale_pairs::<P, C, false>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+        scale_pairs::<P, C>(&a, &w, b, &sumi, &mut acc);
     }
-    finish_pairs::<P, C>(&acc, &acc_m, false)
+    finish_pairs::<P, C>(&acc)
 }
 
 /// Super-block `b`'s float work for every (row, column) of an AVX2 tile: the eight integer
@@ -854,6 +834,7 @@ unsafe fn scale_block<const R: usize, const C: usize, const Q6: bool>(
 /// ggml does), for Q4_K's mins.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 pub(super) unsafe fn pair_sums(y: &BlockQ8K) -> std::arch::x86_64::__m128i {
     use std::arch::x86_64::*;
     let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
@@ -997,7 +978,10 @@ pub fn matmul_uninit<B: SuperBlock>(
     };
     let mut quantized = vec![zero; m * blocks];
     let tiles = B::tiles(super::path());
+    // What the mins pass reads of each activation super-block, where the path has one.
+    let mut row_sums = vec![RowSums::default(); if tiles.mins.is_some() { m * blocks } else { 0 }];
     let quantized_address = quantized.as_mut_ptr() as usize;
+    let row_sums_address = row_sums.as_mut_ptr() as usize;
     super::pool().execute_chunked(m, |rows| {
         for r in rows {
             // SAFETY: `quantized` holds `m × blocks` blocks and each row is written by one item.
@@ -1008,6 +992,18 @@ pub fn matmul_uninit<B: SuperBlock>(
                 )
             };
             quantize_row(&lhs[r * k..(r + 1) * k], out);
+            if tiles.mins.is_some() {
+                // SAFETY: as above, `row_sums` holds `m × blocks` when there is a mins pass.
+                let sums = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (row_sums_address as *mut RowSums).add(r * blocks),
+                        blocks,
+                    )
+                };
+                for (block, sums) in out.iter().zip(sums) {
+                    *sums = RowSums::of(block);
+                }
+            }
             if tiles.unsigned_activations {
                 for block in out {
                     make_unsigned(block);
@@ -1016,6 +1012,7 @@ pub fn matmul_uninit<B: SuperBlock>(
         }
     });
     let quantized = &quantized;
+    let row_sums = &row_sums;
     let dst_address = dst.as_mut_ptr() as usize;
     thread_local! {
         static UNPACKED: std::cell::RefCell<Vec<Unpacked>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -1028,6 +1025,14 @@ pub fn matmul_uninit<B: SuperBlock>(
             // the tile is done: 64 contiguous bytes per row instead of scattered 16-byte
             // pieces after every kernel call, whose stores missed (3.4% of prefill @512).
             let mut tile_values = vec![0f32; m * TILE_COLUMNS];
+            let mut mins = vec![
+                0f32;
+                if tiles.mins.is_some() {
+                    m * TILE_COLUMNS
+                } else {
+                    0
+                }
+            ];
             for tile in tile_range {
                 let first = tile * TILE_COLUMNS;
                 let columns = TILE_COLUMNS.min(n - first);
@@ -1037,6 +1042,9 @@ pub fn matmul_uninit<B: SuperBlock>(
                     .zip(buffer.iter_mut())
                 {
                     block.unpack_fast(out);
+                }
+                if let Some(mins_pass) = tiles.mins {
+                    mins_pass(row_sums, blocks, &buffer, &mut mins[..m * columns]);
                 }
                 let row = |r: usize| &quantized[r * blocks..(r + 1) * blocks];
                 let column = |c: usize| &buffer[c * blocks..(c + 1) * blocks];
@@ -1087,10 +1095,15 @@ pub fn matmul_uninit<B: SuperBlock>(
                         }
                         for r in 0..rows {
                             let at = (r0 + r) * TILE_COLUMNS + c0;
-                            copy_few(
-                                &mut tile_values[at..at + cols],
-                                &out[r * cols..(r + 1) * cols],
-                            );
+                            let values = &mut tile_values[at..at + cols];
+                            copy_few(values, &out[r * cols..(r + 1) * cols]);
+                            if tiles.mins.is_some() {
+                                // ggml's last step, `sum + m`.
+                                let m_at = (r0 + r) * columns + c0;
+                                for (value, m) in values.iter_mut().zip(&mins[m_at..m_at + cols]) {
+                                    *value += m;
+                                }
+                            }
                         }
                     }
                 }

@@ -31,6 +31,7 @@ mod attention_f16_avx2;
 pub mod elementwise;
 pub mod ggml;
 pub mod kquant;
+pub mod kquant_mins;
 pub mod kquant_rows;
 pub mod pool;
 pub mod prompt_attention;
@@ -71,6 +72,7 @@ macro_rules! tiles {
             row_edge: $kernel::<1, $cols, $q6>,
             col_edge: $kernel::<$rows, 1, $q6>,
             single: $kernel::<1, 1, $q6>,
+            mins: None,
         }
     };
 }
@@ -270,13 +272,18 @@ fn avx512_path(vnni: bool) -> Path {
             }
         }),
         // 6 × 4: three pairs of rows × four columns (see `kquant::dot_avx512`).
+        // Their mins term apart, four columns a vector (see `kquant_mins`).
         q4k: if vnni {
             kquant::Tiles {
                 unsigned_activations: true,
+                mins: Some(kquant_mins::mins_avx512),
                 ..tiles!(avx512_q4k_vnni_tile, 6 x 4, false)
             }
         } else {
-            tiles!(avx512_tile, 6 x 4, false)
+            kquant::Tiles {
+                mins: Some(kquant_mins::mins_avx512),
+                ..tiles!(avx512_tile, 6 x 4, false)
+            }
         },
         // Q6_K takes unsigned activations (see `kquant::dot_avx512`).
         q6k: kquant::Tiles {

@@ -424,6 +424,32 @@ mod kquant_tests {
         rows
     }
 
+    /// A tile's values as the prompt driver makes them: the kernel's, plus the path's mins
+    /// pass where it has one (Q4_K's mins term apart from the kernels).
+    fn tile_values(
+        t: &kquant::Tiles,
+        kernel: kquant::Tile,
+        a: &[&[BlockQ8K]],
+        w: &[&[Unpacked]],
+        out: &mut [f32],
+    ) {
+        kernel(a, w, out);
+        if let Some(mins) = t.mins {
+            let blocks = a[0].len();
+            let sums: Vec<kquant::RowSums> = a
+                .iter()
+                .flat_map(|row| row.iter().map(kquant::RowSums::of))
+                .collect();
+            let columns: Vec<Unpacked> =
+                w.iter().flat_map(|c| c[..blocks].iter().copied()).collect();
+            let mut m = vec![f32::NAN; a.len() * w.len()];
+            mins(&sums, blocks, &columns, &mut m);
+            for (value, m) in out.iter_mut().zip(m) {
+                *value += m;
+            }
+        }
+    }
+
     /// Exact, in f64: the dequantized weights (from each format's definition, not from
     /// `unpack`) times the dequantized activations.
     fn reference<B: SuperBlock>(w: &[B], a: &[BlockQ8K]) -> f64 {
@@ -504,7 +530,13 @@ mod kquant_tests {
                         // inputs meets every slot of each shape.
                         for (r0, c0) in [(0, 0), (MAX_TILE - r, MAX_TILE - c)] {
                             let mut out = vec![0f32; r * c];
-                            kernel(&rows_a[r0..r0 + r], &columns[c0..c0 + c], &mut out);
+                            tile_values(
+                                &t,
+                                kernel,
+                                &rows_a[r0..r0 + r],
+                                &columns[c0..c0 + c],
+                                &mut out,
+                            );
                             for (i, got) in out.iter().enumerate() {
                                 assert_eq!(
                                     got.to_bits(),
@@ -515,6 +547,60 @@ mod kquant_tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The mins pass on its own: its definition against the formula in f64, and every SIMD
+    /// form against the definition's bits at every column count a column tile can have
+    /// (partly filled groups of four) and one past it.
+    #[test]
+    fn the_mins_pass_is_its_definition() {
+        use crate::kernels::kquant_mins::{self, RowSums};
+        let mut rng = Lcg(9);
+        let blocks = 5;
+        let rows = 3;
+        let sums: Vec<RowSums> = (0..rows * blocks)
+            .map(|_| {
+                let x: Vec<f32> = (0..QK_K).map(|_| rng.float() * 3.0).collect();
+                RowSums::of(&quantized(&x)[0])
+            })
+            .collect();
+        for cols in (1..=17).chain([20]) {
+            let columns: Vec<Unpacked> = (0..cols * blocks)
+                .map(|_| {
+                    let mut u = Unpacked::ZERO;
+                    random_q4k(&mut rng).unpack(&mut u);
+                    u
+                })
+                .collect();
+            let mut want = vec![f32::NAN; rows * cols];
+            kquant_mins::mins_portable(&sums, blocks, &columns, &mut want);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let exact: f64 = (0..blocks)
+                        .map(|b| {
+                            let (y, u) = (&sums[r * blocks + b], &columns[c * blocks + b]);
+                            let dot: i64 = (0..8)
+                                .map(|j| i64::from(u.mins[j]) * i64::from(y.sums[j]))
+                                .sum();
+                            f64::from(y.minus_d) * f64::from(u.dmin) * dot as f64
+                        })
+                        .sum();
+                    let got = f64::from(want[r * cols + c]);
+                    assert!(
+                        (got - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+                        "{got} vs {exact}"
+                    );
+                }
+            }
+            for path in crate::kernels::paths_to_test() {
+                if let Some(mins) = BlockQ4K::tiles(&path).mins {
+                    let mut got = vec![f32::NAN; rows * cols];
+                    mins(&sums, blocks, &columns, &mut got);
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{} with {cols} columns", path.name);
                 }
             }
         }
@@ -562,8 +648,8 @@ mod kquant_tests {
             let a6 = as_kernel_takes(std::slice::from_ref(&a), &t6);
             let a4 = as_kernel_takes(std::slice::from_ref(&a), &t4);
             let (mut got6, mut got4) = ([0f32], [0f32]);
-            (t6.single)(&[&a6[0][..]], &[&u6[..]], &mut got6);
-            (t4.single)(&[&a4[0][..]], &[&u4[..]], &mut got4);
+            tile_values(&t6, t6.single, &[&a6[0][..]], &[&u6[..]], &mut got6);
+            tile_values(&t4, t4.single, &[&a4[0][..]], &[&u4[..]], &mut got4);
             let (got6, got4) = (f64::from(got6[0]), f64::from(got4[0]));
             let (want6, want4) = (reference(&w6, &a), reference(&w4, &a));
             assert!(

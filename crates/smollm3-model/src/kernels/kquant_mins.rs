@@ -1,0 +1,166 @@
+//! Q4_K's mins term for a prompt's matmul, apart from the integer tiles of [`super::kquant`].
+//!
+//! A Q4_K value is `d × sc × q − dmin × m`, so a dot product with a Q8_K row is the scaled
+//! integer sums minus `Σ_b d_y × dmin × Σ_j m[j] × (the row's sum of sub-block j)`. ggml keeps
+//! that second part in four float lanes of its own per (row, column) and adds it only after
+//! the main sum's reduction (`sum + m`, see `kquant::finish`), so it can be computed
+//! anywhere, in any grouping of (row, column) pairs, as long as each lane sees the same
+//! products in the same order: the bits stay ggml's.
+//!
+//! Why apart: inside the AVX-512 pair kernels it took a vector per (pair, column) and super-
+//! block (five instructions, and the accumulators pushed the 3 × 4 tile past the 32 vector
+//! registers): 40% of the GEMM's time (Intel Xeon, down projection @512: 110 Gelem/s with
+//! it, 182 without). Here four columns share a vector (each a 128-bit lane), a row's sums of
+//! 32 and `−d_y` are read from a compact array made once per matmul ([`RowSums`], 20 bytes a
+//! super-block instead of the 292-byte Q8_K block), and the four columns' mins and `dmin` are
+//! arranged once per column tile: about one multiplying instruction per (row, column,
+//! super-block), against some 18 for the integer sums.
+
+use super::kquant::{BlockQ8K, Unpacked, QK_K};
+
+/// What the mins term needs of one super-block of an activation row.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct RowSums {
+    /// The sums of each 32 activation codes (ggml's `hadd` of the 16-value `bsums`).
+    pub sums: [i16; 8],
+    /// `−d_y`.
+    pub minus_d: f32,
+}
+
+impl RowSums {
+    pub fn of(block: &BlockQ8K) -> Self {
+        Self {
+            sums: std::array::from_fn(|j| block.bsums[2 * j].wrapping_add(block.bsums[2 * j + 1])),
+            minus_d: -block.d,
+        }
+    }
+}
+
+/// Writes `out[r × cols + c]`: the mins term of activation row `r` (`rows[r × blocks..]`)
+/// with weight column `c` (`columns[c × blocks..]`), reduced as ggml reduces it, for every row
+/// and every column of `columns` (`cols = columns.len() / blocks`).
+pub type MinsTile = fn(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]);
+
+fn check(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &[f32]) -> (usize, usize) {
+    assert!(
+        blocks > 0 && rows.len().is_multiple_of(blocks) && columns.len().is_multiple_of(blocks),
+        "k-quant mins: {} row and {} column super-blocks for {blocks} a row",
+        rows.len(),
+        columns.len()
+    );
+    let (m, cols) = (rows.len() / blocks, columns.len() / blocks);
+    assert!(
+        out.len() >= m * cols,
+        "k-quant mins: no room for {m} × {cols}"
+    );
+    (m, cols)
+}
+
+/// The definition, lane by lane as ggml's AVX2 code has them (`madd` of the mins with the
+/// sums of 32: lane `i` takes sub-blocks `2i` and `2i + 1`; then `−d_y × dmin` times that,
+/// fused into the lane; at the end lanes 0 + 2 and 1 + 3, then those two).
+pub fn mins_portable(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
+    let (m, cols) = check(rows, blocks, columns, out);
+    for r in 0..m {
+        for c in 0..cols {
+            let mut lanes = [0f32; 4];
+            for (y, u) in rows[r * blocks..(r + 1) * blocks]
+                .iter()
+                .zip(&columns[c * blocks..(c + 1) * blocks])
+            {
+                let scale = y.minus_d * u.dmin;
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    let prod = i32::from(u.mins[2 * i]) * i32::from(y.sums[2 * i])
+                        + i32::from(u.mins[2 * i + 1]) * i32::from(y.sums[2 * i + 1]);
+                    *lane = scale.mul_add(prod as f32, *lane);
+                }
+            }
+            out[r * cols + c] = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+        }
+    }
+}
+
+/// [`mins_portable`] on AVX-512: four columns a vector, up to sixteen (the prompt driver's
+/// column tile).
+#[cfg(target_arch = "x86_64")]
+pub fn mins_avx512(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
+    let (_, cols) = check(rows, blocks, columns, out);
+    if cols > 16 {
+        // Wider than the prompt driver's column tiles: not a case the driver makes.
+        return mins_portable(rows, blocks, columns, out);
+    }
+    // SAFETY: a path takes this only on CPUs with AVX-512 F and BW and FMA (see
+    // `available_paths`); lengths checked above.
+    unsafe { mins_avx512_tile(rows, blocks, columns, cols, out) }
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F and BW and FMA; `cols ≤ 16`, lengths as [`check`] asks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+unsafe fn mins_avx512_tile(
+    rows: &[RowSums],
+    blocks: usize,
+    columns: &[Unpacked],
+    cols: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const GROUP: usize = 4;
+    let groups = cols.div_ceil(GROUP);
+    // Per (super-block, group of four columns): the columns' mins, a 128-bit lane each, and
+    // their `dmin` across their lanes (zeros past the last column).
+    #[repr(C, align(64))]
+    #[derive(Clone, Copy)]
+    struct Panel {
+        mins: [i16; 8 * GROUP],
+        dmin: [f32; 4 * GROUP],
+    }
+    let mut panel = vec![
+        Panel {
+            mins: [0; 8 * GROUP],
+            dmin: [0.0; 4 * GROUP],
+        };
+        blocks * groups
+    ];
+    for b in 0..blocks {
+        for g in 0..groups {
+            let p = &mut panel[b * groups + g];
+            for i in 0..GROUP.min(cols - g * GROUP) {
+                let u = &columns[(g * GROUP + i) * blocks + b];
+                p.mins[8 * i..8 * i + 8].copy_from_slice(&u.mins);
+                p.dmin[4 * i..4 * i + 4].fill(u.dmin);
+            }
+        }
+    }
+    let m = rows.len() / blocks;
+    for r in 0..m {
+        let row = &rows[r * blocks..(r + 1) * blocks];
+        let mut acc = [_mm512_setzero_ps(); GROUP];
+        for (y, panels) in row.iter().zip(panel.chunks_exact(groups)) {
+            let sums = _mm512_broadcast_i32x4(_mm_loadu_si128(y.sums.as_ptr() as *const __m128i));
+            let minus_d = _mm512_set1_ps(y.minus_d);
+            for (acc, p) in acc.iter_mut().zip(panels) {
+                let mins = _mm512_load_si512(p.mins.as_ptr() as *const __m512i);
+                let dmin = _mm512_load_ps(p.dmin.as_ptr());
+                let prod = _mm512_madd_epi16(mins, sums);
+                *acc =
+                    _mm512_fmadd_ps(_mm512_mul_ps(minus_d, dmin), _mm512_cvtepi32_ps(prod), *acc);
+            }
+        }
+        // ggml's reduction in every 128-bit lane at once: lanes 0 + 2 and 1 + 3, then those.
+        let out_row = &mut out[r * cols..(r + 1) * cols];
+        for (g, acc) in acc.iter().take(groups).enumerate() {
+            let halves = _mm512_add_ps(*acc, _mm512_permute_ps::<0b01_00_11_10>(*acc));
+            let total = _mm512_add_ps(halves, _mm512_permute_ps::<0b10_11_00_01>(halves));
+            let mut values = [0f32; 16];
+            _mm512_storeu_ps(values.as_mut_ptr(), total);
+            for i in 0..GROUP.min(cols - g * GROUP) {
+                out_row[g * GROUP + i] = values[4 * i];
+            }
+        }
+    }
+}
+
+const _: () = assert!(QK_K == 256);
