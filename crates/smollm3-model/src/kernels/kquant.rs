@@ -528,7 +528,6 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
     use std::arch::x86_64::*;
     let m32 = _mm256_set1_epi8(32);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut acc_m = [[_mm_setzero_ps(); C]; R];
     for b in 0..a[0].len() {
         let mut sumi = [[_mm256_setzero_si256(); C]; R];
         for s in 0..QK_K / 32 {
@@ -555,9 +554,10 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
                 }
             }
         }
-        scale_block::<R, C, Q6>(&a, &w, b, &sumi, &mut acc, &mut acc_m);
+        scale_block::<R, C>(&a, &w, b, &sumi, &mut acc);
     }
-    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], acc_m[r][c], Q6)))
+    // Q4_K's mins term is left out: the driver adds [`Tiles::mins`]' value.
+    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], _mm_setzero_ps(), true)))
 }
 
 /// AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once. A 512-bit vector
@@ -794,28 +794,21 @@ pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
 }
 
 /// Super-block `b`'s float work for every (row, column) of an AVX2 tile: the eight integer
-/// lanes times `d_y × d` into the row's accumulator, and for Q4_K the mins term (ggml's order,
-/// see the module doc). The AVX-512 pair kernels do the same two rows at a time
-/// ([`scale_pairs`]).
+/// lanes times `d_y × d` into the row's accumulator (ggml's order, see the module doc). The
+/// AVX-512 pair kernels do the same two rows at a time ([`scale_pairs`]); Q4_K's mins are
+/// [`super::kquant_mins`]' on both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::type_complexity)]
-unsafe fn scale_block<const R: usize, const C: usize, const Q6: bool>(
+unsafe fn scale_block<const R: usize, const C: usize>(
     a: &[&[BlockQ8K]; R],
     w: &[&[Unpacked]; C],
     b: usize,
     sumi: &[[std::arch::x86_64::__m256i; C]; R],
     acc: &mut [[std::arch::x86_64::__m256; C]; R],
-    acc_m: &mut [[std::arch::x86_64::__m128; C]; R],
 ) {
     use std::arch::x86_64::*;
     for r in 0..R {
         let y = a[r].get_unchecked(b);
-        let sums = if Q6 {
-            _mm_setzero_si128()
-        } else {
-            pair_sums(y)
-        };
         for c in 0..C {
             let u = w[c].get_unchecked(b);
             acc[r][c] = _mm256_fmadd_ps(
@@ -823,15 +816,12 @@ unsafe fn scale_block<const R: usize, const C: usize, const Q6: bool>(
                 _mm256_cvtepi32_ps(sumi[r][c]),
                 acc[r][c],
             );
-            if !Q6 {
-                acc_m[r][c] = mins_term(y, sums, u, acc_m[r][c]);
-            }
         }
     }
 }
 
 /// The sums of each 32 activations of a Q8_K block (pairs of `bsums`, added by `hadd` as
-/// ggml does), for Q4_K's mins.
+/// ggml does), for Q4_K's mins (decode's row products; prompts take [`RowSums`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -842,23 +832,6 @@ pub(super) unsafe fn pair_sums(y: &BlockQ8K) -> std::arch::x86_64::__m128i {
         _mm256_castsi256_si128(bsums),
         _mm256_extracti128_si256(bsums, 1),
     )
-}
-
-/// Q4_K's mins for one super-block, as ggml adds them: the mins times the activations' sums
-/// of 32 (`madd`: lane `i` takes sub-blocks `2i` and `2i + 1`), times `−d_y × dmin`, into
-/// four float lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mins_term(
-    y: &BlockQ8K,
-    pair_sums: std::arch::x86_64::__m128i,
-    u: &Unpacked,
-    acc_m: std::arch::x86_64::__m128,
-) -> std::arch::x86_64::__m128 {
-    use std::arch::x86_64::*;
-    let mins = _mm_loadu_si128(u.mins.as_ptr() as *const __m128i);
-    let prod = _mm_madd_epi16(mins, pair_sums);
-    _mm_fmadd_ps(_mm_set1_ps(-y.d * u.dmin), _mm_cvtepi32_ps(prod), acc_m)
 }
 
 /// ggml's final reductions: `hsum_float_8(acc)`, plus for Q4_K the four mins lanes (0 + 2,

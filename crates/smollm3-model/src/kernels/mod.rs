@@ -240,7 +240,10 @@ pub fn available_paths() -> Vec<Path> {
             }),
             // 4 × 2: eight accumulators, four activation and two weight vectors fit AVX2's
             // sixteen registers.
-            q4k: tiles!(avx2_tile, 4 x 2, false),
+            q4k: kquant::Tiles {
+                mins: Some(kquant_mins::mins_avx2),
+                ..tiles!(avx2_tile, 4 x 2, false)
+            },
             q6k: tiles!(avx2_tile, 4 x 2, true),
             rows: Some(kquant_rows::AVX2),
         });
