@@ -17,8 +17,9 @@
 //! accumulation) moved the logits by 0.2 of 5.8 and flipped a greedy token the llama.cpp and HF
 //! goldens agree on. So the integer sums here land in the same eight i32 lanes as in ggml's
 //! AVX2 `vec_dot_q4_K_q8_K` / `vec_dot_q6_K_q8_K` (which candle runs), Q6_K's `−32` is taken
-//! off in i16 before the scales as there, Q4_K's mins go through the same four-lane
-//! accumulator, and the float work per super-block and the final reductions are theirs, op
+//! off in i16 before the scales as there, Q4_K's mins go through the same four float lanes
+//! (on the SIMD paths in a pass of their own, [`super::kquant_mins`], added last as ggml
+//! adds them), and the float work per super-block and the final reductions are theirs, op
 //! for op: every path (portable, AVX2, AVX-512) returns candle's bits, which the tests check.
 //! (Where a kernel takes the activations plus 128, what that adds to each lane is taken off
 //! as an exact integer: the same lanes.)

@@ -16,6 +16,8 @@
 //! - [`kquant`]: Q4_K and Q6_K weights (SmolLM3-3B Q4_K_M) × Q8_K activations for prompts,
 //!   each super-block unpacked once per call instead of once per activation row; on AVX-512
 //!   two activation rows per vector, and `vpdpbusd` for Q4_K where VNNI exists.
+//! - [`kquant_mins`]: Q4_K's mins term for those prompt tiles, in a pass of its own (the SIMD
+//!   paths' tiles leave it out; ggml adds it last, so the bits are the same).
 //! - [`kquant_rows`]: the same types for one activation row (decode), on AVX-512.
 //! - [`elementwise`]: the feed-forward block's `silu(gate) × up`, one pass on the pool.
 //! - [`attention`]: one-token attention, one KV head per work item, with candle's bits;
