@@ -83,164 +83,135 @@ pub fn mins_portable(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out:
     }
 }
 
-/// [`mins_portable`] on AVX-512: four columns a vector, up to sixteen (the prompt driver's
-/// column tile).
+/// Per (super-block, group of columns): the group's mins, eight per column (a 128-bit lane
+/// each), and each column's `dmin` across its four lanes; zeros past the last column. Sized
+/// for AVX-512's groups of four; AVX2's groups of two use the first half.
 #[cfg(target_arch = "x86_64")]
-pub fn mins_avx512(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
-    let (_, cols) = check(rows, blocks, columns, out);
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Panel {
+    mins: [i16; 32],
+    dmin: [f32; 16],
+}
+
+/// The SIMD passes' shared frame: checks, the panel of `group`-column groups, then `rows_pass`
+/// over every row, which returns each group's sixteen (AVX-512) or eight (AVX2) reduced
+/// lanes, a column's total in the first lane of its four.
+#[cfg(target_arch = "x86_64")]
+fn simd_pass(
+    rows: &[RowSums],
+    blocks: usize,
+    columns: &[Unpacked],
+    out: &mut [f32],
+    group: usize,
+    mut rows_pass: impl FnMut(&[RowSums], &[Panel], usize) -> [[f32; 16]; 8],
+) {
+    let (m, cols) = check(rows, blocks, columns, out);
     if cols > 16 {
         // Wider than the prompt driver's column tiles: not a case the driver makes.
         return mins_portable(rows, blocks, columns, out);
     }
-    // SAFETY: a path takes this only on CPUs with AVX-512 F and BW and FMA (see
-    // `available_paths`); lengths checked above.
-    unsafe { mins_avx512_tile(rows, blocks, columns, cols, out) }
-}
-
-/// # Safety
-/// The CPU must have AVX-512 F and BW and FMA; `cols ≤ 16`, lengths as [`check`] asks.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,fma")]
-unsafe fn mins_avx512_tile(
-    rows: &[RowSums],
-    blocks: usize,
-    columns: &[Unpacked],
-    cols: usize,
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    const GROUP: usize = 4;
-    let groups = cols.div_ceil(GROUP);
-    // Per (super-block, group of four columns): the columns' mins, a 128-bit lane each, and
-    // their `dmin` across their lanes (zeros past the last column).
-    #[repr(C, align(64))]
-    #[derive(Clone, Copy)]
-    struct Panel {
-        mins: [i16; 8 * GROUP],
-        dmin: [f32; 4 * GROUP],
-    }
+    let groups = cols.div_ceil(group);
     let mut panel = vec![
         Panel {
-            mins: [0; 8 * GROUP],
-            dmin: [0.0; 4 * GROUP],
+            mins: [0; 32],
+            dmin: [0.0; 16],
         };
         blocks * groups
     ];
     for b in 0..blocks {
         for g in 0..groups {
             let p = &mut panel[b * groups + g];
-            for i in 0..GROUP.min(cols - g * GROUP) {
-                let u = &columns[(g * GROUP + i) * blocks + b];
+            for i in 0..group.min(cols - g * group) {
+                let u = &columns[(g * group + i) * blocks + b];
                 p.mins[8 * i..8 * i + 8].copy_from_slice(&u.mins);
                 p.dmin[4 * i..4 * i + 4].fill(u.dmin);
             }
         }
     }
-    let m = rows.len() / blocks;
     for r in 0..m {
-        let row = &rows[r * blocks..(r + 1) * blocks];
-        let mut acc = [_mm512_setzero_ps(); GROUP];
-        for (y, panels) in row.iter().zip(panel.chunks_exact(groups)) {
-            let sums = _mm512_broadcast_i32x4(_mm_loadu_si128(y.sums.as_ptr() as *const __m128i));
-            let minus_d = _mm512_set1_ps(y.minus_d);
-            for (acc, p) in acc.iter_mut().zip(panels) {
-                let mins = _mm512_load_si512(p.mins.as_ptr() as *const __m512i);
-                let dmin = _mm512_load_ps(p.dmin.as_ptr());
-                let prod = _mm512_madd_epi16(mins, sums);
-                *acc =
-                    _mm512_fmadd_ps(_mm512_mul_ps(minus_d, dmin), _mm512_cvtepi32_ps(prod), *acc);
-            }
-        }
-        // ggml's reduction in every 128-bit lane at once: lanes 0 + 2 and 1 + 3, then those.
-        let out_row = &mut out[r * cols..(r + 1) * cols];
-        for (g, acc) in acc.iter().take(groups).enumerate() {
-            let halves = _mm512_add_ps(*acc, _mm512_permute_ps::<0b01_00_11_10>(*acc));
-            let total = _mm512_add_ps(halves, _mm512_permute_ps::<0b10_11_00_01>(halves));
-            let mut values = [0f32; 16];
-            _mm512_storeu_ps(values.as_mut_ptr(), total);
-            for i in 0..GROUP.min(cols - g * GROUP) {
-                out_row[g * GROUP + i] = values[4 * i];
-            }
+        let totals = rows_pass(&rows[r * blocks..(r + 1) * blocks], &panel, groups);
+        for (c, out) in out[r * cols..(r + 1) * cols].iter_mut().enumerate() {
+            *out = totals[c / group][4 * (c % group)];
         }
     }
+}
+
+/// [`mins_portable`] on AVX-512: four columns a vector, up to sixteen (the prompt driver's
+/// column tile).
+#[cfg(target_arch = "x86_64")]
+pub fn mins_avx512(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
+    // SAFETY: a path takes this only on CPUs with AVX-512 F and BW and FMA (see
+    // `available_paths`).
+    simd_pass(rows, blocks, columns, out, 4, |row, panel, groups| unsafe {
+        row_avx512(row, panel, groups)
+    })
+}
+
+/// One activation row's totals against every group of four columns.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW and FMA; `groups ≤ 4`, `panel` of `row.len() × groups`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,fma")]
+unsafe fn row_avx512(row: &[RowSums], panel: &[Panel], groups: usize) -> [[f32; 16]; 8] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for (y, panels) in row.iter().zip(panel.chunks_exact(groups)) {
+        let sums = _mm512_broadcast_i32x4(_mm_loadu_si128(y.sums.as_ptr() as *const __m128i));
+        let minus_d = _mm512_set1_ps(y.minus_d);
+        for (acc, p) in acc.iter_mut().zip(panels) {
+            let prod =
+                _mm512_madd_epi16(_mm512_load_si512(p.mins.as_ptr() as *const __m512i), sums);
+            let scale = _mm512_mul_ps(minus_d, _mm512_load_ps(p.dmin.as_ptr()));
+            *acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(prod), *acc);
+        }
+    }
+    // ggml's reduction in every 128-bit lane at once: lanes 0 + 2 and 1 + 3, then those.
+    let mut totals = [[0f32; 16]; 8];
+    for (acc, totals) in acc.iter().zip(&mut totals) {
+        let halves = _mm512_add_ps(*acc, _mm512_permute_ps::<0b01_00_11_10>(*acc));
+        let total = _mm512_add_ps(halves, _mm512_permute_ps::<0b10_11_00_01>(halves));
+        _mm512_storeu_ps(totals.as_mut_ptr(), total);
+    }
+    totals
 }
 
 /// [`mins_portable`] on AVX2: two columns a vector, up to sixteen.
 #[cfg(target_arch = "x86_64")]
 pub fn mins_avx2(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
-    let (_, cols) = check(rows, blocks, columns, out);
-    if cols > 16 {
-        return mins_portable(rows, blocks, columns, out);
-    }
-    // SAFETY: a path takes this only on CPUs with AVX2 and FMA (see `available_paths`);
-    // lengths checked above.
-    unsafe { mins_avx2_tile(rows, blocks, columns, cols, out) }
+    // SAFETY: a path takes this only on CPUs with AVX2 and FMA (see `available_paths`).
+    simd_pass(rows, blocks, columns, out, 2, |row, panel, groups| unsafe {
+        row_avx2(row, panel, groups)
+    })
 }
 
+/// One activation row's totals against every group of two columns.
+///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `cols ≤ 16`, lengths as [`check`] asks.
+/// The CPU must have AVX2 and FMA; `groups ≤ 8`, `panel` of `row.len() × groups`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn mins_avx2_tile(
-    rows: &[RowSums],
-    blocks: usize,
-    columns: &[Unpacked],
-    cols: usize,
-    out: &mut [f32],
-) {
+unsafe fn row_avx2(row: &[RowSums], panel: &[Panel], groups: usize) -> [[f32; 16]; 8] {
     use std::arch::x86_64::*;
-    const GROUP: usize = 2;
-    let groups = cols.div_ceil(GROUP);
-    #[repr(C, align(32))]
-    #[derive(Clone, Copy)]
-    struct Panel {
-        mins: [i16; 8 * GROUP],
-        dmin: [f32; 4 * GROUP],
-    }
-    let mut panel = vec![
-        Panel {
-            mins: [0; 8 * GROUP],
-            dmin: [0.0; 4 * GROUP],
-        };
-        blocks * groups
-    ];
-    for b in 0..blocks {
-        for g in 0..groups {
-            let p = &mut panel[b * groups + g];
-            for i in 0..GROUP.min(cols - g * GROUP) {
-                let u = &columns[(g * GROUP + i) * blocks + b];
-                p.mins[8 * i..8 * i + 8].copy_from_slice(&u.mins);
-                p.dmin[4 * i..4 * i + 4].fill(u.dmin);
-            }
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for (y, panels) in row.iter().zip(panel.chunks_exact(groups)) {
+        let sums = _mm256_broadcastsi128_si256(_mm_loadu_si128(y.sums.as_ptr() as *const __m128i));
+        let minus_d = _mm256_set1_ps(y.minus_d);
+        for (acc, p) in acc.iter_mut().zip(panels) {
+            let prod =
+                _mm256_madd_epi16(_mm256_load_si256(p.mins.as_ptr() as *const __m256i), sums);
+            let scale = _mm256_mul_ps(minus_d, _mm256_load_ps(p.dmin.as_ptr()));
+            *acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(prod), *acc);
         }
     }
-    let m = rows.len() / blocks;
-    for r in 0..m {
-        let row = &rows[r * blocks..(r + 1) * blocks];
-        let mut acc = [_mm256_setzero_ps(); 16 / GROUP];
-        for (y, panels) in row.iter().zip(panel.chunks_exact(groups)) {
-            let sums =
-                _mm256_broadcastsi128_si256(_mm_loadu_si128(y.sums.as_ptr() as *const __m128i));
-            let minus_d = _mm256_set1_ps(y.minus_d);
-            for (acc, p) in acc.iter_mut().zip(panels) {
-                let mins = _mm256_load_si256(p.mins.as_ptr() as *const __m256i);
-                let dmin = _mm256_load_ps(p.dmin.as_ptr());
-                let prod = _mm256_madd_epi16(mins, sums);
-                *acc =
-                    _mm256_fmadd_ps(_mm256_mul_ps(minus_d, dmin), _mm256_cvtepi32_ps(prod), *acc);
-            }
-        }
-        let out_row = &mut out[r * cols..(r + 1) * cols];
-        for (g, acc) in acc.iter().take(groups).enumerate() {
-            let halves = _mm256_add_ps(*acc, _mm256_permute_ps::<0b01_00_11_10>(*acc));
-            let total = _mm256_add_ps(halves, _mm256_permute_ps::<0b10_11_00_01>(halves));
-            let mut values = [0f32; 8];
-            _mm256_storeu_ps(values.as_mut_ptr(), total);
-            for i in 0..GROUP.min(cols - g * GROUP) {
-                out_row[g * GROUP + i] = values[4 * i];
-            }
-        }
+    let mut totals = [[0f32; 16]; 8];
+    for (acc, totals) in acc.iter().zip(&mut totals) {
+        let halves = _mm256_add_ps(*acc, _mm256_permute_ps::<0b01_00_11_10>(*acc));
+        let total = _mm256_add_ps(halves, _mm256_permute_ps::<0b10_11_00_01>(halves));
+        _mm256_storeu_ps(totals.as_mut_ptr(), total);
     }
+    totals
 }
 
 const _: () = assert!(QK_K == 256);
