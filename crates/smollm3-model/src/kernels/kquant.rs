@@ -1017,8 +1017,11 @@ pub fn matmul_uninit<B: SuperBlock>(
                 {
                     block.unpack_fast(out);
                 }
-                if let Some(mins_pass) = tiles.mins {
-                    mins_pass(row_sums, blocks, &buffer, &mut mins[..m * columns]);
+                match tiles.mins {
+                    Some(mins_pass) if blocks > 0 => {
+                        mins_pass(row_sums, blocks, &buffer, &mut mins[..m * columns])
+                    }
+                    _ => {} // no super-blocks, no mins: `mins` stays 0
                 }
                 let row = |r: usize| &quantized[r * blocks..(r + 1) * blocks];
                 let column = |c: usize| &buffer[c * blocks..(c + 1) * blocks];

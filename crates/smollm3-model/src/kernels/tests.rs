@@ -847,6 +847,10 @@ mod kquant_tests {
         // Wrong sizes are an error, not a write out of bounds.
         assert!(kquant::matmul((m, k, n + 1), &lhs, &q4, &mut ours4).is_err());
         assert!(kquant::matmul((m, k + 1, n), &lhs, &q4, &mut ours4).is_err());
+        // No inputs: every output is an empty sum, 0 (the mins pass has nothing to read).
+        let mut empty = vec![f32::NAN; m * n];
+        kquant::matmul::<BlockQ4K>((m, 0, n), &[], &[], &mut empty).unwrap();
+        assert!(empty.iter().all(|&v| v == 0.0), "{empty:?}");
         // SAFETY: the same `repr(C)` layouts as candle's block types (sizes asserted there
         // and here).
         let (theirs_q4, theirs_q6) = unsafe {
