@@ -558,7 +558,7 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
         scale_block::<R, C>(&a, &w, b, &sumi, &mut acc);
     }
     // Q4_K's mins term is left out: the driver adds [`Tiles::mins`]' value.
-    std::array::from_fn(|r| std::array::from_fn(|c| finish(acc[r][c], _mm_setzero_ps(), true)))
+    std::array::from_fn(|r| std::array::from_fn(|c| hsum_float_8(acc[r][c])))
 }
 
 /// AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once. A 512-bit vector
@@ -696,13 +696,10 @@ unsafe fn finish_pairs<const P: usize, const C: usize>(
     for p in 0..P {
         for c in 0..C {
             let acc = acc[p][c];
-            let none = _mm_setzero_ps();
-            out[p][0][c] = finish(_mm512_castps512_ps256(acc), none, true);
-            out[p][1][c] = finish(
-                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
-                none,
-                true,
-            );
+            out[p][0][c] = hsum_float_8(_mm512_castps512_ps256(acc));
+            out[p][1][c] = hsum_float_8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(acc),
+            )));
         }
     }
     out
@@ -835,24 +832,30 @@ pub(super) unsafe fn pair_sums(y: &BlockQ8K) -> std::arch::x86_64::__m128i {
     )
 }
 
-/// ggml's final reductions: `hsum_float_8(acc)`, plus for Q4_K the four mins lanes (0 + 2,
-/// 1 + 3, then those two).
+/// ggml's `hsum_float_8`: the high half plus the low half, then lanes 0 + 2 and 1 + 3, then
+/// those two. A tile's or row product's final sum where no mins are added (Q6_K, and the
+/// prompt tiles, whose Q4_K mins [`super::kquant_mins`] adds).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn hsum_float_8(acc: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+/// ggml's final Q4_K reduction: [`hsum_float_8`] plus the four mins lanes (0 + 2, 1 + 3,
+/// then those two).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn finish(
     acc: std::arch::x86_64::__m256,
     acc_m: std::arch::x86_64::__m128,
-    q6: bool,
 ) -> f32 {
     use std::arch::x86_64::*;
-    let r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    let sum = _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
-    if q6 {
-        return sum;
-    }
     let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    sum + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+    hsum_float_8(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
 }
 
 /// `dst.copy_from_slice(src)` for the few floats of a tile's row, as a fixed-size move where

@@ -13,7 +13,7 @@
 //! path keeps candle's kernel.
 
 use super::kquant::{
-    finish, pair_sums, quantize_row, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, QK_K,
+    finish, hsum_float_8, pair_sums, quantize_row, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, QK_K,
 };
 
 /// Q4_K's eight 6-bit scales and eight mins as bytes, unpacked with ggml's `utmp` word
@@ -138,7 +138,7 @@ pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
         );
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    finish(acc, acc_m, false)
+    finish(acc, acc_m)
 }
 
 /// One Q6_K weight row · one Q8_K activation row from the file's blocks (decode), 64 values
@@ -207,7 +207,7 @@ pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         );
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    finish(acc, _mm_setzero_ps(), true)
+    hsum_float_8(acc)
 }
 
 /// [`gemv_q4k_avx512`] on AVX2: ggml's `vec_dot_q4_K_q8_K` (32 values per instruction, one
@@ -242,7 +242,7 @@ pub unsafe fn gemv_q4k_avx2(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    finish(acc, acc_m, false)
+    finish(acc, acc_m)
 }
 
 /// [`gemv_q6k_avx512`] on AVX2: ggml's `vec_dot_q6_K_q8_K`, with the weights prefetched.
@@ -298,7 +298,7 @@ pub unsafe fn gemv_q6k_avx2(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    finish(acc, _mm_setzero_ps(), true)
+    hsum_float_8(acc)
 }
 
 /// A row product: one row's super-blocks · the quantized activation row (the CPU must run it,
