@@ -561,6 +561,55 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
     std::array::from_fn(|r| std::array::from_fn(|c| hsum_float_8(acc[r][c])))
 }
 
+/// The body of [`dot_avx512`] and [`dot_avx512_vnni`]: one source for two sets of target
+/// features (a function can't take them from a const parameter). `P`, `C` and `Q6` are the
+/// calling function's const parameters.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pairs_kernel {
+    ($a:ident, $w:ident) => {{
+        let (a, w) = ($a, $w);
+        use std::arch::x86_64::*;
+        let m32 = _mm512_set1_epi8(32);
+        let mut acc = [[_mm512_setzero_ps(); C]; P];
+        for b in 0..a[0][0].len() {
+            let mut sumi = if Q6 {
+                corrected_sums::<P, C>(&w, b)
+            } else {
+                [[_mm512_setzero_si512(); C]; P]
+            };
+            for s in 0..QK_K / 32 {
+                let mut ys = [_mm512_setzero_si512(); P];
+                for p in 0..P {
+                    ys[p] = row_pair(&a[p], b, 32 * s);
+                }
+                for c in 0..C {
+                    let u = w[c].get_unchecked(b);
+                    let codes = _mm512_broadcast_i64x4(_mm256_load_si256(
+                        u.q.as_ptr().add(32 * s) as *const __m256i
+                    ));
+                    let scales = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        u.scales.as_ptr().add(16 * s) as *const __m256i,
+                    ));
+                    // Q6_K: the codes minus 32 (signed) by unsigned activations; Q4_K: the codes
+                    // (unsigned) by the signed activations.
+                    let signed_codes = _mm512_sub_epi8(codes, m32);
+                    for p in 0..P {
+                        let products = if Q6 {
+                            _mm512_maddubs_epi16(ys[p], signed_codes)
+                        } else {
+                            _mm512_maddubs_epi16(codes, ys[p])
+                        };
+                        sumi[p][c] =
+                            _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
+                    }
+                }
+            }
+            scale_pairs::<P, C>(&a, &w, b, &sumi, &mut acc);
+        }
+        finish_pairs::<P, C>(&acc)
+    }};
+}
+
 /// AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once. A 512-bit vector
 /// holds 32 values of row `2p` in its low half and the same 32 of row `2p + 1` in its high
 /// half, against the weights' 32 broadcast to both halves, so its sixteen i32 lanes are the
@@ -588,50 +637,31 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
 /// # Safety
 /// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and every row of `a` as
 /// long as `a[0][0]`; for Q6_K the activations made unsigned.
+///
+/// [`dot_avx512_vnni`] is the same source built with VNNI, where the compiler fuses each
+/// `madd` and its `add` into one `vpdpwssd` (the same wrapping i32 sums): Q6_K's kernel there.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
     a: [[&[BlockQ8K]; 2]; P],
     w: [&[Unpacked]; C],
 ) -> [[[f32; C]; 2]; P] {
-    use std::arch::x86_64::*;
-    let m32 = _mm512_set1_epi8(32);
-    let mut acc = [[_mm512_setzero_ps(); C]; P];
-    for b in 0..a[0][0].len() {
-        let mut sumi = if Q6 {
-            corrected_sums::<P, C>(&w, b)
-        } else {
-            [[_mm512_setzero_si512(); C]; P]
-        };
-        for s in 0..QK_K / 32 {
-            let mut ys = [_mm512_setzero_si512(); P];
-            for p in 0..P {
-                ys[p] = row_pair(&a[p], b, 32 * s);
-            }
-            for c in 0..C {
-                let u = w[c].get_unchecked(b);
-                let codes = _mm512_broadcast_i64x4(_mm256_load_si256(
-                    u.q.as_ptr().add(32 * s) as *const __m256i
-                ));
-                let scales = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    u.scales.as_ptr().add(16 * s) as *const __m256i,
-                ));
-                // Q6_K: the codes minus 32 (signed) by unsigned activations; Q4_K: the codes
-                // (unsigned) by the signed activations.
-                let signed_codes = _mm512_sub_epi8(codes, m32);
-                for p in 0..P {
-                    let products = if Q6 {
-                        _mm512_maddubs_epi16(ys[p], signed_codes)
-                    } else {
-                        _mm512_maddubs_epi16(codes, ys[p])
-                    };
-                    sumi[p][c] = _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
-                }
-            }
-        }
-        scale_pairs::<P, C>(&a, &w, b, &sumi, &mut acc);
-    }
-    finish_pairs::<P, C>(&acc)
+    pairs_kernel!(a, w)
+}
+
+/// [`dot_avx512`] on a CPU with VNNI: `madd` + `add` become one `vpdpwssd` (three instructions
+/// per (pair, column) and chunk of 32 become two). Q6_K's prompt kernel there: 18% faster
+/// alone (Intel Xeon, one thread, 512 × 11008 → 2048, min of 7).
+///
+/// # Safety
+/// As [`dot_avx512`]'s, and the CPU must have AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+pub unsafe fn dot_avx512_vnni<const P: usize, const C: usize, const Q6: bool>(
+    a: [[&[BlockQ8K]; 2]; P],
+    w: [&[Unpacked]; C],
+) -> [[[f32; C]; 2]; P] {
+    pairs_kernel!(a, w)
 }
 
 /// The 32 activation codes at `offset` of super-block `b` of both rows of a pair: the first

@@ -177,9 +177,10 @@ macro_rules! avx512_pairs_tile {
 }
 
 #[cfg(target_arch = "x86_64")]
-use kquant::dot_avx512;
+use kquant::{dot_avx512, dot_avx512_vnni};
 avx512_pairs_tile!(avx512_tile, dot_avx512);
 avx512_pairs_tile!(avx512_q4k_vnni_tile, q4k_vnni);
+avx512_pairs_tile!(avx512_vnni_tile, dot_avx512_vnni);
 
 /// [`kquant::dot_avx512_q4k_vnni`] in the shape of the other pair kernels (Q4_K only).
 ///
@@ -290,10 +291,18 @@ fn avx512_path(vnni: bool) -> Path {
                 ..tiles!(avx512_tile, 6 x 4, false)
             }
         },
-        // Q6_K takes unsigned activations (see `kquant::dot_avx512`).
-        q6k: kquant::Tiles {
-            unsigned_activations: true,
-            ..tiles!(avx512_tile, 6 x 4, true)
+        // Q6_K takes unsigned activations (see `kquant::dot_avx512`); with VNNI the same
+        // kernel built to fuse `madd` and `add`.
+        q6k: if vnni {
+            kquant::Tiles {
+                unsigned_activations: true,
+                ..tiles!(avx512_vnni_tile, 6 x 4, true)
+            }
+        } else {
+            kquant::Tiles {
+                unsigned_activations: true,
+                ..tiles!(avx512_tile, 6 x 4, true)
+            }
         },
         rows: Some(kquant_rows::AVX512),
     }
