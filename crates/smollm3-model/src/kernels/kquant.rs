@@ -25,9 +25,9 @@
 //! as an exact integer: the same lanes.)
 //!
 //! The kernels by path: portable (the reference), AVX2 (4 rows × 2 columns), AVX-512
-//! ([`dot_avx512`]: two activation rows per 512-bit vector, 6 rows × 4 columns; its Q6_K form
+//! ([`dot_avx512`](super::kquant_pairs::dot_avx512): two activation rows per 512-bit vector, 6 rows × 4 columns; its Q6_K form
 //! takes two multiplying instructions where ggml's takes three and a quarter) and, with VNNI,
-//! Q4_K by [`dot_avx512_q4k_vnni`] (`vpdpbusd`, three multiplying instructions where the others
+//! Q4_K by [`dot_avx512_q4k_vnni`](super::kquant_pairs::dot_avx512_q4k_vnni) (`vpdpbusd`, three multiplying instructions where the others
 //! take four). Zen 4, 2 threads, prefill @512: the 4 × 4 AVX-512 kernel that kept an
 //! accumulator per (row, column) ran at 19–21 tok/s in one sitting; pairs of rows 25–26;
 //! 6 rows 32–34; VNNI for Q4_K 33–36 (interleaved runs, the page-fault fix in between).
@@ -38,7 +38,9 @@
 
 use half::f16;
 
+pub use super::kquant_gemm::{matmul, matmul_uninit, MAX_TILE};
 pub use super::kquant_mins::RowSums;
+pub use super::kquant_pairs::PairQ8K;
 
 /// Values per super-block.
 pub const QK_K: usize = 256;
@@ -93,7 +95,7 @@ pub struct Unpacked {
     pub sub_scales: [i16; 8],
     /// `128 ×` the sum over the super-block of scale × code (Q4_K) or scale × (code − 32)
     /// (Q6_K), per AVX2 lane (values `4l..4l+4` of each 32): what activations made unsigned
-    /// (`+ 128`) add to each lane ([`dot_avx512_q4k_vnni`], Q6_K's [`dot_avx512`]).
+    /// (`+ 128`) add to each lane (the AVX-512 pair kernels, [`super::kquant_pairs`]).
     pub unsigned_correction: [i32; 8],
     /// Q4_K's eight mins (zero for Q6_K).
     pub mins: [i16; 8],
@@ -285,7 +287,7 @@ impl SuperBlock for BlockQ6K {
             *scale = i16::from(self.scales[p / 8]);
         }
         // What activations made unsigned (`+ 128`) add to each lane of
-        // Q6_K's [`dot_avx512`], which multiplies them by `code − 32`.
+        // Q6_K's AVX-512 pair kernel, which multiplies them by `code − 32`.
         // Lane `l` of chunk `s` holds values `32s + 4l ..+ 4`, all of group `2s + l / 4`.
         let mut correction = [0i32; 8];
         for (s, chunk) in out.q.chunks_exact(32).enumerate() {
@@ -469,6 +471,21 @@ pub struct Tiles {
     /// out and the driver adds this pass's value to theirs (ggml's `sum + m`, the same bits).
     /// `None`: the kernels add it themselves.
     pub mins: Option<super::kquant_mins::MinsTile>,
+    /// The `rows × cols` and `rows × 1` tiles over activation rows interleaved in pairs
+    /// ([`PairQ8K`], one load per chunk of both rows), where the path has them: the driver
+    /// then interleaves the rows of its full tiles once per call and keeps only the others
+    /// as blocks.
+    pub paired: Option<PairedTiles>,
+}
+
+/// A tile over `rows / 2` interleaved pairs of activation rows, into `out[r × w.len() + c]`.
+pub type PairedTile = fn(a: &[&[PairQ8K]], w: &[&[Unpacked]], out: &mut [f32]);
+
+/// [`Tiles::full`] and [`Tiles::col_edge`] over interleaved pairs ([`Tiles::paired`]).
+#[derive(Clone, Copy)]
+pub struct PairedTiles {
+    pub full: PairedTile,
+    pub col_edge: PairedTile,
 }
 
 /// ggml's `hsum_float_8`: the high half plus the low half, then lanes 0 + 2 and 1 + 3, then
@@ -561,180 +578,6 @@ pub unsafe fn dot_avx2<const R: usize, const C: usize, const Q6: bool>(
     std::array::from_fn(|r| std::array::from_fn(|c| hsum_float_8(acc[r][c])))
 }
 
-/// The body of [`dot_avx512`] and [`dot_avx512_vnni`]: one source for two sets of target
-/// features (a function can't take them from a const parameter). `P`, `C` and `Q6` are the
-/// calling function's const parameters.
-#[cfg(target_arch = "x86_64")]
-macro_rules! pairs_kernel {
-    ($a:ident, $w:ident) => {{
-        let (a, w) = ($a, $w);
-        use std::arch::x86_64::*;
-        let m32 = _mm512_set1_epi8(32);
-        let mut acc = [[_mm512_setzero_ps(); C]; P];
-        for b in 0..a[0][0].len() {
-            let mut sumi = if Q6 {
-                corrected_sums::<P, C>(&w, b)
-            } else {
-                [[_mm512_setzero_si512(); C]; P]
-            };
-            for s in 0..QK_K / 32 {
-                let mut ys = [_mm512_setzero_si512(); P];
-                for p in 0..P {
-                    ys[p] = row_pair(&a[p], b, 32 * s);
-                }
-                for c in 0..C {
-                    let u = w[c].get_unchecked(b);
-                    let codes = _mm512_broadcast_i64x4(_mm256_load_si256(
-                        u.q.as_ptr().add(32 * s) as *const __m256i
-                    ));
-                    let scales = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                        u.scales.as_ptr().add(16 * s) as *const __m256i,
-                    ));
-                    // Q6_K: the codes minus 32 (signed) by unsigned activations; Q4_K: the codes
-                    // (unsigned) by the signed activations.
-                    let signed_codes = _mm512_sub_epi8(codes, m32);
-                    for p in 0..P {
-                        let products = if Q6 {
-                            _mm512_maddubs_epi16(ys[p], signed_codes)
-                        } else {
-                            _mm512_maddubs_epi16(codes, ys[p])
-                        };
-                        sumi[p][c] =
-                            _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(scales, products));
-                    }
-                }
-            }
-            scale_pairs::<P, C>(&a, &w, b, &sumi, &mut acc);
-        }
-        finish_pairs::<P, C>(&acc)
-    }};
-}
-
-/// AVX-512 (BW): the AVX2 kernel's lanes for two activation rows at once. A 512-bit vector
-/// holds 32 values of row `2p` in its low half and the same 32 of row `2p + 1` in its high
-/// half, against the weights' 32 broadcast to both halves, so its sixteen i32 lanes are the
-/// eight AVX2 lanes of each row, with no folding, and the float work per super-block (convert,
-/// scale) runs once per pair of rows instead of once per row. `P` pairs of rows (a lone row
-/// goes in twice). Q4_K's mins term is left out: the driver adds [`Tiles::mins`]' value.
-///
-/// Q6_K (`Q6`) takes the activations made unsigned ([`make_unsigned`]): `maddubs` of the
-/// activations plus 128 (unsigned) by the codes minus 32 (signed, −32..31: two products sum
-/// to at most 2 × 255 × 32 = 16320, no saturation), then `madd` with the scales, and what the
-/// `+ 128` adds to each lane (`Unpacked::unsigned_correction`) starts the lane's sum negative.
-/// ggml (and the AVX2 and portable paths here) takes 32 off in i16 after a second `maddubs` of
-/// the activations by 32 and a subtraction: three and a quarter multiplying instructions per
-/// (pair, column) and chunk of 32 where this takes two (Intel Xeon, prefill @512: Q6_K's
-/// share of the samples 12.5% → 11.0–11.5%). Exact integers in ggml's lanes either way, so
-/// the float work and the bits are ggml's.
-///
-/// Registers: the inner loop holds one integer sum per (pair, column), the pairs' activations
-/// and a weight and a scale vector (3 pairs × 4 columns: 12 + 3 + 2 of AVX-512's 32); the
-/// float sums, touched once per super-block, may live on the stack. Three pairs rather than
-/// two: each weight vector fetched from L2 then serves six rows (prefill @512 +17%, four pairs
-/// no better). The kernel this replaced kept one accumulator per (row, column) in each kind,
-/// 48 vectors for 4 × 4, and spilled inside its inner loop.
-///
-/// # Safety
-/// The CPU must have AVX-512 F and BW, AVX2 and FMA; every `w[c]` and every row of `a` as
-/// long as `a[0][0]`; for Q6_K the activations made unsigned.
-///
-/// [`dot_avx512_vnni`] is the same source built with VNNI, where the compiler fuses each
-/// `madd` and its `add` into one `vpdpwssd` (the same wrapping i32 sums): Q6_K's kernel there.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-pub unsafe fn dot_avx512<const P: usize, const C: usize, const Q6: bool>(
-    a: [[&[BlockQ8K]; 2]; P],
-    w: [&[Unpacked]; C],
-) -> [[[f32; C]; 2]; P] {
-    pairs_kernel!(a, w)
-}
-
-/// [`dot_avx512`] on a CPU with VNNI: `madd` + `add` become one `vpdpwssd` (three instructions
-/// per (pair, column) and chunk of 32 become two). Q6_K's prompt kernel there: 18% faster
-/// alone (Intel Xeon, one thread, 512 × 11008 → 2048, min of 7).
-///
-/// # Safety
-/// As [`dot_avx512`]'s, and the CPU must have AVX-512 VNNI.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-pub unsafe fn dot_avx512_vnni<const P: usize, const C: usize, const Q6: bool>(
-    a: [[&[BlockQ8K]; 2]; P],
-    w: [&[Unpacked]; C],
-) -> [[[f32; C]; 2]; P] {
-    pairs_kernel!(a, w)
-}
-
-/// The 32 activation codes at `offset` of super-block `b` of both rows of a pair: the first
-/// row's in the low half, the second's in the high half (the pair kernels' layout).
-///
-/// # Safety
-/// The CPU must have AVX-512 F; both rows hold super-block `b`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn row_pair(rows: &[&[BlockQ8K]; 2], b: usize, offset: usize) -> std::arch::x86_64::__m512i {
-    use std::arch::x86_64::*;
-    // No closure here: one in a kernel's body made its intrinsics calls (fourth step).
-    let first = rows[0].get_unchecked(b).qs.as_ptr().add(offset) as *const __m256i;
-    let second = rows[1].get_unchecked(b).qs.as_ptr().add(offset) as *const __m256i;
-    _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(_mm256_loadu_si256(first)),
-        _mm256_loadu_si256(second),
-    )
-}
-
-/// Super-block `b`'s float work for the pair kernels ([`dot_avx512`],
-/// [`dot_avx512_q4k_vnni`]): each pair's sixteen integer lanes times `d_y × d` (row by row,
-/// as ggml multiplies them: the product commutes exactly) into its accumulator. Q4_K's mins
-/// are left to [`super::kquant_mins`] (ggml adds them only at the end).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-#[inline]
-unsafe fn scale_pairs<const P: usize, const C: usize>(
-    a: &[[&[BlockQ8K]; 2]; P],
-    w: &[&[Unpacked]; C],
-    b: usize,
-    sumi: &[[std::arch::x86_64::__m512i; C]; P],
-    acc: &mut [[std::arch::x86_64::__m512; C]; P],
-) {
-    use std::arch::x86_64::*;
-    for p in 0..P {
-        let (y0, y1) = (a[p][0].get_unchecked(b), a[p][1].get_unchecked(b));
-        let dy = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(y0.d))),
-            _mm256_castps_pd(_mm256_set1_ps(y1.d)),
-        ));
-        for c in 0..C {
-            let u = w[c].get_unchecked(b);
-            let d = _mm512_mul_ps(dy, _mm512_set1_ps(u.d));
-            acc[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi[p][c]), acc[p][c]);
-        }
-    }
-}
-
-/// ggml's final reduction of each row of each pair (`hsum_float_8`): the low half of a
-/// pair's accumulator is its first row's, the high half its second's. No mins term: the
-/// pair kernels leave Q4_K's to [`super::kquant_mins`], whose value the driver adds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-#[inline]
-unsafe fn finish_pairs<const P: usize, const C: usize>(
-    acc: &[[std::arch::x86_64::__m512; C]; P],
-) -> [[[f32; C]; 2]; P] {
-    use std::arch::x86_64::*;
-    let mut out = [[[0f32; C]; 2]; P];
-    for p in 0..P {
-        for c in 0..C {
-            let acc = acc[p][c];
-            out[p][0][c] = hsum_float_8(_mm512_castps512_ps256(acc));
-            out[p][1][c] = hsum_float_8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(acc),
-            )));
-        }
-    }
-    out
-}
-
 /// A block's activation codes plus 128, stored as unsigned bytes (flipping the sign bit), for
 /// `vpdpbusd`; its `d` and `bsums` stay those of the signed codes.
 pub fn make_unsigned(block: &mut BlockQ8K) {
@@ -743,87 +586,9 @@ pub fn make_unsigned(block: &mut BlockQ8K) {
     }
 }
 
-/// Super-block `b`'s integer sums before any product, for kernels that take the activations
-/// plus 128: minus each column's `unsigned_correction`, in both rows of every pair.
-///
-/// # Safety
-/// The CPU must have AVX-512 F and AVX2; every `w[c]` holds super-block `b`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2")]
-#[inline]
-unsafe fn corrected_sums<const P: usize, const C: usize>(
-    w: &[&[Unpacked]; C],
-    b: usize,
-) -> [[std::arch::x86_64::__m512i; C]; P] {
-    use std::arch::x86_64::*;
-    let mut starts = [_mm512_setzero_si512(); C];
-    for (start, column) in starts.iter_mut().zip(w) {
-        let correction = column.get_unchecked(b).unsigned_correction.as_ptr();
-        *start = _mm512_sub_epi32(
-            _mm512_setzero_si512(),
-            _mm512_broadcast_i64x4(_mm256_loadu_si256(correction as *const __m256i)),
-        );
-    }
-    [starts; P]
-}
-
-/// Q4_K on AVX-512 VNNI, with [`dot_avx512`]'s pairs of rows: three multiplying instructions
-/// per two chunks of 32 where `maddubs` + `madd` take four. `vpdpbusd` sums four products
-/// into an i32 lane, but Q4_K's scale changes every 32 values, so two chunks' sums share
-/// one lane as two 16-bit words (`madd` with both scales then gives the AVX2 lane):
-/// the second chunk's sums shifted up 16 bits are the first `vpdpbusd`'s accumulator.
-/// That needs the first chunk's sums non-negative and below 2^15, so the activations go in
-/// plus 128 (unsigned; at most 4 × 255 × 15 = 15300 a word), and what that adds to each lane
-/// (`Unpacked::unsigned_correction`) starts the lane's sum negative. Exact integers in the
-/// same lanes: the float work and the bits are ggml's.
-///
-/// # Safety
-/// The CPU must have AVX-512 F, BW and VNNI, AVX2 and FMA; every `w[c]` and every row of `a`
-/// as long as `a[0][0]`, the activations made unsigned ([`make_unsigned`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-pub unsafe fn dot_avx512_q4k_vnni<const P: usize, const C: usize>(
-    a: [[&[BlockQ8K]; 2]; P],
-    w: [&[Unpacked]; C],
-) -> [[[f32; C]; 2]; P] {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); C]; P];
-    for b in 0..a[0][0].len() {
-        let mut sumi = corrected_sums::<P, C>(&w, b);
-        for t in 0..QK_K / 64 {
-            let mut ys = [[_mm512_setzero_si512(); 2]; P];
-            for p in 0..P {
-                for (h, y) in ys[p].iter_mut().enumerate() {
-                    *y = row_pair(&a[p], b, 64 * t + 32 * h);
-                }
-            }
-            for c in 0..C {
-                let u = w[c].get_unchecked(b);
-                let q0 = _mm512_broadcast_i64x4(_mm256_load_si256(
-                    u.q.as_ptr().add(64 * t) as *const __m256i
-                ));
-                let q1 = _mm512_broadcast_i64x4(_mm256_load_si256(
-                    u.q.as_ptr().add(64 * t + 32) as *const __m256i
-                ));
-                // Both chunks' scales, the first in the low word of every lane.
-                let scales = _mm512_set1_epi32(std::ptr::read_unaligned(
-                    u.sub_scales.as_ptr().add(2 * t) as *const i32,
-                ));
-                for p in 0..P {
-                    let second = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ys[p][1], q1);
-                    let words = _mm512_dpbusd_epi32(_mm512_slli_epi32::<16>(second), ys[p][0], q0);
-                    sumi[p][c] = _mm512_add_epi32(sumi[p][c], _mm512_madd_epi16(words, scales));
-                }
-            }
-        }
-        scale_pairs::<P, C>(&a, &w, b, &sumi, &mut acc);
-    }
-    finish_pairs::<P, C>(&acc)
-}
-
 /// Super-block `b`'s float work for every (row, column) of an AVX2 tile: the eight integer
 /// lanes times `d_y × d` into the row's accumulator (ggml's order, see the module doc). The
-/// AVX-512 pair kernels do the same two rows at a time ([`scale_pairs`]); Q4_K's mins are
+/// AVX-512 pair kernels do the same two rows at a time ([`super::kquant_pairs`]); Q4_K's mins are
 /// [`super::kquant_mins`]' on both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -886,249 +651,4 @@ pub(super) unsafe fn finish(
     use std::arch::x86_64::*;
     let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
     hsum_float_8(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
-}
-
-/// `dst.copy_from_slice(src)` for the few floats of a tile's row, as a fixed-size move where
-/// the length is a tile's: `copy_from_slice` of a run-time length calls `memcpy`, millions of
-/// times per matmul. In a 3B prefill's samples `memmove` went 5.6% → 1.2% and the driver's own
-/// share 2.0% → 5.2% (the stores, which miss, moved with it): about 1% saved (Intel Xeon).
-#[inline(always)]
-fn copy_few(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
-        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
-            (Ok(d), Ok(s)) => {
-                *d = *s;
-                true
-            }
-            _ => false,
-        }
-    }
-    let done = match src.len() {
-        1 => fixed::<1>(dst, src),
-        2 => fixed::<2>(dst, src),
-        4 => fixed::<4>(dst, src),
-        8 => fixed::<8>(dst, src),
-        16 => fixed::<16>(dst, src),
-        _ => false,
-    };
-    if !done {
-        dst.copy_from_slice(src);
-    }
-}
-
-/// Writes `values` at `dst`, a whole tile's row as one fixed-size move (see [`copy_few`]).
-///
-/// # Safety
-/// `dst` must be valid for writing `values.len()` floats (initialized or not).
-#[inline(always)]
-unsafe fn store_row(dst: *mut f32, values: &[f32]) {
-    match <&[f32; TILE_COLUMNS]>::try_from(values) {
-        Ok(whole) => (dst as *mut [f32; TILE_COLUMNS]).write_unaligned(*whole),
-        Err(_) => std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len()),
-    }
-}
-
-/// Columns unpacked together: each activation row is read once per tile (from L2/L3), and the
-/// tile's unpacked rows (16 × 640 bytes per super-block: 440 KB for FFN-down's 11008 inputs)
-/// stay in L2 while all rows pass. 16 columns make each row's share of the output one whole
-/// cache line (64 bytes) written once: 8 columns wrote each line in two halves, one tile
-/// apart, and 3B prefill @512 was 2–15% slower in each of eight interleaved pairs (Intel Xeon,
-/// 2 threads; medians 29.2 and 29.6 against 30.8 and 31.2 tok/s).
-const TILE_COLUMNS: usize = 16;
-
-/// The largest tile side any path uses.
-pub const MAX_TILE: usize = 8;
-
-/// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
-/// values in `weights`, on our pool (`super::pool`, the one every other kernel uses). Slices
-/// that do not have these sizes (or `k` not a multiple of 256) are an error naming the shapes.
-pub fn matmul<B: SuperBlock>(
-    mkn: (usize, usize, usize),
-    lhs: &[f32],
-    weights: &[B],
-    dst: &mut [f32],
-) -> crate::Result<()> {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and only initialized values are written.
-    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
-    matmul_uninit(mkn, lhs, weights, dst)
-}
-
-/// [`matmul`] into memory not written yet: on success every one of the `m × n` values has
-/// been written, so a caller can allocate the output without zeroing it (`Vec::with_capacity`,
-/// then `set_len`). The zeroing was 1.3% of a 3B prefill's samples, all on the calling thread
-/// while the pool waited.
-pub fn matmul_uninit<B: SuperBlock>(
-    (m, k, n): (usize, usize, usize),
-    lhs: &[f32],
-    weights: &[B],
-    dst: &mut [std::mem::MaybeUninit<f32>],
-) -> crate::Result<()> {
-    let blocks = k / QK_K;
-    // The raw writes below rely on these.
-    if !(k.is_multiple_of(QK_K)
-        && lhs.len() == m * k
-        && weights.len() == n * blocks
-        && dst.len() >= m * n)
-    {
-        return Err(candle_core::Error::Msg(format!(
-            "k-quant matmul ({m}, {k}, {n}): got {} activations, {} super-blocks, room for {}",
-            lhs.len(),
-            weights.len(),
-            dst.len()
-        ))
-        .into());
-    }
-    let zero = BlockQ8K {
-        d: 0.0,
-        qs: [0; QK_K],
-        bsums: [0; QK_K / 16],
-    };
-    let mut quantized = vec![zero; m * blocks];
-    let tiles = B::tiles(super::path());
-    // What the mins pass reads of each activation super-block, where the path has one.
-    let mut row_sums = vec![RowSums::default(); if tiles.mins.is_some() { m * blocks } else { 0 }];
-    let quantized_address = quantized.as_mut_ptr() as usize;
-    let row_sums_address = row_sums.as_mut_ptr() as usize;
-    super::pool().execute_chunked(m, |rows| {
-        for r in rows {
-            // SAFETY: `quantized` holds `m × blocks` blocks and each row is written by one item.
-            let out = unsafe {
-                std::slice::from_raw_parts_mut(
-                    (quantized_address as *mut BlockQ8K).add(r * blocks),
-                    blocks,
-                )
-            };
-            quantize_row(&lhs[r * k..(r + 1) * k], out);
-            if tiles.mins.is_some() {
-                // SAFETY: as above, `row_sums` holds `m × blocks` when there is a mins pass.
-                let sums = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        (row_sums_address as *mut RowSums).add(r * blocks),
-                        blocks,
-                    )
-                };
-                for (block, sums) in out.iter().zip(sums) {
-                    *sums = RowSums::of(block);
-                }
-            }
-            if tiles.unsigned_activations {
-                for block in out {
-                    make_unsigned(block);
-                }
-            }
-        }
-    });
-    let quantized = &quantized;
-    let row_sums = &row_sums;
-    let dst_address = dst.as_mut_ptr() as usize;
-    thread_local! {
-        static UNPACKED: std::cell::RefCell<Vec<Unpacked>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    super::pool().execute_chunked(n.div_ceil(TILE_COLUMNS), |tile_range| {
-        UNPACKED.with(|buffer| {
-            let mut buffer = buffer.borrow_mut();
-            let mut out = vec![0f32; tiles.rows * tiles.cols];
-            // The column tile's values for every row, written to `dst` a row at a time once
-            // the tile is done: 64 contiguous bytes per row instead of scattered 16-byte
-            // pieces after every kernel call, whose stores missed (3.4% of prefill @512).
-            let mut tile_values = vec![0f32; m * TILE_COLUMNS];
-            let mut mins = vec![
-                0f32;
-                if tiles.mins.is_some() {
-                    m * TILE_COLUMNS
-                } else {
-                    0
-                }
-            ];
-            for tile in tile_range {
-                let first = tile * TILE_COLUMNS;
-                let columns = TILE_COLUMNS.min(n - first);
-                buffer.resize(columns * blocks, Unpacked::ZERO);
-                for (block, out) in weights[first * blocks..(first + columns) * blocks]
-                    .iter()
-                    .zip(buffer.iter_mut())
-                {
-                    block.unpack_fast(out);
-                }
-                match tiles.mins {
-                    Some(mins_pass) if blocks > 0 => {
-                        mins_pass(row_sums, blocks, &buffer, &mut mins[..m * columns])
-                    }
-                    _ => {} // no super-blocks, no mins: `mins` stays 0
-                }
-                let row = |r: usize| &quantized[r * blocks..(r + 1) * blocks];
-                let column = |c: usize| &buffer[c * blocks..(c + 1) * blocks];
-                for r0 in (0..m).step_by(tiles.rows) {
-                    let rows = tiles.rows.min(m - r0);
-                    let mut a: [&[BlockQ8K]; MAX_TILE] = [&[]; MAX_TILE];
-                    for (i, r) in (r0..r0 + rows).enumerate() {
-                        a[i] = row(r);
-                    }
-                    for c0 in (0..columns).step_by(tiles.cols) {
-                        let cols = tiles.cols.min(columns - c0);
-                        let mut w: [&[Unpacked]; MAX_TILE] = [&[]; MAX_TILE];
-                        for (i, c) in (c0..c0 + cols).enumerate() {
-                            w[i] = column(c);
-                        }
-                        let kernel = if (rows, cols) == (tiles.rows, tiles.cols) {
-                            Some(tiles.full)
-                        } else if (rows, cols) == (1, tiles.cols) {
-                            Some(tiles.row_edge)
-                        } else if (rows, cols) == (tiles.rows, 1) {
-                            Some(tiles.col_edge)
-                        } else if (rows, cols) == (1, 1) {
-                            Some(tiles.single)
-                        } else {
-                            None
-                        };
-                        match kernel {
-                            Some(kernel) => kernel(&a[..rows], &w[..cols], &mut out[..rows * cols]),
-                            // An odd edge (say the last 2 rows of 512 under 6-row tiles):
-                            // a row at a time, and for a partial column tile too, one dot
-                            // product at a time.
-                            None => {
-                                for r in 0..rows {
-                                    let row = &mut out[r * cols..(r + 1) * cols];
-                                    if cols == tiles.cols {
-                                        (tiles.row_edge)(&a[r..r + 1], &w[..cols], row);
-                                        continue;
-                                    }
-                                    for (c, value) in row.iter_mut().enumerate() {
-                                        (tiles.single)(
-                                            &a[r..r + 1],
-                                            &w[c..c + 1],
-                                            std::slice::from_mut(value),
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        for r in 0..rows {
-                            let at = (r0 + r) * TILE_COLUMNS + c0;
-                            let values = &mut tile_values[at..at + cols];
-                            copy_few(values, &out[r * cols..(r + 1) * cols]);
-                            if tiles.mins.is_some() {
-                                // ggml's last step, `sum + m`.
-                                let m_at = (r0 + r) * columns + c0;
-                                for (value, m) in values.iter_mut().zip(&mins[m_at..m_at + cols]) {
-                                    *value += m;
-                                }
-                            }
-                        }
-                    }
-                }
-                for (r, values) in tile_values.chunks_exact(TILE_COLUMNS).enumerate() {
-                    // SAFETY: `dst` holds `m × n` values (checked above), and each (r, c) is
-                    // written by exactly one work item: the pool splits the column tiles.
-                    unsafe {
-                        store_row(
-                            (dst_address as *mut f32).add(r * n + first),
-                            &values[..columns],
-                        )
-                    };
-                }
-            }
-        })
-    });
-    Ok(())
 }

@@ -33,7 +33,9 @@ mod attention_f16_avx2;
 pub mod elementwise;
 pub mod ggml;
 pub mod kquant;
+mod kquant_gemm;
 pub mod kquant_mins;
+pub mod kquant_pairs;
 pub mod kquant_rows;
 pub mod pool;
 pub mod prompt_attention;
@@ -75,17 +77,28 @@ macro_rules! tiles {
             col_edge: $kernel::<$rows, 1, $q6>,
             single: $kernel::<1, 1, $q6>,
             mins: None,
+            paired: None,
         }
+    };
+}
+
+/// The paired forms ([`kquant::PairedTiles`]) of an AVX-512 pair kernel's tiles.
+macro_rules! paired_tiles {
+    ($kernel:ident, $cols:literal, $q6:literal) => {
+        Some(kquant::PairedTiles {
+            full: $kernel::<$cols, $q6>,
+            col_edge: $kernel::<1, $q6>,
+        })
     };
 }
 
 /// A tile kernel's slices as the arrays its SIMD code indexes without bounds checks: the shape
 /// must be the kernel's own and every row as long as the first activation row.
-fn tile_args<'a, const R: usize, const C: usize>(
-    a: &[&'a [kquant::BlockQ8K]],
+fn tile_args<'a, T, const R: usize, const C: usize>(
+    a: &[&'a [T]],
     w: &[&'a [kquant::Unpacked]],
     out: &[f32],
-) -> ([&'a [kquant::BlockQ8K]; R], [&'a [kquant::Unpacked]; C]) {
+) -> ([&'a [T]; R], [&'a [kquant::Unpacked]; C]) {
     assert!(
         a.len() == R && w.len() == C && out.len() >= R * C,
         "k-quant tile: {} × {} rows for an {R} × {C} kernel",
@@ -111,7 +124,7 @@ fn portable_tile<const R: usize, const C: usize, const Q6: bool>(
     w: &[&[kquant::Unpacked]],
     out: &mut [f32],
 ) {
-    let (a, w) = tile_args::<R, C>(a, w, out);
+    let (a, w) = tile_args::<_, R, C>(a, w, out);
     store::<R, C>(
         std::array::from_fn(|r| std::array::from_fn(|c| kquant::dot_portable::<Q6>(a[r], w[c]))),
         out,
@@ -140,7 +153,7 @@ fn avx2_tile<const R: usize, const C: usize, const Q6: bool>(
     w: &[&[kquant::Unpacked]],
     out: &mut [f32],
 ) {
-    let (a, w) = tile_args::<R, C>(a, w, out);
+    let (a, w) = tile_args::<_, R, C>(a, w, out);
     // SAFETY: selected only after `avx2_available()` said yes; lengths checked above.
     store::<R, C>(unsafe { kquant::dot_avx2::<R, C, Q6>(a, w) }, out);
 }
@@ -157,17 +170,18 @@ macro_rules! avx512_pairs_tile {
             w: &[&[kquant::Unpacked]],
             out: &mut [f32],
         ) {
-            let (a, w) = tile_args::<R, C>(a, w, out);
+            let (a, w) = tile_args::<_, R, C>(a, w, out);
             // SAFETY (each call): a path takes this kernel only after checking the CPU for its
             // features (`available_paths`); lengths checked above.
             match R {
                 1 => {
-                    let [[values, _]] = unsafe { $kernel::<1, C, Q6>([[a[0], a[0]]], w) };
+                    let [[values, _]] = unsafe { $kernel::<1, C, Q6, _>([[a[0], a[0]]], w) };
                     out[..C].copy_from_slice(&values);
                 }
                 6 => {
                     let pairs = [[a[0], a[1]], [a[2], a[3]], [a[4], a[5]]];
-                    let [[v0, v1], [v2, v3], [v4, v5]] = unsafe { $kernel::<3, C, Q6>(pairs, w) };
+                    let [[v0, v1], [v2, v3], [v4, v5]] =
+                        unsafe { $kernel::<3, C, Q6, _>(pairs, w) };
                     store::<6, C>([v0, v1, v2, v3, v4, v5], out);
                 }
                 _ => unreachable!("the avx512 tiles have 6 rows or 1"),
@@ -176,23 +190,44 @@ macro_rules! avx512_pairs_tile {
     };
 }
 
+/// An AVX-512 tile of three interleaved pairs of rows ([`kquant_pairs::PairQ8K`]) for a pair
+/// kernel: the prompt driver's full tiles and their column edges.
+macro_rules! avx512_paired_tile {
+    ($name:ident, $kernel:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        fn $name<const C: usize, const Q6: bool>(
+            a: &[&[kquant_pairs::PairQ8K]],
+            w: &[&[kquant::Unpacked]],
+            out: &mut [f32],
+        ) {
+            let (a, w) = tile_args::<_, 3, C>(a, w, out);
+            // SAFETY: as in `avx512_pairs_tile`.
+            let [[v0, v1], [v2, v3], [v4, v5]] = unsafe { $kernel::<3, C, Q6, _>(a, w) };
+            store::<6, C>([v0, v1, v2, v3, v4, v5], out);
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
-use kquant::{dot_avx512, dot_avx512_vnni};
+use kquant_pairs::{dot_avx512, dot_avx512_vnni};
 avx512_pairs_tile!(avx512_tile, dot_avx512);
 avx512_pairs_tile!(avx512_q4k_vnni_tile, q4k_vnni);
 avx512_pairs_tile!(avx512_vnni_tile, dot_avx512_vnni);
+avx512_paired_tile!(avx512_paired, dot_avx512);
+avx512_paired_tile!(avx512_q4k_vnni_paired, q4k_vnni);
+avx512_paired_tile!(avx512_vnni_paired, dot_avx512_vnni);
 
-/// [`kquant::dot_avx512_q4k_vnni`] in the shape of the other pair kernels (Q4_K only).
+/// [`kquant_pairs::dot_avx512_q4k_vnni`] in the shape of the other pair kernels (Q4_K only).
 ///
 /// # Safety
 /// As that kernel's.
 #[cfg(target_arch = "x86_64")]
-unsafe fn q4k_vnni<const P: usize, const C: usize, const Q6: bool>(
-    a: [[&[kquant::BlockQ8K]; 2]; P],
+unsafe fn q4k_vnni<const P: usize, const C: usize, const Q6: bool, A: kquant_pairs::PairSource>(
+    a: [A; P],
     w: [&[kquant::Unpacked]; C],
 ) -> [[[f32; C]; 2]; P] {
     const { assert!(!Q6, "the VNNI pair kernel is Q4_K's") };
-    kquant::dot_avx512_q4k_vnni::<P, C>(a, w)
+    kquant_pairs::dot_avx512_q4k_vnni::<P, C, A>(a, w)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -277,30 +312,34 @@ fn avx512_path(vnni: bool) -> Path {
                 tile: q4_1_panels::tile_avx2,
             }
         }),
-        // 6 × 4: three pairs of rows × four columns (see `kquant::dot_avx512`).
+        // 6 × 4: three pairs of rows × four columns (see `kquant_pairs::dot_avx512`).
         // Their mins term apart, four columns a vector (see `kquant_mins`).
         q4k: if vnni {
             kquant::Tiles {
                 unsigned_activations: true,
                 mins: Some(kquant_mins::mins_avx512),
+                paired: paired_tiles!(avx512_q4k_vnni_paired, 4, false),
                 ..tiles!(avx512_q4k_vnni_tile, 6 x 4, false)
             }
         } else {
             kquant::Tiles {
                 mins: Some(kquant_mins::mins_avx512),
+                paired: paired_tiles!(avx512_paired, 4, false),
                 ..tiles!(avx512_tile, 6 x 4, false)
             }
         },
-        // Q6_K takes unsigned activations (see `kquant::dot_avx512`); with VNNI the same
+        // Q6_K takes unsigned activations (see `kquant_pairs::dot_avx512`); with VNNI the same
         // kernel built to fuse `madd` and `add`.
         q6k: if vnni {
             kquant::Tiles {
                 unsigned_activations: true,
+                paired: paired_tiles!(avx512_vnni_paired, 4, true),
                 ..tiles!(avx512_vnni_tile, 6 x 4, true)
             }
         } else {
             kquant::Tiles {
                 unsigned_activations: true,
+                paired: paired_tiles!(avx512_paired, 4, true),
                 ..tiles!(avx512_tile, 6 x 4, true)
             }
         },

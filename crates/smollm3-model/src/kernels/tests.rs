@@ -426,14 +426,16 @@ mod kquant_tests {
 
     /// A tile's values as the prompt driver makes them: the kernel's, plus the path's mins
     /// pass where it has one (Q4_K's mins term apart from the kernels).
+    /// `kernel` writes the tile's values into its argument; `a` and `w` are its rows and
+    /// columns (the mins pass's inputs).
     fn tile_values(
         t: &kquant::Tiles,
-        kernel: kquant::Tile,
+        kernel: impl FnOnce(&mut [f32]),
         a: &[&[BlockQ8K]],
         w: &[&[Unpacked]],
         out: &mut [f32],
     ) {
-        kernel(a, w, out);
+        kernel(out);
         if let Some(mins) = t.mins {
             let blocks = a[0].len();
             let sums: Vec<kquant::RowSums> = a
@@ -525,25 +527,42 @@ mod kquant_tests {
                         (t.col_edge, t.rows, 1),
                         (t.single, 1, 1),
                     ];
+                    let check = |out: &[f32],
+                                 (r0, c0): (usize, usize),
+                                 (r, c): (usize, usize),
+                                 paired: &str| {
+                        for (i, got) in out.iter().enumerate() {
+                            assert_eq!(
+                                got.to_bits(),
+                                want_bits[r0 + i / c][c0 + i % c].to_bits(),
+                                "{} {r}x{c}{paired} tile at ({r0}, {c0}), value {i}",
+                                path.name
+                            );
+                        }
+                    };
                     for (kernel, r, c) in shapes {
                         // The last rows and columns too, so that every row and column of the
                         // inputs meets every slot of each shape.
                         for (r0, c0) in [(0, 0), (MAX_TILE - r, MAX_TILE - c)] {
+                            let (a, w) = (&rows_a[r0..r0 + r], &columns[c0..c0 + c]);
                             let mut out = vec![0f32; r * c];
-                            tile_values(
-                                &t,
-                                kernel,
-                                &rows_a[r0..r0 + r],
-                                &columns[c0..c0 + c],
-                                &mut out,
-                            );
-                            for (i, got) in out.iter().enumerate() {
-                                assert_eq!(
-                                    got.to_bits(),
-                                    want_bits[r0 + i / c][c0 + i % c].to_bits(),
-                                    "{} {r}x{c} tile at ({r0}, {c0}), value {i}",
-                                    path.name
-                                );
+                            tile_values(&t, |out| kernel(a, w, out), a, w, &mut out);
+                            check(&out, (r0, c0), (r, c), "");
+                        }
+                    }
+                    // The same shapes over the rows interleaved in pairs, where the path has them.
+                    if let Some(paired) = t.paired {
+                        let flat: Vec<BlockQ8K> = activations.iter().flatten().copied().collect();
+                        let pairs = kquant::PairQ8K::interleave(&flat, blocks);
+                        let pair_rows: Vec<&[kquant::PairQ8K]> = pairs.chunks(blocks).collect();
+                        let r = t.rows;
+                        for (kernel, c) in [(paired.full, t.cols), (paired.col_edge, 1)] {
+                            for (r0, c0) in [(0, 0), (MAX_TILE - r, MAX_TILE - c)] {
+                                let (a, w) = (&rows_a[r0..r0 + r], &columns[c0..c0 + c]);
+                                let pairs = &pair_rows[r0 / 2..(r0 + r) / 2];
+                                let mut out = vec![0f32; r * c];
+                                tile_values(&t, |out| kernel(pairs, w, out), a, w, &mut out);
+                                check(&out, (r0, c0), (r, c), " paired");
                             }
                         }
                     }
@@ -648,8 +667,22 @@ mod kquant_tests {
             let a6 = as_kernel_takes(std::slice::from_ref(&a), &t6);
             let a4 = as_kernel_takes(std::slice::from_ref(&a), &t4);
             let (mut got6, mut got4) = ([0f32], [0f32]);
-            tile_values(&t6, t6.single, &[&a6[0][..]], &[&u6[..]], &mut got6);
-            tile_values(&t4, t4.single, &[&a4[0][..]], &[&u4[..]], &mut got4);
+            let (rows, cols) = (&[&a6[0][..]][..], &[&u6[..]][..]);
+            tile_values(
+                &t6,
+                |out| (t6.single)(rows, cols, out),
+                rows,
+                cols,
+                &mut got6,
+            );
+            let (rows, cols) = (&[&a4[0][..]][..], &[&u4[..]][..]);
+            tile_values(
+                &t4,
+                |out| (t4.single)(rows, cols, out),
+                rows,
+                cols,
+                &mut got4,
+            );
             let (got6, got4) = (f64::from(got6[0]), f64::from(got4[0]));
             let (want6, want4) = (reference(&w6, &a), reference(&w4, &a));
             assert!(
@@ -824,9 +857,11 @@ mod kquant_tests {
     #[test]
     fn the_matmul_agrees_with_candles() {
         let mut rng = Lcg(21);
-        // 13 columns: a full tile of 8 and a partial one of 5. 7 rows: a full group of 6 (4 on
-        // AVX2 and portable) and an edge of 1 (3); 14 rows: two groups and an edge of 2 (the
-        // row-at-a-time fallback). Every kernel shape and both fallbacks.
+        // 19 columns: a full column tile of 16 and a partial one of 3 (2 + 1 on AVX2's 2-column
+        // tiles, the one-at-a-time fallback on 4 columns, a column at a time for paired rows).
+        // 7 rows: a full group of 6 (4 on AVX2 and portable; interleaved in pairs on AVX-512)
+        // and an edge of 1 (3); 14 rows: two groups and an edge of 2 (the row-at-a-time
+        // fallback). Every kernel shape and every fallback.
         for m in [7, 14] {
             matmul_agrees_with_candles(m, &mut rng);
         }
@@ -834,7 +869,7 @@ mod kquant_tests {
 
     fn matmul_agrees_with_candles(m: usize, rng: &mut Lcg) {
         use candle_core::quantized::k_quants;
-        let (k, n) = (3 * QK_K, 13);
+        let (k, n) = (3 * QK_K, 19);
         let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
         let q4: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(rng)).collect();
         let q6: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(rng)).collect();

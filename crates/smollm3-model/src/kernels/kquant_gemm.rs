@@ -1,0 +1,353 @@
+//! The prompt GEMM's driver for the k-quants ([`super::kquant`]): quantize the activations
+//! once, then, a column tile (16 weight rows) per work item on the pool, unpack the tile's
+//! super-blocks once and run the path's kernel tiles over every activation row, adding Q4_K's
+//! mins pass ([`super::kquant_mins`]) last and writing each row's 64 bytes of output at once.
+//!
+//! Rows of full-height tiles are interleaved in pairs ([`PairQ8K`]) where the path has paired
+//! tiles (AVX-512): one load per chunk of both rows instead of two and a shuffle. The rows of
+//! a last partial tile stay Q8_K blocks for the edge kernels.
+
+use std::mem::MaybeUninit;
+
+use super::kquant::{
+    make_unsigned, quantize_row, BlockQ8K, PairQ8K, PairedTiles, RowSums, SuperBlock, Tiles,
+    Unpacked, QK_K,
+};
+
+/// Columns unpacked together: each activation row is read once per tile (from L2/L3), and the
+/// tile's unpacked rows (16 × 640 bytes per super-block: 440 KB for FFN-down's 11008 inputs)
+/// stay in L2 while all rows pass. 16 columns make each row's share of the output one whole
+/// cache line (64 bytes) written once: 8 columns wrote each line in two halves, one tile
+/// apart, and 3B prefill @512 was 2–15% slower in each of eight interleaved pairs (Intel Xeon,
+/// 2 threads; medians 29.2 and 29.6 against 30.8 and 31.2 tok/s).
+const TILE_COLUMNS: usize = 16;
+
+/// The largest tile side any path uses.
+pub const MAX_TILE: usize = 8;
+
+/// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
+/// values in `weights`, on our pool (`super::pool`, the one every other kernel uses). Slices
+/// that do not have these sizes (or `k` not a multiple of 256) are an error naming the shapes.
+pub fn matmul<B: SuperBlock>(
+    mkn: (usize, usize, usize),
+    lhs: &[f32],
+    weights: &[B],
+    dst: &mut [f32],
+) -> crate::Result<()> {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and only initialized values are written.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    matmul_uninit(mkn, lhs, weights, dst)
+}
+
+/// [`matmul`] into memory not written yet: on success every one of the `m × n` values has
+/// been written, so a caller can allocate the output without zeroing it (`Vec::with_capacity`,
+/// then `set_len`). The zeroing was 1.3% of a 3B prefill's samples, all on the calling thread
+/// while the pool waited.
+pub fn matmul_uninit<B: SuperBlock>(
+    (m, k, n): (usize, usize, usize),
+    lhs: &[f32],
+    weights: &[B],
+    dst: &mut [MaybeUninit<f32>],
+) -> crate::Result<()> {
+    let blocks = k / QK_K;
+    // The raw writes below rely on these.
+    if !(k.is_multiple_of(QK_K)
+        && lhs.len() == m * k
+        && weights.len() == n * blocks
+        && dst.len() >= m * n)
+    {
+        return Err(candle_core::Error::Msg(format!(
+            "k-quant matmul ({m}, {k}, {n}): got {} activations, {} super-blocks, room for {}",
+            lhs.len(),
+            weights.len(),
+            dst.len()
+        ))
+        .into());
+    }
+    let tiles = B::tiles(super::path());
+    let activations = Activations::quantize(&tiles, lhs, (m, k));
+    let dst_address = dst.as_mut_ptr() as usize;
+    thread_local! {
+        static UNPACKED: std::cell::RefCell<Vec<Unpacked>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    super::pool().execute_chunked(n.div_ceil(TILE_COLUMNS), |tile_range| {
+        UNPACKED.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            let mut out = vec![0f32; tiles.rows * tiles.cols];
+            // The column tile's values for every row, written to `dst` a row at a time once
+            // the tile is done: 64 contiguous bytes per row instead of scattered 16-byte
+            // pieces after every kernel call, whose stores missed (3.4% of prefill @512).
+            let mut tile_values = vec![0f32; m * TILE_COLUMNS];
+            let mut mins = vec![
+                0f32;
+                if tiles.mins.is_some() {
+                    m * TILE_COLUMNS
+                } else {
+                    0
+                }
+            ];
+            for tile in tile_range {
+                let first = tile * TILE_COLUMNS;
+                let columns = TILE_COLUMNS.min(n - first);
+                buffer.resize(columns * blocks, Unpacked::ZERO);
+                for (block, out) in weights[first * blocks..(first + columns) * blocks]
+                    .iter()
+                    .zip(buffer.iter_mut())
+                {
+                    block.unpack_fast(out);
+                }
+                match tiles.mins {
+                    Some(mins_pass) if blocks > 0 => mins_pass(
+                        &activations.row_sums,
+                        blocks,
+                        &buffer,
+                        &mut mins[..m * columns],
+                    ),
+                    _ => {} // no super-blocks, no mins: `mins` stays 0
+                }
+                let column = |c: usize| &buffer[c * blocks..(c + 1) * blocks];
+                for r0 in (0..m).step_by(tiles.rows) {
+                    let rows = activations.tile_rows(&tiles, r0, tiles.rows.min(m - r0));
+                    for c0 in (0..columns).step_by(tiles.cols) {
+                        let cols = tiles.cols.min(columns - c0);
+                        let mut w: [&[Unpacked]; MAX_TILE] = [&[]; MAX_TILE];
+                        for (i, c) in (c0..c0 + cols).enumerate() {
+                            w[i] = column(c);
+                        }
+                        let out = &mut out[..rows.len() * cols];
+                        run_tile(&tiles, &rows, &w[..cols], out);
+                        for (r, values) in out.chunks_exact(cols).enumerate() {
+                            let at = (r0 + r) * TILE_COLUMNS + c0;
+                            let into = &mut tile_values[at..at + cols];
+                            copy_few(into, values);
+                            if tiles.mins.is_some() {
+                                // ggml's last step, `sum + m`.
+                                let m_at = (r0 + r) * columns + c0;
+                                for (value, m) in into.iter_mut().zip(&mins[m_at..m_at + cols]) {
+                                    *value += m;
+                                }
+                            }
+                        }
+                    }
+                }
+                for (r, values) in tile_values.chunks_exact(TILE_COLUMNS).enumerate() {
+                    // SAFETY: `dst` holds `m × n` values (checked above), and each (r, c) is
+                    // written by exactly one work item: the pool splits the column tiles.
+                    unsafe {
+                        store_row(
+                            (dst_address as *mut f32).add(r * n + first),
+                            &values[..columns],
+                        )
+                    };
+                }
+            }
+        })
+    });
+    Ok(())
+}
+
+/// The activation rows quantized as the path's kernels take them.
+struct Activations {
+    blocks: usize,
+    /// Rows `0..paired_rows` (the full-height tiles' where the path has paired tiles),
+    /// interleaved in pairs: `paired_rows / 2 × blocks`.
+    pairs: Vec<PairQ8K>,
+    paired_rows: usize,
+    /// Rows `paired_rows..m` as Q8_K blocks.
+    lone: Vec<BlockQ8K>,
+    /// What the mins pass reads of every row's super-blocks, where the path has one.
+    row_sums: Vec<RowSums>,
+}
+
+/// The activation rows of one kernel tile.
+enum TileRows<'a> {
+    /// Interleaved pairs and the path's kernels for them.
+    Pairs(PairedTiles, [&'a [PairQ8K]; MAX_TILE / 2], usize),
+    Blocks([&'a [BlockQ8K]; MAX_TILE], usize),
+}
+
+impl TileRows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            TileRows::Pairs(_, _, rows) | TileRows::Blocks(_, rows) => *rows,
+        }
+    }
+}
+
+impl Activations {
+    /// `lhs` (`m × k`) quantized with candle's arithmetic (made unsigned where the path's
+    /// kernels take them so), on the pool: an item per pair of paired rows, then per other row.
+    fn quantize(tiles: &Tiles, lhs: &[f32], (m, k): (usize, usize)) -> Self {
+        let blocks = k / QK_K;
+        let zero = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
+        let paired_rows = match tiles.paired {
+            Some(_) => m - m % tiles.rows,
+            None => 0,
+        };
+        let mut this = Self {
+            blocks,
+            pairs: vec![PairQ8K::ZERO; paired_rows / 2 * blocks],
+            paired_rows,
+            lone: vec![zero; (m - paired_rows) * blocks],
+            row_sums: vec![RowSums::default(); if tiles.mins.is_some() { m * blocks } else { 0 }],
+        };
+        let pairs_address = this.pairs.as_mut_ptr() as usize;
+        let lone_address = this.lone.as_mut_ptr() as usize;
+        let row_sums_address = this.row_sums.as_mut_ptr() as usize;
+        super::pool().execute_chunked(paired_rows / 2 + (m - paired_rows), |items| {
+            for item in items {
+                let (first, count) = if item < paired_rows / 2 {
+                    (2 * item, 2)
+                } else {
+                    (item + paired_rows / 2, 1)
+                };
+                for r in first..first + count {
+                    let mut scratch = zero;
+                    for b in 0..blocks {
+                        let block = if r < paired_rows {
+                            &mut scratch
+                        } else {
+                            // SAFETY: `lone` holds `(m − paired_rows) × blocks` blocks and each
+                            // row is written by one item.
+                            unsafe {
+                                &mut *(lone_address as *mut BlockQ8K)
+                                    .add((r - paired_rows) * blocks + b)
+                            }
+                        };
+                        let values = &lhs[r * k + b * QK_K..][..QK_K];
+                        quantize_row(values, std::slice::from_mut(block));
+                        if tiles.mins.is_some() {
+                            // SAFETY: `row_sums` holds `m × blocks` when there is a mins pass;
+                            // each row is written by one item.
+                            unsafe {
+                                *(row_sums_address as *mut RowSums).add(r * blocks + b) =
+                                    RowSums::of(block)
+                            };
+                        }
+                        if tiles.unsigned_activations {
+                            make_unsigned(block);
+                        }
+                        if r < paired_rows {
+                            // SAFETY: `pairs` holds `paired_rows / 2 × blocks`, and each pair
+                            // is written by one item.
+                            let pair = unsafe {
+                                &mut *(pairs_address as *mut PairQ8K).add(r / 2 * blocks + b)
+                            };
+                            pair.set_row(r % 2, block);
+                        }
+                    }
+                }
+            }
+        });
+        this
+    }
+
+    /// Rows `r0..r0 + rows` as the kernels take them: pairs where they were interleaved.
+    fn tile_rows(&self, tiles: &Tiles, r0: usize, rows: usize) -> TileRows<'_> {
+        let blocks = self.blocks;
+        if let Some(paired) = tiles.paired.filter(|_| r0 < self.paired_rows) {
+            let mut a: [&[PairQ8K]; MAX_TILE / 2] = [&[]; MAX_TILE / 2];
+            for (i, a) in a[..rows / 2].iter_mut().enumerate() {
+                *a = &self.pairs[(r0 / 2 + i) * blocks..][..blocks];
+            }
+            TileRows::Pairs(paired, a, rows)
+        } else {
+            let mut a: [&[BlockQ8K]; MAX_TILE] = [&[]; MAX_TILE];
+            for (i, a) in a[..rows].iter_mut().enumerate() {
+                *a = &self.lone[(r0 + i - self.paired_rows) * blocks..][..blocks];
+            }
+            TileRows::Blocks(a, rows)
+        }
+    }
+}
+
+/// One kernel tile's `rows × w.len()` values into `out`: the shape's kernel, or for an odd
+/// edge a column (or a row, or a value) at a time.
+fn run_tile(tiles: &Tiles, rows: &TileRows<'_>, w: &[&[Unpacked]], out: &mut [f32]) {
+    let cols = w.len();
+    match rows {
+        TileRows::Pairs(paired, a, rows) => {
+            // Only full-height tiles are paired (see `Activations`).
+            let a = &a[..rows / 2];
+            if cols == tiles.cols {
+                return (paired.full)(a, w, out);
+            }
+            // A partial column tile: a column at a time.
+            let mut column = [0f32; MAX_TILE];
+            for c in 0..cols {
+                (paired.col_edge)(a, &w[c..c + 1], &mut column[..*rows]);
+                for (r, value) in column[..*rows].iter().enumerate() {
+                    out[r * cols + c] = *value;
+                }
+            }
+        }
+        TileRows::Blocks(a, rows) => {
+            let a = &a[..*rows];
+            let kernel = match (*rows, cols) {
+                shape if shape == (tiles.rows, tiles.cols) => Some(tiles.full),
+                shape if shape == (1, tiles.cols) => Some(tiles.row_edge),
+                shape if shape == (tiles.rows, 1) => Some(tiles.col_edge),
+                (1, 1) => Some(tiles.single),
+                _ => None,
+            };
+            if let Some(kernel) = kernel {
+                return kernel(a, w, out);
+            }
+            // An odd edge (say the last 2 rows of 512 under 6-row tiles): a row at a time,
+            // and for a partial column tile too, one dot product at a time.
+            for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+                if cols == tiles.cols {
+                    (tiles.row_edge)(&a[r..r + 1], w, row);
+                    continue;
+                }
+                for (c, value) in row.iter_mut().enumerate() {
+                    (tiles.single)(&a[r..r + 1], &w[c..c + 1], std::slice::from_mut(value));
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the few floats of a tile's row, as a fixed-size move where
+/// the length is a tile's: `copy_from_slice` of a run-time length calls `memcpy`, millions of
+/// times per matmul. In a 3B prefill's samples `memmove` went 5.6% → 1.2% and the driver's own
+/// share 2.0% → 5.2% (the stores, which miss, moved with it): about 1% saved (Intel Xeon).
+#[inline(always)]
+fn copy_few(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
+        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = *s;
+                true
+            }
+            _ => false,
+        }
+    }
+    let done = match src.len() {
+        1 => fixed::<1>(dst, src),
+        2 => fixed::<2>(dst, src),
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        _ => false,
+    };
+    if !done {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Writes `values` at `dst`, a whole tile's row as one fixed-size move (see [`copy_few`]).
+///
+/// # Safety
+/// `dst` must be valid for writing `values.len()` floats (initialized or not).
+#[inline(always)]
+unsafe fn store_row(dst: *mut f32, values: &[f32]) {
+    match <&[f32; TILE_COLUMNS]>::try_from(values) {
+        Ok(whole) => (dst as *mut [f32; TILE_COLUMNS]).write_unaligned(*whole),
+        Err(_) => std::ptr::copy_nonoverlapping(values.as_ptr(), dst, values.len()),
+    }
+}
