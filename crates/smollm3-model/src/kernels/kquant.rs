@@ -25,12 +25,14 @@
 //! as an exact integer: the same lanes.)
 //!
 //! The kernels by path: portable (the reference), AVX2 (4 rows × 2 columns), AVX-512
-//! ([`dot_avx512`](super::kquant_pairs::dot_avx512): two activation rows per 512-bit vector, 6 rows × 4 columns; its Q6_K form
-//! takes two multiplying instructions where ggml's takes three and a quarter) and, with VNNI,
-//! Q4_K by [`dot_avx512_q4k_vnni`](super::kquant_pairs::dot_avx512_q4k_vnni) (`vpdpbusd`, three multiplying instructions where the others
-//! take four). Zen 4, 2 threads, prefill @512: the 4 × 4 AVX-512 kernel that kept an
-//! accumulator per (row, column) ran at 19–21 tok/s in one sitting; pairs of rows 25–26;
-//! 6 rows 32–34; VNNI for Q4_K 33–36 (interleaved runs, the page-fault fix in between).
+//! ([`super::kquant_pairs`]: two activation rows per 512-bit vector, 6 rows × 4 columns; its
+//! Q6_K form takes two multiplying instructions where ggml's takes three and a quarter, one
+//! and a `vpdpwssd` with VNNI) and, with VNNI, Q4_K by `vpdpbusd` (three multiplying
+//! instructions where the others take four). Zen 4, 2 threads, prefill @512: the 4 × 4
+//! AVX-512 kernel that kept an accumulator per (row, column) ran at 19–21 tok/s in one
+//! sitting; pairs of rows 25–26; 6 rows 32–34; VNNI for Q4_K 33–36 (interleaved runs, the
+//! page-fault fix in between). The driver that runs them over a matmul, column tile by column
+//! tile on the pool: [`super::kquant_gemm`] ([`matmul`], [`matmul_uninit`]).
 //!
 //! Single rows (decode) are not unpacked to memory (the weights are read once, and unpacking
 //! them to a buffer first would only add work): see [`super::kquant_rows`]. The activations

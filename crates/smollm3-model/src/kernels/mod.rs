@@ -33,7 +33,7 @@ mod attention_f16_avx2;
 pub mod elementwise;
 pub mod ggml;
 pub mod kquant;
-mod kquant_gemm;
+pub mod kquant_gemm;
 pub mod kquant_mins;
 pub mod kquant_pairs;
 pub mod kquant_rows;
