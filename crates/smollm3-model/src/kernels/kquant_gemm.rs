@@ -199,44 +199,35 @@ impl Activations {
         let lone_address = this.lone.as_mut_ptr() as usize;
         let row_sums_address = this.row_sums.as_mut_ptr() as usize;
         super::pool().execute_chunked(paired_rows / 2 + (m - paired_rows), |items| {
+            // A paired row's blocks before they are interleaved.
+            let mut scratch = vec![zero; if paired_rows > 0 { blocks } else { 0 }];
             for item in items {
-                let (first, count) = if item < paired_rows / 2 {
-                    (2 * item, 2)
+                let rows = if item < paired_rows / 2 {
+                    2 * item..2 * item + 2
                 } else {
-                    (item + paired_rows / 2, 1)
+                    item + paired_rows / 2..item + paired_rows / 2 + 1
                 };
-                for r in first..first + count {
-                    let mut scratch = zero;
-                    for b in 0..blocks {
-                        let block = if r < paired_rows {
-                            &mut scratch
-                        } else {
-                            // SAFETY: `lone` holds `(m − paired_rows) × blocks` blocks and each
-                            // row is written by one item.
-                            unsafe {
-                                &mut *(lone_address as *mut BlockQ8K)
-                                    .add((r - paired_rows) * blocks + b)
-                            }
-                        };
-                        let values = &lhs[r * k + b * QK_K..][..QK_K];
-                        quantize_row(values, std::slice::from_mut(block));
-                        if tiles.mins.is_some() {
-                            // SAFETY: `row_sums` holds `m × blocks` when there is a mins pass;
-                            // each row is written by one item.
-                            unsafe {
-                                *(row_sums_address as *mut RowSums).add(r * blocks + b) =
-                                    RowSums::of(block)
-                            };
+                for r in rows {
+                    // SAFETY (each `rows_of`): the buffers hold what `this` was made with, and
+                    // each row (each pair) is written by the one item that owns it.
+                    let row = if r < paired_rows {
+                        &mut scratch[..]
+                    } else {
+                        unsafe { rows_of::<BlockQ8K>(lone_address, r - paired_rows, blocks) }
+                    };
+                    quantize_row(&lhs[r * k..(r + 1) * k], row);
+                    if tiles.mins.is_some() {
+                        let sums = unsafe { rows_of::<RowSums>(row_sums_address, r, blocks) };
+                        for (sums, block) in sums.iter_mut().zip(&*row) {
+                            *sums = RowSums::of(block);
                         }
-                        if tiles.unsigned_activations {
-                            make_unsigned(block);
-                        }
-                        if r < paired_rows {
-                            // SAFETY: `pairs` holds `paired_rows / 2 × blocks`, and each pair
-                            // is written by one item.
-                            let pair = unsafe {
-                                &mut *(pairs_address as *mut PairQ8K).add(r / 2 * blocks + b)
-                            };
+                    }
+                    if tiles.unsigned_activations {
+                        row.iter_mut().for_each(make_unsigned);
+                    }
+                    if r < paired_rows {
+                        let pairs = unsafe { rows_of::<PairQ8K>(pairs_address, r / 2, blocks) };
+                        for (pair, block) in pairs.iter_mut().zip(&*row) {
                             pair.set_row(r % 2, block);
                         }
                     }
@@ -263,6 +254,15 @@ impl Activations {
             TileRows::Blocks(a, rows)
         }
     }
+}
+
+/// Row `row` (`len` items) of the buffer of `T` at `address`, for the pool's items to fill
+/// their own rows of one buffer.
+///
+/// # Safety
+/// The buffer must hold `(row + 1) × len` items, and no other reference to that row may live.
+unsafe fn rows_of<'a, T>(address: usize, row: usize, len: usize) -> &'a mut [T] {
+    std::slice::from_raw_parts_mut((address as *mut T).add(row * len), len)
 }
 
 /// One kernel tile's `rows × w.len()` values into `out`: the shape's kernel, or for an odd
