@@ -89,6 +89,12 @@ fn logits_prints_one_sorted_line_per_position() {
     for (a, b) in lines.iter().zip(&step) {
         assert_eq!(a["top"][0][0], b["top"][0][0]);
     }
+    // So does the prompt in slices of 3 (`--ubatch-size`): positions 3.. attend to the cache.
+    let sliced = logits_lines(&["--ubatch-size", "3"]);
+    assert_eq!(sliced.len(), 4);
+    for (a, b) in lines.iter().zip(&sliced) {
+        assert_eq!(a["top"][0][0], b["top"][0][0]);
+    }
 }
 
 /// Every kernel path this machine can run (forced with `SMOLLM3_KERNELS`) prints the same
@@ -183,6 +189,17 @@ fn bad_inputs_fail_with_a_named_error() {
         "q8",
     ]);
     assert!(err.contains("\"q8\" (expected f16 or f32)"), "{err}");
+
+    let err = fails(&[
+        "logits",
+        "--model",
+        m,
+        "--tokens",
+        "1",
+        "--ubatch-size",
+        "0",
+    ]);
+    assert!(err.contains("'--ubatch-size <N>'"), "{err}");
 
     let bytes = std::fs::read(m).unwrap();
     let cut = temp("cut.gguf");

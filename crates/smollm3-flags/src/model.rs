@@ -129,6 +129,10 @@ pub struct ModelArgs {
     /// reads, llama.cpp's default) or f32 (exact, what the reference-parity tests use).
     #[arg(long, value_name = "f16|f32", default_value_t = KvType::F16, alias = "cache-type")]
     pub kv_cache: KvType,
+    /// Prompt tokens per pass through the layers (llama.cpp's flag; default 512): a longer
+    /// prompt runs in slices of this many, so its activations stay at one slice's size.
+    #[arg(long, value_name = "N", alias = "ub")]
+    pub ubatch_size: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -181,6 +185,7 @@ impl ModelArgs {
     fn load_options(&self, gguf: &GgufFile) -> Result<LoadOptions> {
         let mut options = LoadOptions {
             kv_type: self.kv_cache,
+            prompt_slice: self.ubatch_size.map(usize::from),
             ..LoadOptions::default()
         };
         if let Some(kind) = self.rope_scaling {

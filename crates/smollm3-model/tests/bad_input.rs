@@ -270,3 +270,33 @@ fn unsupported_tensor_type_is_named_at_load() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_prompt_slice_of_zero_is_refused_at_load() {
+    let path = write_tiny("slice0", &TinySpec::default());
+    let options = smollm3_model::LoadOptions {
+        prompt_slice: Some(0),
+        ..Default::default()
+    };
+    let e = Model::load_with(&path, &options)
+        .err()
+        .expect("slice 0 must fail");
+    assert!(
+        matches!(&e, ModelError::InvalidOption(m) if m.contains("prompt slice")),
+        "{e:?}"
+    );
+    options_with_slice_one_work(&path);
+}
+
+/// The smallest slice is a valid setting: a prompt runs a token at a time.
+fn options_with_slice_one_work(path: &std::path::Path) {
+    let options = smollm3_model::LoadOptions {
+        prompt_slice: Some(1),
+        ..Default::default()
+    };
+    let model = Model::load_with(path, &options).unwrap();
+    let mut cache = model.new_cache(16).unwrap();
+    let logits = model.forward(&[1, 2, 3], &mut cache).unwrap();
+    assert_eq!(logits.dims(), &[3, 96]);
+    assert_eq!(cache.len(), 3);
+}

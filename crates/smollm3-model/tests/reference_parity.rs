@@ -95,9 +95,10 @@ fn load_golden(name: &str) -> Option<Value> {
 /// cache is off by more than ours in every case).
 const F16_CACHE_MAX_REL: f64 = 3e-3;
 
-/// Checks one golden with keys and values cached as `kv_type`; returns false when it was
-/// skipped (a file that is legitimately absent).
-fn check(golden_name: &str, kv_type: KvType) -> bool {
+/// Checks one golden with keys and values cached as `kv_type`, each prompt run through the
+/// layers in slices of at most `prompt_slice` tokens (the default unless set); returns false
+/// when it was skipped (a file that is legitimately absent).
+fn check(golden_name: &str, kv_type: KvType, prompt_slice: Option<usize>) -> bool {
     // With the f16 cache the llama.cpp references are llama.cpp's own runs with an F16 cache.
     let f16_twin = |name: &str| name.replace(".json", ".f16kv.json");
     let llamacpp_f32 = load_golden(&golden_name.replace(".hf", ".llamacpp"));
@@ -148,6 +149,7 @@ fn check(golden_name: &str, kv_type: KvType) -> bool {
 
     let mut options = LoadOptions {
         kv_type,
+        prompt_slice,
         ..LoadOptions::default()
     };
     if let Some(rs) = g["load"]["rope_scaling"].as_object() {
@@ -405,21 +407,39 @@ fn compare_rows(ours: &[Vec<f32>], rows: &[Value]) -> (f64, f64) {
     (max_diff / max_ref.max(1e-12), max_diff)
 }
 
+/// `f32_cache_in_slices_of_5`: every prompt through the layers in slices of 5 tokens, each
+/// attending to the cache the ones before it filled, held to the same contract. `whole`
+/// goldens skip it: on the random Q4_K_M fixture against HF, slicing moves the float order
+/// of attention, which flips int8 roundings and moves a logit by 0.36 at a position whose HF
+/// margin is 0.38 (llama.cpp's own error there reaches 0.44); its llama.cpp golden holds the
+/// sliced run to the quantized contract instead.
+macro_rules! sliced_test {
+    (sliced, $file:literal) => {
+        #[test]
+        fn f32_cache_in_slices_of_5() {
+            check($file, KvType::F32, Some(5));
+        }
+    };
+    (whole, $file:literal) => {};
+}
+
 macro_rules! golden_tests {
-    ($($test:ident => $file:literal,)*) => {
+    ($($test:ident => $file:literal $slicing:ident,)*) => {
         $(
             mod $test {
                 use super::*;
 
                 #[test]
                 fn f32_cache() {
-                    check($file, KvType::F32);
+                    check($file, KvType::F32, None);
                 }
 
                 #[test]
                 fn f16_cache() {
-                    check($file, KvType::F16);
+                    check($file, KvType::F16, None);
                 }
+
+                sliced_test!($slicing, $file);
             }
         )*
         const LISTED: &[&str] = &[$($file),*];
@@ -427,21 +447,21 @@ macro_rules! golden_tests {
 }
 
 golden_tests! {
-    tiny_f32_vs_hf => "smollm3-tiny-f32.hf.json",
-    tiny_f32_vs_llamacpp => "smollm3-tiny-f32.llamacpp.json",
-    tiny_f32_yarn_override_vs_hf => "smollm3-tiny-f32.hf.yarn4.json",
-    tiny_f32_yarn_override_vs_llamacpp => "smollm3-tiny-f32.llamacpp.yarn4.json",
-    tiny_q8_0_vs_llamacpp => "smollm3-tiny-q8_0.llamacpp.json",
-    tiny_q4_k_m_vs_llamacpp => "smollm3-tiny-q4_k_m.llamacpp.json",
-    gqa2_vs_hf => "smollm3-tiny-gqa2-f32.hf.json",
-    gqa2_vs_llamacpp => "smollm3-tiny-gqa2-f32.llamacpp.json",
-    yarn_metadata_vs_hf => "smollm3-tiny-yarn-f32.hf.json",
-    yarn_metadata_vs_llamacpp => "smollm3-tiny-yarn-f32.llamacpp.json",
-    vocab128k_q8_0_vs_llamacpp => "smollm3-vocab128k-q8_0.llamacpp.json",
-    tiny_q8_0_vs_hf => "smollm3-tiny-q8_0.hf.json",
-    tiny_q4_k_m_vs_hf => "smollm3-tiny-q4_k_m.hf.json",
-    vocab128k_q8_0_vs_hf => "smollm3-vocab128k-q8_0.hf.json",
-    smollm2_real_model_vs_llamacpp => "SmolLM2-135M-Instruct.Q4_1.llamacpp.json",
+    tiny_f32_vs_hf => "smollm3-tiny-f32.hf.json" sliced,
+    tiny_f32_vs_llamacpp => "smollm3-tiny-f32.llamacpp.json" sliced,
+    tiny_f32_yarn_override_vs_hf => "smollm3-tiny-f32.hf.yarn4.json" sliced,
+    tiny_f32_yarn_override_vs_llamacpp => "smollm3-tiny-f32.llamacpp.yarn4.json" sliced,
+    tiny_q8_0_vs_llamacpp => "smollm3-tiny-q8_0.llamacpp.json" sliced,
+    tiny_q4_k_m_vs_llamacpp => "smollm3-tiny-q4_k_m.llamacpp.json" sliced,
+    gqa2_vs_hf => "smollm3-tiny-gqa2-f32.hf.json" sliced,
+    gqa2_vs_llamacpp => "smollm3-tiny-gqa2-f32.llamacpp.json" sliced,
+    yarn_metadata_vs_hf => "smollm3-tiny-yarn-f32.hf.json" sliced,
+    yarn_metadata_vs_llamacpp => "smollm3-tiny-yarn-f32.llamacpp.json" sliced,
+    vocab128k_q8_0_vs_llamacpp => "smollm3-vocab128k-q8_0.llamacpp.json" sliced,
+    tiny_q8_0_vs_hf => "smollm3-tiny-q8_0.hf.json" sliced,
+    tiny_q4_k_m_vs_hf => "smollm3-tiny-q4_k_m.hf.json" whole,
+    vocab128k_q8_0_vs_hf => "smollm3-vocab128k-q8_0.hf.json" sliced,
+    smollm2_real_model_vs_llamacpp => "SmolLM2-135M-Instruct.Q4_1.llamacpp.json" sliced,
 }
 
 /// Goldens whose test lives in another crate (the generation goldens need the CLI).
