@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use smollm3_chat::Tokenizer;
-use smollm3_model::{KvCache, Model};
+use smollm3_model::{KvCache, Model, ModelError};
 
 use crate::{GenError, Result};
 
@@ -21,6 +21,19 @@ pub trait Backend {
     fn truncate(&mut self, len: usize) -> Result<()>;
     /// Appends `tokens` (non-empty) to the cache; returns the logits after the last one.
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// [`Backend::forward`] that may stop early when `interrupt` says yes (a cancel arriving
+    /// during a long prompt chunk): then `Ok(None)`, with the cache as it was before the
+    /// call. The default asks once, before the call.
+    fn forward_interruptible(
+        &mut self,
+        tokens: &[u32],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<f32>>> {
+        if interrupt() {
+            return Ok(None);
+        }
+        self.forward(tokens).map(Some)
+    }
     /// Called once per generation, before the uncached part of the prompt is fed, with the
     /// full prompt length. Real models ignore it; [`ScriptedBackend`] starts its next reply.
     fn start_generation(&mut self, _prompt_len: usize) {}
@@ -68,10 +81,30 @@ impl Backend for ModelBackend {
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let logits = self.model.forward_last(tokens, &mut self.cache)?;
-        logits
-            .to_vec1::<f32>()
-            .map_err(|e| GenError::Backend(format!("reading logits: {e}")))
+        logits_values(&logits)
     }
+
+    /// Asks `interrupt` before every layer ([`Model::forward_last_interruptible`]).
+    fn forward_interruptible(
+        &mut self,
+        tokens: &[u32],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<f32>>> {
+        match self
+            .model
+            .forward_last_interruptible(tokens, &mut self.cache, interrupt)
+        {
+            Ok(logits) => logits_values(&logits).map(Some),
+            Err(ModelError::Interrupted) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn logits_values(logits: &smollm3_model::Tensor) -> Result<Vec<f32>> {
+    logits
+        .to_vec1::<f32>()
+        .map_err(|e| GenError::Backend(format!("reading logits: {e}")))
 }
 
 /// A stand-in model that "generates" scripted replies, one per generation: it returns logits

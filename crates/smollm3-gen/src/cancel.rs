@@ -3,8 +3,9 @@ use std::sync::Arc;
 
 /// Stops a generation from another thread (or a signal handler). Clones share one flag.
 ///
-/// The generation checks it before every model call, so it stops within one token (or one
-/// prefill chunk); the session keeps exactly what was processed and stays usable.
+/// The generation checks it before every model call, and a model backend before every layer
+/// of a prompt chunk too, so it stops within one token (or one layer of a prompt chunk); the
+/// session keeps exactly what was processed and stays usable.
 #[derive(Debug, Clone, Default)]
 pub struct CancelHandle(Arc<AtomicBool>);
 

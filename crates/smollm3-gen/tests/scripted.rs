@@ -284,6 +284,77 @@ fn cancel_during_prefill_keeps_what_was_processed() {
     assert_eq!(s.cached_tokens().len(), smollm3_gen::PREFILL_CHUNK);
 }
 
+/// A scripted model whose `call`-th call sees a cancel arrive while it runs and then asks
+/// `interrupt`, as the real model does before each layer.
+struct CancelledDuringCall {
+    inner: ScriptedBackend,
+    cancel: CancelHandle,
+    call: usize,
+    calls: usize,
+}
+
+impl smollm3_gen::Backend for CancelledDuringCall {
+    fn context_size(&self) -> usize {
+        self.inner.context_size()
+    }
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+    fn cached_len(&self) -> usize {
+        self.inner.cached_len()
+    }
+    fn truncate(&mut self, len: usize) -> smollm3_gen::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn forward(&mut self, tokens: &[u32]) -> smollm3_gen::Result<Vec<f32>> {
+        self.inner.forward(tokens)
+    }
+    fn forward_interruptible(
+        &mut self,
+        tokens: &[u32],
+        interrupt: &dyn Fn() -> bool,
+    ) -> smollm3_gen::Result<Option<Vec<f32>>> {
+        self.calls += 1;
+        if self.calls == self.call {
+            self.cancel.cancel();
+            if interrupt() {
+                return Ok(None);
+            }
+        }
+        self.inner.forward(tokens).map(Some)
+    }
+    fn start_generation(&mut self, prompt_len: usize) {
+        self.inner.start_generation(prompt_len)
+    }
+}
+
+#[test]
+fn a_cancel_during_a_prompt_chunk_stops_it_and_caches_none_of_it() {
+    let tok = tokenizer();
+    let cancel = CancelHandle::new();
+    let backend = CancelledDuringCall {
+        inner: ScriptedBackend::from_texts(&tok, 4096, &["never"]).unwrap(),
+        cancel: cancel.clone(),
+        call: 2,
+        calls: 0,
+    };
+    let mut s = Session::with_backend(backend, tok, template());
+    let mut request = greedy(chat(&"word ".repeat(300), false));
+    request.cancel = Some(cancel.clone());
+    let ev: Vec<Event> = s.generate(&request).unwrap().map(Result::unwrap).collect();
+    let progress = ev
+        .iter()
+        .filter(|e| matches!(e, Event::PrefillProgress { .. }))
+        .count();
+    assert_eq!(progress, 1, "only the first chunk completed");
+    let c = done(&ev);
+    assert_eq!(c.finish_reason, FinishReason::Cancelled);
+    assert_eq!(c.stats.generated_tokens, 0);
+    assert_eq!(c.stats.prefilled_tokens, smollm3_gen::PREFILL_CHUNK);
+    assert_eq!(s.cached_tokens().len(), smollm3_gen::PREFILL_CHUNK);
+    assert_eq!(s.backend().inner.tokens().len(), smollm3_gen::PREFILL_CHUNK);
+}
+
 #[test]
 fn the_next_turn_prefills_only_its_new_tokens() {
     let mut s = session(

@@ -63,6 +63,10 @@ pub enum ModelError {
     TruncateBeyondEnd { requested: usize, len: usize },
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// The caller's interrupt asked the pass to stop ([`crate::Model::forward_last_interruptible`]);
+    /// the cache is as it was before the call.
+    #[error("the forward pass was interrupted")]
+    Interrupted,
     #[error("tensor computation failed: {}", candle_message(.0))]
     Compute(#[from] candle_core::Error),
 }

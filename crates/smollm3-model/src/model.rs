@@ -212,22 +212,44 @@ impl Model {
     /// Runs `tokens` after what `cache` holds and returns the logits of every new position,
     /// `[tokens.len(), vocab_size]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.hidden_states(tokens, cache, Keep::All)?;
+        let hidden = self.hidden_states(tokens, cache, Keep::All, &|| false)?;
         self.lm_head.forward(&hidden)
     }
 
     /// Like [`Model::forward`] but returns only the last position's logits, `[vocab_size]`:
     /// prefill then skips the vocabulary projection for every other position.
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.hidden_states(tokens, cache, Keep::Last)?;
+        self.forward_last_interruptible(tokens, cache, &|| false)
+    }
+
+    /// [`Model::forward_last`] that asks `interrupt` before each layer of each slice and
+    /// stops with [`ModelError::Interrupted`] when it says yes, leaving `cache` as it was.
+    ///
+    /// Why: a long prompt is the one call that takes seconds (512 tokens of SmolLM3-3B take
+    /// about 10 s on two cores), so a cancel (a closed connection, Ctrl-C) that waited for the
+    /// call to end would wait that long; between layers it waits for one layer, about 1/36
+    /// of the call.
+    pub fn forward_last_interruptible(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden_states(tokens, cache, Keep::Last, interrupt)?;
         let last = hidden.narrow(0, hidden.dim(0)? - 1, 1)?;
         Ok(self.lm_head.forward(&last)?.squeeze(0)?)
     }
 
     /// Final-norm hidden states of `tokens` (`[seq, hidden]`, or of the last slice only),
-    /// appended to `cache` in slices of `prompt_slice` tokens. All or nothing: a failure
-    /// leaves `cache` as it was.
-    fn hidden_states(&self, tokens: &[u32], cache: &mut KvCache, keep: Keep) -> Result<Tensor> {
+    /// appended to `cache` in slices of `prompt_slice` tokens. All or nothing: a failure (or
+    /// `interrupt` saying yes before a layer) leaves `cache` as it was.
+    fn hidden_states(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep: Keep,
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<Tensor> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyInput);
         }
@@ -244,7 +266,7 @@ impl Model {
         let start = cache.len();
         let mut kept = Vec::new();
         for slice in tokens.chunks(self.prompt_slice) {
-            match self.slice_hidden_states(slice, cache) {
+            match self.slice_hidden_states(slice, cache, interrupt) {
                 Ok(hidden) => {
                     if keep == Keep::Last {
                         kept.clear();
@@ -264,8 +286,14 @@ impl Model {
     }
 
     /// One pass through the layers: final-norm hidden states `[seq, hidden]` of `tokens`
-    /// (checked by the caller), appended to `cache`.
-    fn slice_hidden_states(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+    /// (checked by the caller), appended to `cache`; [`ModelError::Interrupted`] if
+    /// `interrupt` says yes before a layer (the cache's length has not moved yet).
+    fn slice_hidden_states(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<Tensor> {
         let seq = tokens.len();
         let start = cache.len();
         let mut x = self.embedding.lookup(tokens)?; // [seq, hidden]
@@ -273,6 +301,9 @@ impl Model {
         let mask = causal_mask(seq, start)?;
         let eps = self.config.rms_norm_eps as f32;
         for (i, layer) in self.layers.iter().enumerate() {
+            if interrupt() {
+                return Err(ModelError::Interrupted);
+            }
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let a = layer
                 .attn

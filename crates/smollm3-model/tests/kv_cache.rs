@@ -176,3 +176,49 @@ fn cache_types_parse_from_their_flag_names() {
     let err = "q8_0".parse::<KvType>().unwrap_err().to_string();
     assert!(err.contains("q8_0") && err.contains("f16 or f32"), "{err}");
 }
+
+/// An interrupt asked for before a layer of the second slice (slices of 8 tokens, 4 layers
+/// each) stops the pass with `Interrupted` and leaves the cache as it was, although the first
+/// slice was already in it; the same call uninterrupted then gives the logits of a plain
+/// prefill.
+#[test]
+fn an_interrupted_prompt_leaves_the_cache_as_it_was() {
+    use smollm3_model::{LoadOptions, ModelError};
+    use std::cell::Cell;
+    let path = write_tiny("interrupt", &TinySpec::default());
+    let options = LoadOptions {
+        prompt_slice: Some(8),
+        ..Default::default()
+    };
+    let m = Model::load_with(&path, &options).unwrap();
+    let layers = m.config().num_layers;
+    let toks = tokens(20);
+    let mut cache = m.new_cache(64).unwrap();
+    m.forward(&toks[..3], &mut cache).unwrap();
+
+    let asked = Cell::new(0);
+    let interrupt = || {
+        asked.set(asked.get() + 1);
+        asked.get() > layers + 1
+    };
+    let e = m
+        .forward_last_interruptible(&toks[3..], &mut cache, &interrupt)
+        .unwrap_err();
+    assert!(matches!(e, ModelError::Interrupted), "{e:?}");
+    assert_eq!(
+        asked.get(),
+        layers + 2,
+        "asked before every layer, stopped at once"
+    );
+    assert_eq!(cache.len(), 3);
+
+    let last: Vec<f32> = m
+        .forward_last_interruptible(&toks[3..], &mut cache, &|| false)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let mut fresh = m.new_cache(64).unwrap();
+    let whole = rows(m.forward(&toks, &mut fresh).unwrap());
+    assert!(max_abs_diff(&last, &whole[19]) < 1e-4);
+    assert_eq!(cache.len(), 20);
+}
