@@ -37,8 +37,9 @@ pub struct LoadOptions {
 /// matrices of SmolLM3-3B take 132 MB per 1000 tokens. A 4000-token prompt in one pass
 /// peaked at 3028 MB RSS (file 1915 MB, f16 cache 302 MB); in slices of 512, 2358 MB, at
 /// 36.0 tok/s against 33.5 (Intel Xeon, 2 threads, `cargo xtask bench --prompt 4000`). The
-/// prompt GEMM keeps its speed: its tiles are 8 rows × 16 columns, and each slice reads the
-/// weights once more, 1.9 GB in about 0.1 s against about 14 s of arithmetic.
+/// prompt GEMM keeps its speed: it unpacks each tile of 16 weight rows once per call and runs
+/// it over every row of the slice, and a slice reads the weights once more than one pass
+/// would, 1.9 GB in about 0.1 s against about 10 s of arithmetic.
 pub const DEFAULT_PROMPT_SLICE: usize = 512;
 
 /// A loaded model. Immutable during inference: share it (e.g. in an `Arc`) and give each
