@@ -5,7 +5,7 @@
 //! AVX-512 the file's blocks are unpacked in registers, 64 values per instruction: Q4_K's
 //! nibbles with one variable shift and one mask; Q6_K's high bits with a per-half variable
 //! shift; the scales picked per 16 or 32 values with `vpermw`. On AVX2 the code is ggml's own.
-//! Both ask for the weights [`PREFETCH_BYTES`] ahead (decode on an Intel Xeon went from 68% of
+//! Both ask for the weights `PREFETCH_BYTES` ahead (decode on an Intel Xeon went from 68% of
 //! a plain streaming read to more than it measured), and both run as one pool job for the matrices
 //! that share an input ([`gemv_shared`]), with the activation row quantized once. The integer
 //! lanes, float work and reductions are those of ggml's AVX2 `vec_dot_q4_K_q8_K` /
