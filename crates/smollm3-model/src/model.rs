@@ -280,15 +280,16 @@ impl Model {
                 }
             }
         }
-        match kept.len() {
-            1 => Ok(kept.remove(0)),
-            _ => Ok(Tensor::cat(&kept, 0)?),
-        }
+        // `cat` of one slice is that slice; the norm is per row, so once over the kept rows.
+        let hidden = Tensor::cat(&kept, 0)?;
+        let eps = self.config.rms_norm_eps as f32;
+        Ok(candle_nn::ops::rms_norm(&hidden, &self.output_norm, eps)?)
     }
 
-    /// One pass through the layers: final-norm hidden states `[seq, hidden]` of `tokens`
-    /// (checked by the caller), appended to `cache`; [`ModelError::Interrupted`] if
-    /// `interrupt` says yes before a layer (the cache's length has not moved yet).
+    /// One pass through the layers: hidden states `[seq, hidden]` of `tokens` before the
+    /// final norm (`tokens` checked by the caller), appended to `cache`;
+    /// [`ModelError::Interrupted`] if `interrupt` says yes before a layer (the cache's length
+    /// has not moved yet).
     fn slice_hidden_states(
         &self,
         tokens: &[u32],
@@ -314,7 +315,7 @@ impl Model {
             x = (&x + layer.mlp.forward(&h)?)?;
         }
         cache.advance(seq);
-        Ok(candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?)
+        Ok(x)
     }
 }
 
