@@ -119,14 +119,10 @@ pub fn matmul_uninit<B: SuperBlock>(
                         for (r, values) in out.chunks_exact(cols).enumerate() {
                             let at = (r0 + r) * TILE_COLUMNS + c0;
                             let into = &mut tile_values[at..at + cols];
-                            copy_few(into, values);
-                            if tiles.mins.is_some() {
-                                // ggml's last step, `sum + m`.
-                                let m_at = (r0 + r) * columns + c0;
-                                for (value, m) in into.iter_mut().zip(&mins[m_at..m_at + cols]) {
-                                    *value += m;
-                                }
-                            }
+                            // ggml's last step for Q4_K, `sum + m`.
+                            let m_at = (r0 + r) * columns + c0;
+                            let add = tiles.mins.map(|_| &mins[m_at..m_at + cols]);
+                            write_few(into, values, add);
                         }
                     }
                 }
@@ -312,35 +308,40 @@ fn run_tile(tiles: &Tiles, rows: &TileRows<'_>, w: &[&[Unpacked]], out: &mut [f3
     }
 }
 
-/// `dst.copy_from_slice(src)` for the few floats of a tile's row, as a fixed-size move where
-/// the length is a tile's: `copy_from_slice` of a run-time length calls `memcpy`, millions of
-/// times per matmul. In a 3B prefill's samples `memmove` went 5.6% → 1.2% and the driver's own
-/// share 2.0% → 5.2% (the stores, which miss, moved with it): about 1% saved (Intel Xeon).
+/// `dst = src`, or `dst = src + add` element by element, for the few floats of a tile's row,
+/// as fixed-size operations where the length is a tile's: `copy_from_slice` of a run-time
+/// length calls `memcpy`, millions of times per matmul (in a 3B prefill's samples `memmove`
+/// went 5.6% → 1.2%, Intel Xeon), and an add over a run-time length became a scalar loop
+/// whose stores waited on its adds (with the copy, 7.2% of a 3B prefill's samples on Zen 4).
 #[inline(always)]
-fn copy_few(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
-        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
-            (Ok(d), Ok(s)) => {
-                *d = *s;
-                true
-            }
-            _ => false,
+fn write_few(dst: &mut [f32], src: &[f32], add: Option<&[f32]>) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32], add: Option<&[f32]>) -> bool {
+        let (Ok(d), Ok(s)) = (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) else {
+            return false;
+        };
+        match add.map(<&[f32; N]>::try_from) {
+            None => *d = *s,
+            Some(Ok(m)) => *d = std::array::from_fn(|i| s[i] + m[i]),
+            Some(Err(_)) => return false,
         }
+        true
     }
     let done = match src.len() {
-        1 => fixed::<1>(dst, src),
-        2 => fixed::<2>(dst, src),
-        4 => fixed::<4>(dst, src),
-        8 => fixed::<8>(dst, src),
-        16 => fixed::<16>(dst, src),
+        1 => fixed::<1>(dst, src, add),
+        2 => fixed::<2>(dst, src, add),
+        4 => fixed::<4>(dst, src, add),
+        8 => fixed::<8>(dst, src, add),
+        16 => fixed::<16>(dst, src, add),
         _ => false,
     };
     if !done {
-        dst.copy_from_slice(src);
+        for (i, (d, s)) in dst.iter_mut().zip(src).enumerate() {
+            *d = add.map_or(*s, |m| s + m[i]);
+        }
     }
 }
 
-/// Writes `values` at `dst`, a whole tile's row as one fixed-size move (see [`copy_few`]).
+/// Writes `values` at `dst`, a whole tile's row as one fixed-size move (see [`write_few`]).
 ///
 /// # Safety
 /// `dst` must be valid for writing `values.len()` floats (initialized or not).
