@@ -275,6 +275,12 @@ unsafe fn scale_pairs<const P: usize, const C: usize, A: PairSource>(
 /// ggml's final reduction of each row of each pair (`hsum_float_8`): the low half of a
 /// pair's accumulator is its first row's, the high half its second's. No mins term: the
 /// pair kernels leave Q4_K's to [`super::kquant_mins`], whose value the driver adds.
+///
+/// Four columns (the full tiles) are reduced together, eight sums in the 128-bit lanes of
+/// two vectors: ggml's three steps (the halves added, then lanes 0 + 2 and 1 + 3, then those
+/// two; additions commute exactly, so the same bits) in 16 instructions a pair instead of
+/// some 50 one sum at a time. With the stores after it, the one-at-a-time form was 6.8% of a
+/// 512 × 2048 → 11008 Q4_K GEMM's samples on one thread (Zen 4).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 #[inline]
@@ -283,6 +289,31 @@ unsafe fn finish_pairs<const P: usize, const C: usize>(
 ) -> [[[f32; C]; 2]; P] {
     use std::arch::x86_64::*;
     let mut out = [[[0f32; C]; 2]; P];
+    if C == 4 {
+        // Lane 0 of each 128-bit lane after `halves_of`: [row 0 of column a, row 1 of a,
+        // row 0 of column b, row 1 of b].
+        let halves_of = |a: __m512, b: __m512| {
+            let r = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            );
+            let r = _mm512_add_ps(r, _mm512_permute_ps::<0b11_10_11_10>(r));
+            _mm512_add_ps(r, _mm512_movehdup_ps(r))
+        };
+        // Row 0's four columns, then row 1's.
+        let gather = _mm512_setr_epi32(0, 8, 16, 24, 4, 12, 20, 28, 0, 0, 0, 0, 0, 0, 0, 0);
+        for p in 0..P {
+            let first = halves_of(acc[p][0], acc[p][1]);
+            let second = halves_of(acc[p][2], acc[p][3]);
+            let rows = _mm512_permutex2var_ps(first, gather, second);
+            // `out[p]` is `[[f32; 4]; 2]` here: eight floats, row 0's then row 1's.
+            _mm256_storeu_ps(
+                out[p].as_mut_ptr() as *mut f32,
+                _mm512_castps512_ps256(rows),
+            );
+        }
+        return out;
+    }
     for p in 0..P {
         for c in 0..C {
             let acc = acc[p][c];
