@@ -480,8 +480,11 @@ pub struct Tiles {
     pub paired: Option<PairedTiles>,
 }
 
-/// A tile over `rows / 2` interleaved pairs of activation rows, into `out[r × w.len() + c]`.
-pub type PairedTile = fn(a: &[&[PairQ8K]], w: &[&[Unpacked]], out: &mut [f32]);
+/// A tile over `rows / 2` interleaved pairs of activation rows that adds each value to
+/// `out[r × stride + c]`, where the driver has put Q4_K's mins (ggml's `sum + m`: the same
+/// bits either way round) or `−0.0` (`−0.0 + x` is `x`, bit for bit): straight into the
+/// driver's column tile, with no copies between.
+pub type PairedTile = fn(a: &[&[PairQ8K]], w: &[&[Unpacked]], out: &mut [f32], stride: usize);
 
 /// [`Tiles::full`] and [`Tiles::col_edge`] over interleaved pairs ([`Tiles::paired`]).
 #[derive(Clone, Copy)]

@@ -1,7 +1,8 @@
 //! The prompt GEMM's driver for the k-quants ([`super::kquant`]): quantize the activations
 //! once, then, a column tile (16 weight rows) per work item on the pool, unpack the tile's
-//! super-blocks once and run the path's kernel tiles over every activation row, adding Q4_K's
-//! mins pass ([`super::kquant_mins`]) last and writing each row's 64 bytes of output at once.
+//! super-blocks once, start the tile's values from Q4_K's mins pass ([`super::kquant_mins`]),
+//! add the path's kernel tiles over every activation row to them (ggml's `sum + m`), and write
+//! each row's 64 bytes of output at once.
 //!
 //! Rows of full-height tiles are interleaved in pairs ([`PairQ8K`]) where the path has paired
 //! tiles (AVX-512): one load per chunk of both rows instead of two and a shuffle. The rows of
@@ -77,15 +78,8 @@ pub fn matmul_uninit<B: SuperBlock>(
             // The column tile's values for every row, written to `dst` a row at a time once
             // the tile is done: 64 contiguous bytes per row instead of scattered 16-byte
             // pieces after every kernel call, whose stores missed (3.4% of prefill @512).
+            // It starts as Q4_K's mins (or −0.0), and the kernels' sums are added to it.
             let mut tile_values = vec![0f32; m * TILE_COLUMNS];
-            let mut mins = vec![
-                0f32;
-                if tiles.mins.is_some() {
-                    m * TILE_COLUMNS
-                } else {
-                    0
-                }
-            ];
             for tile in tile_range {
                 let first = tile * TILE_COLUMNS;
                 let columns = TILE_COLUMNS.min(n - first);
@@ -101,9 +95,11 @@ pub fn matmul_uninit<B: SuperBlock>(
                         &activations.row_sums,
                         blocks,
                         &buffer,
-                        &mut mins[..m * columns],
+                        &mut tile_values,
+                        TILE_COLUMNS,
                     ),
-                    _ => {} // no super-blocks, no mins: `mins` stays 0
+                    // ggml's `sum + m` with nothing to add: `−0.0 + sum` is `sum`, bit for bit.
+                    _ => tile_values.fill(-0.0),
                 }
                 let column = |c: usize| &buffer[c * blocks..(c + 1) * blocks];
                 for r0 in (0..m).step_by(tiles.rows) {
@@ -114,16 +110,8 @@ pub fn matmul_uninit<B: SuperBlock>(
                         for (i, c) in (c0..c0 + cols).enumerate() {
                             w[i] = column(c);
                         }
-                        let out = &mut out[..rows.len() * cols];
-                        run_tile(&tiles, &rows, &w[..cols], out);
-                        for (r, values) in out.chunks_exact(cols).enumerate() {
-                            let at = (r0 + r) * TILE_COLUMNS + c0;
-                            let into = &mut tile_values[at..at + cols];
-                            // ggml's last step for Q4_K, `sum + m`.
-                            let m_at = (r0 + r) * columns + c0;
-                            let add = tiles.mins.map(|_| &mins[m_at..m_at + cols]);
-                            write_few(into, values, add);
-                        }
+                        let into = &mut tile_values[r0 * TILE_COLUMNS + c0..];
+                        run_tile(&tiles, &rows, &w[..cols], into, &mut out);
                     }
                 }
                 for (r, values) in tile_values.chunks_exact(TILE_COLUMNS).enumerate() {
@@ -160,14 +148,6 @@ enum TileRows<'a> {
     /// Interleaved pairs and the path's kernels for them.
     Pairs(PairedTiles, [&'a [PairQ8K]; MAX_TILE / 2], usize),
     Blocks([&'a [BlockQ8K]; MAX_TILE], usize),
-}
-
-impl TileRows<'_> {
-    fn len(&self) -> usize {
-        match self {
-            TileRows::Pairs(_, _, rows) | TileRows::Blocks(_, rows) => *rows,
-        }
-    }
 }
 
 impl Activations {
@@ -261,28 +241,32 @@ unsafe fn rows_of<'a, T>(address: usize, row: usize, len: usize) -> &'a mut [T] 
     std::slice::from_raw_parts_mut((address as *mut T).add(row * len), len)
 }
 
-/// One kernel tile's `rows × w.len()` values into `out`: the shape's kernel, or for an odd
-/// edge a column (or a row, or a value) at a time.
-fn run_tile(tiles: &Tiles, rows: &TileRows<'_>, w: &[&[Unpacked]], out: &mut [f32]) {
+/// One kernel tile's `rows × w.len()` values added to `into[r × TILE_COLUMNS + c]` (which
+/// holds the mins or −0.0): paired tiles add there themselves; the others write `out` first,
+/// the shape's kernel or, for an odd edge, a column (or a row, or a value) at a time.
+fn run_tile(
+    tiles: &Tiles,
+    rows: &TileRows<'_>,
+    w: &[&[Unpacked]],
+    into: &mut [f32],
+    out: &mut [f32],
+) {
     let cols = w.len();
     match rows {
         TileRows::Pairs(paired, a, rows) => {
             // Only full-height tiles are paired (see `Activations`).
             let a = &a[..rows / 2];
             if cols == tiles.cols {
-                return (paired.full)(a, w, out);
+                return (paired.full)(a, w, into, TILE_COLUMNS);
             }
             // A partial column tile: a column at a time.
-            let mut column = [0f32; MAX_TILE];
             for c in 0..cols {
-                (paired.col_edge)(a, &w[c..c + 1], &mut column[..*rows]);
-                for (r, value) in column[..*rows].iter().enumerate() {
-                    out[r * cols + c] = *value;
-                }
+                (paired.col_edge)(a, &w[c..c + 1], &mut into[c..], TILE_COLUMNS);
             }
         }
         TileRows::Blocks(a, rows) => {
             let a = &a[..*rows];
+            let out = &mut out[..rows * cols];
             let kernel = match (*rows, cols) {
                 shape if shape == (tiles.rows, tiles.cols) => Some(tiles.full),
                 shape if shape == (1, tiles.cols) => Some(tiles.row_edge),
@@ -290,58 +274,60 @@ fn run_tile(tiles: &Tiles, rows: &TileRows<'_>, w: &[&[Unpacked]], out: &mut [f3
                 (1, 1) => Some(tiles.single),
                 _ => None,
             };
-            if let Some(kernel) = kernel {
-                return kernel(a, w, out);
+            match kernel {
+                Some(kernel) => kernel(a, w, out),
+                // An odd edge (say the last 2 rows of 512 under 6-row tiles): a row at a
+                // time, and for a partial column tile too, one dot product at a time.
+                None => {
+                    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+                        if cols == tiles.cols {
+                            (tiles.row_edge)(&a[r..r + 1], w, row);
+                            continue;
+                        }
+                        for (c, value) in row.iter_mut().enumerate() {
+                            (tiles.single)(&a[r..r + 1], &w[c..c + 1], std::slice::from_mut(value));
+                        }
+                    }
+                }
             }
-            // An odd edge (say the last 2 rows of 512 under 6-row tiles): a row at a time,
-            // and for a partial column tile too, one dot product at a time.
-            for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-                if cols == tiles.cols {
-                    (tiles.row_edge)(&a[r..r + 1], w, row);
-                    continue;
-                }
-                for (c, value) in row.iter_mut().enumerate() {
-                    (tiles.single)(&a[r..r + 1], &w[c..c + 1], std::slice::from_mut(value));
-                }
+            for (r, values) in out.chunks_exact(cols).enumerate() {
+                add_few(&mut into[r * TILE_COLUMNS..r * TILE_COLUMNS + cols], values);
             }
         }
     }
 }
 
-/// `dst = src`, or `dst = src + add` element by element, for the few floats of a tile's row,
-/// as fixed-size operations where the length is a tile's: `copy_from_slice` of a run-time
-/// length calls `memcpy`, millions of times per matmul (in a 3B prefill's samples `memmove`
-/// went 5.6% → 1.2%, Intel Xeon), and an add over a run-time length became a scalar loop
-/// whose stores waited on its adds (with the copy, 7.2% of a 3B prefill's samples on Zen 4).
+/// `dst = src + dst` element by element (ggml's `sum + m`) for the few floats of a tile's row,
+/// as a fixed-size add where the length is a tile's: over a run-time length it became a scalar
+/// loop whose stores waited on their adds (with a copy before it, 7.2% of a 3B prefill's
+/// samples on Zen 4), and `copy_from_slice` of a run-time length calls `memcpy`, millions of
+/// times per matmul.
 #[inline(always)]
-fn write_few(dst: &mut [f32], src: &[f32], add: Option<&[f32]>) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32], add: Option<&[f32]>) -> bool {
-        let (Ok(d), Ok(s)) = (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) else {
-            return false;
-        };
-        match add.map(<&[f32; N]>::try_from) {
-            None => *d = *s,
-            Some(Ok(m)) => *d = std::array::from_fn(|i| s[i] + m[i]),
-            Some(Err(_)) => return false,
+fn add_few(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
+        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = std::array::from_fn(|i| s[i] + d[i]);
+                true
+            }
+            _ => false,
         }
-        true
     }
     let done = match src.len() {
-        1 => fixed::<1>(dst, src, add),
-        2 => fixed::<2>(dst, src, add),
-        4 => fixed::<4>(dst, src, add),
-        8 => fixed::<8>(dst, src, add),
-        16 => fixed::<16>(dst, src, add),
+        1 => fixed::<1>(dst, src),
+        2 => fixed::<2>(dst, src),
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
         _ => false,
     };
     if !done {
-        for (i, (d, s)) in dst.iter_mut().zip(src).enumerate() {
-            *d = add.map_or(*s, |m| s + m[i]);
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += s; // the same sum either way round
         }
     }
 }
 
-/// Writes `values` at `dst`, a whole tile's row as one fixed-size move (see [`write_few`]).
+/// Writes `values` at `dst`, a whole tile's row as one fixed-size move (see [`add_few`]).
 ///
 /// # Safety
 /// `dst` must be valid for writing `values.len()` floats (initialized or not).

@@ -40,12 +40,20 @@ impl RowSums {
     }
 }
 
-/// Writes `out[r × cols + c]`: the mins term of activation row `r` (`rows[r × blocks..]`)
+/// Writes `out[r × stride + c]`: the mins term of activation row `r` (`rows[r × blocks..]`)
 /// with weight column `c` (`columns[c × blocks..]`), reduced as ggml reduces it, for every row
-/// and every column of `columns` (`cols = columns.len() / blocks`).
-pub type MinsTile = fn(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]);
+/// and every column of `columns` (`cols = columns.len() / blocks`, at most `stride`); the
+/// other values of `out` are left as they are.
+pub type MinsTile =
+    fn(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32], stride: usize);
 
-fn check(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &[f32]) -> (usize, usize) {
+fn check(
+    rows: &[RowSums],
+    blocks: usize,
+    columns: &[Unpacked],
+    out: &[f32],
+    stride: usize,
+) -> (usize, usize) {
     assert!(
         blocks > 0 && rows.len().is_multiple_of(blocks) && columns.len().is_multiple_of(blocks),
         "k-quant mins: {} row and {} column super-blocks for {blocks} a row",
@@ -54,8 +62,8 @@ fn check(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &[f32]) -> 
     );
     let (m, cols) = (rows.len() / blocks, columns.len() / blocks);
     assert!(
-        out.len() >= m * cols,
-        "k-quant mins: no room for {m} × {cols}"
+        cols <= stride && (m == 0 || out.len() >= (m - 1) * stride + cols),
+        "k-quant mins: no room for {m} × {cols} at a stride of {stride}"
     );
     (m, cols)
 }
@@ -63,8 +71,14 @@ fn check(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &[f32]) -> 
 /// The definition, lane by lane as ggml's AVX2 code has them (`madd` of the mins with the
 /// sums of 32: lane `i` takes sub-blocks `2i` and `2i + 1`; then `−d_y × dmin` times that,
 /// fused into the lane; at the end lanes 0 + 2 and 1 + 3, then those two).
-pub fn mins_portable(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
-    let (m, cols) = check(rows, blocks, columns, out);
+pub fn mins_portable(
+    rows: &[RowSums],
+    blocks: usize,
+    columns: &[Unpacked],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let (m, cols) = check(rows, blocks, columns, out, stride);
     for r in 0..m {
         for c in 0..cols {
             let mut lanes = [0f32; 4];
@@ -79,7 +93,7 @@ pub fn mins_portable(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out:
                     *lane = scale.mul_add(prod as f32, *lane);
                 }
             }
-            out[r * cols + c] = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+            out[r * stride + c] = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
         }
     }
 }
@@ -105,13 +119,14 @@ fn simd_pass(
     blocks: usize,
     columns: &[Unpacked],
     out: &mut [f32],
+    stride: usize,
     group: usize,
     mut rows_pass: impl FnMut(&[RowSums], &[Panel], usize) -> [f32; 16],
 ) {
-    let (m, cols) = check(rows, blocks, columns, out);
+    let (m, cols) = check(rows, blocks, columns, out, stride);
     if cols > 16 {
         // Wider than the prompt driver's column tiles: not a case the driver makes.
-        return mins_portable(rows, blocks, columns, out);
+        return mins_portable(rows, blocks, columns, out, stride);
     }
     let groups = cols.div_ceil(group);
     let mut panel = vec![
@@ -133,7 +148,7 @@ fn simd_pass(
     }
     for r in 0..m {
         let totals = rows_pass(&rows[r * blocks..(r + 1) * blocks], &panel, groups);
-        let out = &mut out[r * cols..(r + 1) * cols];
+        let out = &mut out[r * stride..r * stride + cols];
         match <&mut [f32; 16]>::try_from(&mut *out) {
             Ok(whole) => *whole = totals,
             Err(_) => out.copy_from_slice(&totals[..cols]),
@@ -144,12 +159,24 @@ fn simd_pass(
 /// [`mins_portable`] on AVX-512: four columns a vector, up to sixteen (the prompt driver's
 /// column tile).
 #[cfg(target_arch = "x86_64")]
-pub fn mins_avx512(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
+pub fn mins_avx512(
+    rows: &[RowSums],
+    blocks: usize,
+    columns: &[Unpacked],
+    out: &mut [f32],
+    stride: usize,
+) {
     // SAFETY: a path takes this only on CPUs with AVX-512 F and BW and FMA (see
     // `available_paths`).
-    simd_pass(rows, blocks, columns, out, 4, |row, panel, groups| unsafe {
-        row_avx512(row, panel, groups)
-    })
+    simd_pass(
+        rows,
+        blocks,
+        columns,
+        out,
+        stride,
+        4,
+        |row, panel, groups| unsafe { row_avx512(row, panel, groups) },
+    )
 }
 
 /// One activation row's totals against every group of four columns.
@@ -190,11 +217,23 @@ unsafe fn row_avx512(row: &[RowSums], panel: &[Panel], groups: usize) -> [f32; 1
 
 /// [`mins_portable`] on AVX2: two columns a vector, up to sixteen.
 #[cfg(target_arch = "x86_64")]
-pub fn mins_avx2(rows: &[RowSums], blocks: usize, columns: &[Unpacked], out: &mut [f32]) {
+pub fn mins_avx2(
+    rows: &[RowSums],
+    blocks: usize,
+    columns: &[Unpacked],
+    out: &mut [f32],
+    stride: usize,
+) {
     // SAFETY: a path takes this only on CPUs with AVX2 and FMA (see `available_paths`).
-    simd_pass(rows, blocks, columns, out, 2, |row, panel, groups| unsafe {
-        row_avx2(row, panel, groups)
-    })
+    simd_pass(
+        rows,
+        blocks,
+        columns,
+        out,
+        stride,
+        2,
+        |row, panel, groups| unsafe { row_avx2(row, panel, groups) },
+    )
 }
 
 /// One activation row's totals against every group of two columns.

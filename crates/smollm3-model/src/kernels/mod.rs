@@ -191,7 +191,8 @@ macro_rules! avx512_pairs_tile {
 }
 
 /// An AVX-512 tile of three interleaved pairs of rows ([`kquant_pairs::PairQ8K`]) for a pair
-/// kernel: the prompt driver's full tiles and their column edges.
+/// kernel: the prompt driver's full tiles and their column edges, adding into the driver's
+/// column tile ([`kquant::PairedTile`]).
 macro_rules! avx512_paired_tile {
     ($name:ident, $kernel:ident) => {
         #[cfg(target_arch = "x86_64")]
@@ -199,11 +200,21 @@ macro_rules! avx512_paired_tile {
             a: &[&[kquant_pairs::PairQ8K]],
             w: &[&[kquant::Unpacked]],
             out: &mut [f32],
+            stride: usize,
         ) {
+            assert!(
+                C <= stride && out.len() >= 5 * stride + C,
+                "k-quant paired tile: no room for 6 × {C} at a stride of {stride}"
+            );
             let (a, w) = tile_args::<_, 3, C>(a, w, out);
             // SAFETY: as in `avx512_pairs_tile`.
             let [[v0, v1], [v2, v3], [v4, v5]] = unsafe { $kernel::<3, C, Q6, _>(a, w) };
-            store::<6, C>([v0, v1, v2, v3, v4, v5], out);
+            for (r, values) in [v0, v1, v2, v3, v4, v5].iter().enumerate() {
+                let row: &mut [f32; C] = (&mut out[r * stride..r * stride + C])
+                    .try_into()
+                    .expect("C values");
+                *row = std::array::from_fn(|c| values[c] + row[c]);
+            }
         }
     };
 }

@@ -445,9 +445,42 @@ mod kquant_tests {
             let columns: Vec<Unpacked> =
                 w.iter().flat_map(|c| c[..blocks].iter().copied()).collect();
             let mut m = vec![f32::NAN; a.len() * w.len()];
-            mins(&sums, blocks, &columns, &mut m);
+            mins(&sums, blocks, &columns, &mut m, w.len());
             for (value, m) in out.iter_mut().zip(m) {
                 *value += m;
+            }
+        }
+    }
+
+    /// A paired tile's values as `out[r × c + j]`: the kernel adds into a wider buffer (a
+    /// stride of `c + 3`) that starts at −0.0, and the values between the rows (42.0) must
+    /// come back untouched.
+    fn paired_into(
+        kernel: kquant::PairedTile,
+        pairs: &[&[kquant::PairQ8K]],
+        w: &[&[Unpacked]],
+        out: &mut [f32],
+    ) {
+        let (r, c) = (2 * pairs.len(), w.len());
+        let stride = c + 3;
+        let mut wide = vec![42.0f32; r * stride];
+        for row in wide.chunks_exact_mut(stride) {
+            row[..c].fill(-0.0);
+        }
+        kernel(pairs, w, &mut wide, stride);
+        for (row, out) in wide.chunks_exact(stride).zip(out.chunks_exact_mut(c)) {
+            out.copy_from_slice(&row[..c]);
+            assert!(
+                row[c..].iter().all(|&v| v == 42.0),
+                "wrote past its columns"
+            );
+        }
+        // It adds to what is there (the driver's mins): on 1.5 everywhere, value + 1.5.
+        let mut on = vec![1.5f32; r * stride];
+        kernel(pairs, w, &mut on, stride);
+        for (row, out) in on.chunks_exact(stride).zip(out.chunks_exact(c)) {
+            for (got, value) in row.iter().zip(out) {
+                assert_eq!(got.to_bits(), (value + 1.5).to_bits(), "did not add");
             }
         }
     }
@@ -561,7 +594,13 @@ mod kquant_tests {
                                 let (a, w) = (&rows_a[r0..r0 + r], &columns[c0..c0 + c]);
                                 let pairs = &pair_rows[r0 / 2..(r0 + r) / 2];
                                 let mut out = vec![0f32; r * c];
-                                tile_values(&t, |out| kernel(pairs, w, out), a, w, &mut out);
+                                tile_values(
+                                    &t,
+                                    |out| paired_into(kernel, pairs, w, out),
+                                    a,
+                                    w,
+                                    &mut out,
+                                );
                                 check(&out, (r0, c0), (r, c), " paired");
                             }
                         }
@@ -595,7 +634,7 @@ mod kquant_tests {
                 })
                 .collect();
             let mut want = vec![f32::NAN; rows * cols];
-            kquant_mins::mins_portable(&sums, blocks, &columns, &mut want);
+            kquant_mins::mins_portable(&sums, blocks, &columns, &mut want, cols);
             for r in 0..rows {
                 for c in 0..cols {
                     let exact: f64 = (0..blocks)
@@ -617,9 +656,18 @@ mod kquant_tests {
             for path in crate::kernels::paths_to_test() {
                 if let Some(mins) = BlockQ4K::tiles(&path).mins {
                     let mut got = vec![f32::NAN; rows * cols];
-                    mins(&sums, blocks, &columns, &mut got);
+                    mins(&sums, blocks, &columns, &mut got, cols);
                     let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "{} with {cols} columns", path.name);
+                    // At a wider stride (the driver's column tile), the same values in place
+                    // and nothing else written.
+                    let stride = cols + 5;
+                    let mut wide = vec![42.0f32; rows * stride];
+                    mins(&sums, blocks, &columns, &mut wide, stride);
+                    for (row, want) in wide.chunks_exact(stride).zip(want.chunks_exact(cols)) {
+                        assert_eq!(bits(&row[..cols]), bits(want), "{} at a stride", path.name);
+                        assert!(row[cols..].iter().all(|&v| v == 42.0), "{}", path.name);
+                    }
                 }
             }
         }
