@@ -274,7 +274,8 @@ unsafe fn scale_pairs<const P: usize, const C: usize, A: PairSource>(
 
 /// ggml's final reduction of each row of each pair (`hsum_float_8`): the low half of a
 /// pair's accumulator is its first row's, the high half its second's. No mins term: the
-/// pair kernels leave Q4_K's to [`super::kquant_mins`], whose value the driver adds.
+/// pair kernels leave Q4_K's to [`super::kquant_mins`], whose values the driver's column tile
+/// starts from (the tile wrappers add these sums to them).
 ///
 /// Four columns (the full tiles) are reduced together, eight sums in the 128-bit lanes of
 /// two vectors: ggml's three steps (the halves added, then lanes 0 + 2 and 1 + 3, then those
