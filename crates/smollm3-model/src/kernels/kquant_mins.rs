@@ -156,28 +156,43 @@ fn simd_pass(
     }
 }
 
-/// [`mins_portable`] on AVX-512: four columns a vector, up to sixteen (the prompt driver's
-/// column tile).
-#[cfg(target_arch = "x86_64")]
-pub fn mins_avx512(
-    rows: &[RowSums],
-    blocks: usize,
-    columns: &[Unpacked],
-    out: &mut [f32],
-    stride: usize,
-) {
-    // SAFETY: a path takes this only on CPUs with AVX-512 F and BW and FMA (see
-    // `available_paths`).
-    simd_pass(
-        rows,
-        blocks,
-        columns,
-        out,
-        stride,
-        4,
-        |row, panel, groups| unsafe { row_avx512(row, panel, groups) },
-    )
+/// A SIMD pass's entry point, a [`MinsTile`]: [`simd_pass`] with the path's row function
+/// and column group. The row functions need CPU features that every path taking the entry
+/// point has checked for (`available_paths`).
+macro_rules! simd_mins {
+    ($(#[$doc:meta])* $name:ident, $row:ident, $group:literal) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        pub fn $name(
+            rows: &[RowSums],
+            blocks: usize,
+            columns: &[Unpacked],
+            out: &mut [f32],
+            stride: usize,
+        ) {
+            // SAFETY: a path takes this entry point only on CPUs with the row function's
+            // features (see `available_paths`).
+            let pass =
+                |row: &[RowSums], panel: &[Panel], groups| unsafe { $row(row, panel, groups) };
+            simd_pass(rows, blocks, columns, out, stride, $group, pass)
+        }
+    };
 }
+
+simd_mins!(
+    /// [`mins_portable`] on AVX-512 (F, BW, FMA): four columns a vector, up to sixteen (the
+    /// prompt driver's column tile).
+    mins_avx512,
+    row_avx512,
+    4
+);
+
+simd_mins!(
+    /// [`mins_portable`] on AVX2 (and FMA): two columns a vector, up to sixteen.
+    mins_avx2,
+    row_avx2,
+    2
+);
 
 /// One activation row's totals against every group of four columns.
 ///
@@ -213,27 +228,6 @@ unsafe fn row_avx512(row: &[RowSums], panel: &[Panel], groups: usize) -> [f32; 1
         _mm512_shuffle_f32x4::<0b01_00_01_00>(low, high),
     );
     totals
-}
-
-/// [`mins_portable`] on AVX2: two columns a vector, up to sixteen.
-#[cfg(target_arch = "x86_64")]
-pub fn mins_avx2(
-    rows: &[RowSums],
-    blocks: usize,
-    columns: &[Unpacked],
-    out: &mut [f32],
-    stride: usize,
-) {
-    // SAFETY: a path takes this only on CPUs with AVX2 and FMA (see `available_paths`).
-    simd_pass(
-        rows,
-        blocks,
-        columns,
-        out,
-        stride,
-        2,
-        |row, panel, groups| unsafe { row_avx2(row, panel, groups) },
-    )
 }
 
 /// One activation row's totals against every group of two columns.
