@@ -449,9 +449,12 @@ pub(super) unsafe fn round_to_i8_range(p: std::arch::x86_64::__m512) -> std::arc
     _mm512_maskz_cvttps_epi32(ordered, r)
 }
 
-/// Dot products of `a.len()` activation rows with `w.len()` unpacked weight rows, into
-/// `out[r × w.len() + c]`. Each kernel takes one shape (see [`Tiles`]) and panics on another.
-pub type Tile = fn(a: &[&[BlockQ8K]], w: &[&[Unpacked]], out: &mut [f32]);
+/// Dot products of `a.len()` activation rows with `w.len()` unpacked weight rows, each added
+/// to `out[r × stride + c]`, where the prompt driver has put Q4_K's mins (ggml's `sum + m`:
+/// the same bits either way round) or `−0.0` (`−0.0 + x` is `x`, bit for bit): straight into
+/// the driver's column tile, with no copies between. Each kernel takes one shape (see
+/// [`Tiles`]) and panics on another.
+pub type Tile = fn(a: &[&[BlockQ8K]], w: &[&[Unpacked]], out: &mut [f32], stride: usize);
 
 /// The kernels of one weight type on one path: a full `rows × cols` tile, its edges
 /// (`1 × cols`, `rows × 1`) and a single dot product. Sharing each loaded weight vector between
@@ -480,10 +483,8 @@ pub struct Tiles {
     pub paired: Option<PairedTiles>,
 }
 
-/// A tile over `rows / 2` interleaved pairs of activation rows that adds each value to
-/// `out[r × stride + c]`, where the driver has put Q4_K's mins (ggml's `sum + m`: the same
-/// bits either way round) or `−0.0` (`−0.0 + x` is `x`, bit for bit): straight into the
-/// driver's column tile, with no copies between.
+/// A tile over `rows / 2` interleaved pairs of activation rows, added to `out` as a [`Tile`]
+/// adds.
 pub type PairedTile = fn(a: &[&[PairQ8K]], w: &[&[Unpacked]], out: &mut [f32], stride: usize);
 
 /// [`Tiles::full`] and [`Tiles::col_edge`] over interleaved pairs ([`Tiles::paired`]).

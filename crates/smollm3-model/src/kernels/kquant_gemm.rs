@@ -74,7 +74,6 @@ pub fn matmul_uninit<B: SuperBlock>(
     super::pool().execute_chunked(n.div_ceil(TILE_COLUMNS), |tile_range| {
         UNPACKED.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
-            let mut out = vec![0f32; tiles.rows * tiles.cols];
             // The column tile's values for every row, written to `dst` a row at a time once
             // the tile is done: 64 contiguous bytes per row instead of scattered 16-byte
             // pieces after every kernel call, whose stores missed (3.4% of prefill @512).
@@ -111,7 +110,7 @@ pub fn matmul_uninit<B: SuperBlock>(
                             w[i] = column(c);
                         }
                         let into = &mut tile_values[r0 * TILE_COLUMNS + c0..];
-                        run_tile(&tiles, &rows, &w[..cols], into, &mut out);
+                        run_tile(&tiles, &rows, &w[..cols], into);
                     }
                 }
                 for (r, values) in tile_values.chunks_exact(TILE_COLUMNS).enumerate() {
@@ -242,15 +241,9 @@ unsafe fn rows_of<'a, T>(address: usize, row: usize, len: usize) -> &'a mut [T] 
 }
 
 /// One kernel tile's `rows × w.len()` values added to `into[r × TILE_COLUMNS + c]` (which
-/// holds the mins or −0.0): paired tiles add there themselves; the others write `out` first,
-/// the shape's kernel or, for an odd edge, a column (or a row, or a value) at a time.
-fn run_tile(
-    tiles: &Tiles,
-    rows: &TileRows<'_>,
-    w: &[&[Unpacked]],
-    into: &mut [f32],
-    out: &mut [f32],
-) {
+/// holds the mins or −0.0): the shape's kernel, or for an odd edge a column (or a row, or a
+/// value) at a time.
+fn run_tile(tiles: &Tiles, rows: &TileRows<'_>, w: &[&[Unpacked]], into: &mut [f32]) {
     let cols = w.len();
     match rows {
         TileRows::Pairs(paired, a, rows) => {
@@ -266,7 +259,6 @@ fn run_tile(
         }
         TileRows::Blocks(a, rows) => {
             let a = &a[..*rows];
-            let out = &mut out[..rows * cols];
             let kernel = match (*rows, cols) {
                 shape if shape == (tiles.rows, tiles.cols) => Some(tiles.full),
                 shape if shape == (1, tiles.cols) => Some(tiles.row_edge),
@@ -274,60 +266,28 @@ fn run_tile(
                 (1, 1) => Some(tiles.single),
                 _ => None,
             };
-            match kernel {
-                Some(kernel) => kernel(a, w, out),
-                // An odd edge (say the last 2 rows of 512 under 6-row tiles): a row at a
-                // time, and for a partial column tile too, one dot product at a time.
-                None => {
-                    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-                        if cols == tiles.cols {
-                            (tiles.row_edge)(&a[r..r + 1], w, row);
-                            continue;
-                        }
-                        for (c, value) in row.iter_mut().enumerate() {
-                            (tiles.single)(&a[r..r + 1], &w[c..c + 1], std::slice::from_mut(value));
-                        }
-                    }
+            if let Some(kernel) = kernel {
+                return kernel(a, w, into, TILE_COLUMNS);
+            }
+            // An odd edge (say the last 2 rows of 512 under 6-row tiles): a row at a time,
+            // and for a partial column tile too, one dot product at a time.
+            for r in 0..*rows {
+                let row = &mut into[r * TILE_COLUMNS..];
+                if cols == tiles.cols {
+                    (tiles.row_edge)(&a[r..r + 1], w, row, TILE_COLUMNS);
+                    continue;
+                }
+                for c in 0..cols {
+                    (tiles.single)(&a[r..r + 1], &w[c..c + 1], &mut row[c..], TILE_COLUMNS);
                 }
             }
-            for (r, values) in out.chunks_exact(cols).enumerate() {
-                add_few(&mut into[r * TILE_COLUMNS..r * TILE_COLUMNS + cols], values);
-            }
         }
     }
 }
 
-/// `dst = src + dst` element by element (ggml's `sum + m`) for the few floats of a tile's row,
-/// as a fixed-size add where the length is a tile's: over a run-time length it became a scalar
-/// loop whose stores waited on their adds (with a copy before it, 7.2% of a 3B prefill's
-/// samples on Zen 4), and `copy_from_slice` of a run-time length calls `memcpy`, millions of
-/// times per matmul.
-#[inline(always)]
-fn add_few(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
-        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
-            (Ok(d), Ok(s)) => {
-                *d = std::array::from_fn(|i| s[i] + d[i]);
-                true
-            }
-            _ => false,
-        }
-    }
-    let done = match src.len() {
-        1 => fixed::<1>(dst, src),
-        2 => fixed::<2>(dst, src),
-        4 => fixed::<4>(dst, src),
-        8 => fixed::<8>(dst, src),
-        _ => false,
-    };
-    if !done {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d += s; // the same sum either way round
-        }
-    }
-}
-
-/// Writes `values` at `dst`, a whole tile's row as one fixed-size move (see [`add_few`]).
+/// Writes `values` at `dst`, a whole tile's row as one fixed-size move: `copy_from_slice` of a
+/// run-time length calls `memcpy`, millions of times per matmul (in a 3B prefill's samples
+/// `memmove` went 5.6% → 1.2% with fixed-size moves, Intel Xeon).
 ///
 /// # Safety
 /// `dst` must be valid for writing `values.len()` floats (initialized or not).

@@ -97,10 +97,9 @@ macro_rules! paired_tiles {
 fn tile_args<'a, T, const R: usize, const C: usize>(
     a: &[&'a [T]],
     w: &[&'a [kquant::Unpacked]],
-    out: &[f32],
 ) -> ([&'a [T]; R], [&'a [kquant::Unpacked]; C]) {
     assert!(
-        a.len() == R && w.len() == C && out.len() >= R * C,
+        a.len() == R && w.len() == C,
         "k-quant tile: {} × {} rows for an {R} × {C} kernel",
         a.len(),
         w.len()
@@ -113,9 +112,14 @@ fn tile_args<'a, T, const R: usize, const C: usize>(
     (std::array::from_fn(|r| a[r]), std::array::from_fn(|c| w[c]))
 }
 
-fn store<const R: usize, const C: usize>(values: [[f32; C]; R], out: &mut [f32]) {
-    for (r, row) in values.iter().enumerate() {
-        out[r * C..(r + 1) * C].copy_from_slice(row);
+/// Adds a tile's values to `out[r × stride + c]` ([`kquant::Tile`]); a row past the end of
+/// `out` panics before anything is written to it.
+fn add_rows<const R: usize, const C: usize>(values: [[f32; C]; R], out: &mut [f32], stride: usize) {
+    for (r, values) in values.iter().enumerate() {
+        let row = &mut out[r * stride..][..C];
+        for (sum, value) in row.iter_mut().zip(values) {
+            *sum += value; // ggml's `sum + m`: the same bits either way round
+        }
     }
 }
 
@@ -123,11 +127,13 @@ fn portable_tile<const R: usize, const C: usize, const Q6: bool>(
     a: &[&[kquant::BlockQ8K]],
     w: &[&[kquant::Unpacked]],
     out: &mut [f32],
+    stride: usize,
 ) {
-    let (a, w) = tile_args::<_, R, C>(a, w, out);
-    store::<R, C>(
+    let (a, w) = tile_args::<_, R, C>(a, w);
+    add_rows::<R, C>(
         std::array::from_fn(|r| std::array::from_fn(|c| kquant::dot_portable::<Q6>(a[r], w[c]))),
         out,
+        stride,
     );
 }
 
@@ -152,10 +158,11 @@ fn avx2_tile<const R: usize, const C: usize, const Q6: bool>(
     a: &[&[kquant::BlockQ8K]],
     w: &[&[kquant::Unpacked]],
     out: &mut [f32],
+    stride: usize,
 ) {
-    let (a, w) = tile_args::<_, R, C>(a, w, out);
+    let (a, w) = tile_args::<_, R, C>(a, w);
     // SAFETY: selected only after `avx2_available()` said yes; lengths checked above.
-    store::<R, C>(unsafe { kquant::dot_avx2::<R, C, Q6>(a, w) }, out);
+    add_rows::<R, C>(unsafe { kquant::dot_avx2::<R, C, Q6>(a, w) }, out, stride);
 }
 
 /// An AVX-512 tile wrapper for a kernel that takes activation rows in pairs (a lone row goes
@@ -169,20 +176,21 @@ macro_rules! avx512_pairs_tile {
             a: &[&[kquant::BlockQ8K]],
             w: &[&[kquant::Unpacked]],
             out: &mut [f32],
+            stride: usize,
         ) {
-            let (a, w) = tile_args::<_, R, C>(a, w, out);
+            let (a, w) = tile_args::<_, R, C>(a, w);
             // SAFETY (each call): a path takes this kernel only after checking the CPU for its
             // features (`available_paths`); lengths checked above.
             match R {
                 1 => {
                     let [[values, _]] = unsafe { $kernel::<1, C, Q6, _>([[a[0], a[0]]], w) };
-                    out[..C].copy_from_slice(&values);
+                    add_rows::<1, C>([values], out, stride);
                 }
                 6 => {
                     let pairs = [[a[0], a[1]], [a[2], a[3]], [a[4], a[5]]];
                     let [[v0, v1], [v2, v3], [v4, v5]] =
                         unsafe { $kernel::<3, C, Q6, _>(pairs, w) };
-                    store::<6, C>([v0, v1, v2, v3, v4, v5], out);
+                    add_rows::<6, C>([v0, v1, v2, v3, v4, v5], out, stride);
                 }
                 _ => unreachable!("the avx512 tiles have 6 rows or 1"),
             }
@@ -191,8 +199,7 @@ macro_rules! avx512_pairs_tile {
 }
 
 /// An AVX-512 tile of three interleaved pairs of rows ([`kquant_pairs::PairQ8K`]) for a pair
-/// kernel: the prompt driver's full tiles and their column edges, adding into the driver's
-/// column tile ([`kquant::PairedTile`]).
+/// kernel: the prompt driver's full tiles and their column edges.
 macro_rules! avx512_paired_tile {
     ($name:ident, $kernel:ident) => {
         #[cfg(target_arch = "x86_64")]
@@ -202,19 +209,10 @@ macro_rules! avx512_paired_tile {
             out: &mut [f32],
             stride: usize,
         ) {
-            assert!(
-                C <= stride && out.len() >= 5 * stride + C,
-                "k-quant paired tile: no room for 6 × {C} at a stride of {stride}"
-            );
-            let (a, w) = tile_args::<_, 3, C>(a, w, out);
+            let (a, w) = tile_args::<_, 3, C>(a, w);
             // SAFETY: as in `avx512_pairs_tile`.
             let [[v0, v1], [v2, v3], [v4, v5]] = unsafe { $kernel::<3, C, Q6, _>(a, w) };
-            for (r, values) in [v0, v1, v2, v3, v4, v5].iter().enumerate() {
-                let row: &mut [f32; C] = (&mut out[r * stride..r * stride + C])
-                    .try_into()
-                    .expect("C values");
-                *row = std::array::from_fn(|c| values[c] + row[c]);
-            }
+            add_rows::<6, C>([v0, v1, v2, v3, v4, v5], out, stride);
         }
     };
 }

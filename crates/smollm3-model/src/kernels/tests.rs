@@ -452,22 +452,17 @@ mod kquant_tests {
         }
     }
 
-    /// A paired tile's values as `out[r × c + j]`: the kernel adds into a wider buffer (a
-    /// stride of `c + 3`) that starts at −0.0, and the values between the rows (42.0) must
-    /// come back untouched.
-    fn paired_into(
-        kernel: kquant::PairedTile,
-        pairs: &[&[kquant::PairQ8K]],
-        w: &[&[Unpacked]],
-        out: &mut [f32],
-    ) {
-        let (r, c) = (2 * pairs.len(), w.len());
+    /// A tile's `r × c` values as `out[r × c + j]`, from a kernel that adds at a stride
+    /// ([`kquant::Tile`]): into a wider buffer (a stride of `c + 3`) that starts at −0.0, with
+    /// the values between the rows (42.0) to come back untouched; and on 1.5 everywhere, each
+    /// value + 1.5 exactly (it adds, as the driver's mins need).
+    fn added(r: usize, c: usize, kernel: impl Fn(&mut [f32], usize), out: &mut [f32]) {
         let stride = c + 3;
         let mut wide = vec![42.0f32; r * stride];
         for row in wide.chunks_exact_mut(stride) {
             row[..c].fill(-0.0);
         }
-        kernel(pairs, w, &mut wide, stride);
+        kernel(&mut wide, stride);
         for (row, out) in wide.chunks_exact(stride).zip(out.chunks_exact_mut(c)) {
             out.copy_from_slice(&row[..c]);
             assert!(
@@ -475,9 +470,8 @@ mod kquant_tests {
                 "wrote past its columns"
             );
         }
-        // It adds to what is there (the driver's mins): on 1.5 everywhere, value + 1.5.
         let mut on = vec![1.5f32; r * stride];
-        kernel(pairs, w, &mut on, stride);
+        kernel(&mut on, stride);
         for (row, out) in on.chunks_exact(stride).zip(out.chunks_exact(c)) {
             for (got, value) in row.iter().zip(out) {
                 assert_eq!(got.to_bits(), (value + 1.5).to_bits(), "did not add");
@@ -533,7 +527,13 @@ mod kquant_tests {
                 for (r, (x, a)) in xs.iter().zip(&activations).enumerate() {
                     for c in 0..MAX_TILE {
                         let mut got = [0f32];
-                        (portable.single)(&rows_a[r..r + 1], &columns[c..c + 1], &mut got);
+                        let (row, column) = (&rows_a[r..r + 1], &columns[c..c + 1]);
+                        added(
+                            1,
+                            1,
+                            |out, s| (portable.single)(row, column, out, s),
+                            &mut got,
+                        );
                         want_bits[r][c] = got[0];
                         let want = reference(&rows[c], a);
                         let scale: f64 = rows[c]
@@ -579,7 +579,8 @@ mod kquant_tests {
                         for (r0, c0) in [(0, 0), (MAX_TILE - r, MAX_TILE - c)] {
                             let (a, w) = (&rows_a[r0..r0 + r], &columns[c0..c0 + c]);
                             let mut out = vec![0f32; r * c];
-                            tile_values(&t, |out| kernel(a, w, out), a, w, &mut out);
+                            let kernel = |out: &mut [f32], s| kernel(a, w, out, s);
+                            tile_values(&t, |out| added(r, c, kernel, out), a, w, &mut out);
                             check(&out, (r0, c0), (r, c), "");
                         }
                     }
@@ -594,13 +595,8 @@ mod kquant_tests {
                                 let (a, w) = (&rows_a[r0..r0 + r], &columns[c0..c0 + c]);
                                 let pairs = &pair_rows[r0 / 2..(r0 + r) / 2];
                                 let mut out = vec![0f32; r * c];
-                                tile_values(
-                                    &t,
-                                    |out| paired_into(kernel, pairs, w, out),
-                                    a,
-                                    w,
-                                    &mut out,
-                                );
+                                let kernel = |out: &mut [f32], s| kernel(pairs, w, out, s);
+                                tile_values(&t, |out| added(r, c, kernel, out), a, w, &mut out);
                                 check(&out, (r0, c0), (r, c), " paired");
                             }
                         }
@@ -718,7 +714,7 @@ mod kquant_tests {
             let (rows, cols) = (&[&a6[0][..]][..], &[&u6[..]][..]);
             tile_values(
                 &t6,
-                |out| (t6.single)(rows, cols, out),
+                |out| added(1, 1, |out, s| (t6.single)(rows, cols, out, s), out),
                 rows,
                 cols,
                 &mut got6,
@@ -726,7 +722,7 @@ mod kquant_tests {
             let (rows, cols) = (&[&a4[0][..]][..], &[&u4[..]][..]);
             tile_values(
                 &t4,
-                |out| (t4.single)(rows, cols, out),
+                |out| added(1, 1, |out, s| (t4.single)(rows, cols, out, s), out),
                 rows,
                 cols,
                 &mut got4,
