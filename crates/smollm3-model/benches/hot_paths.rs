@@ -7,7 +7,8 @@
 //! alone too, through `QMatMul` (candle repacks Q4_K into tiles on x86) and through
 //! `k_quants::matmul` on the compact GGUF blocks and through our kernels (`kernels::kquant`),
 //! for one token (weights streamed from DRAM: GB/s) and for 64 (weights in cache), and the
-//! prompt GEMMs at 64 and 512 rows, candle's against ours (multiply-adds per second), and the
+//! prompt GEMMs at 64 and 512 rows, candle's against ours (multiply-adds per second; Q6_K's
+//! too), and the
 //! decode attention of a whole 36-layer step over f16 caches at 512 and 4096 positions (cache
 //! bytes per second). A full run takes about a minute and a half:
 //!
@@ -285,6 +286,23 @@ fn matvec_benches(c: &mut Criterion) {
             |b| b.iter(|| kquant::matmul((m, FFN, HIDDEN), black_box(&x), ours, &mut dst).unwrap()),
         );
     }
+    // Q6_K, Q4_K_M's type for half the layers' FFN down and V projections, at the same shape:
+    // random codes and scales (speed does not depend on the values).
+    let q6k: Vec<kquant::BlockQ6K> = (0..HIDDEN * FFN / kquant::QK_K)
+        .map(|_| kquant::BlockQ6K {
+            ql: std::array::from_fn(|_| rng.next_u32() as u8),
+            qh: std::array::from_fn(|_| rng.next_u32() as u8),
+            scales: std::array::from_fn(|_| rng.next_u32() as i8),
+            d: half::f16::from_f32(rng.next_f32() / 1024.0),
+        })
+        .collect();
+    let x: Vec<f32> = (0..512 * FFN).map(|_| rng.next_f32()).collect();
+    let mut dst = vec![0f32; 512 * HIDDEN];
+    g.throughput(Throughput::Elements((512 * FFN * HIDDEN) as u64));
+    g.bench_function(
+        format!("q6k_2048x11008_m512_ours_{}", kernels::path_name()),
+        |b| b.iter(|| kquant::matmul((512, FFN, HIDDEN), black_box(&x), &q6k, &mut dst).unwrap()),
+    );
     // The same blocks as the other common shape, 11008 outputs over 2048 inputs (gate and up;
     // Q, K, V and O are as long): a tile's activations then stay in L1 across its columns.
     let x: Vec<f32> = (0..512 * HIDDEN).map(|_| rng.next_f32()).collect();
