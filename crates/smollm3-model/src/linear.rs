@@ -111,9 +111,21 @@ pub(crate) fn check_usable(name: &str, dtype: GgmlDType, role: &'static str) -> 
 }
 
 /// From this many activation rows on, Q4_K and Q6_K matmuls use our unpack-once kernel
-/// ([`kquant`]); below it candle's fused single-row kernel, which reads each weight byte once
-/// and unpacks it in registers, is the faster (decode is bound by memory, not by unpacking).
+/// ([`kquant`]) where the row products ([`ROW_PRODUCT_MAX_ROWS`]) do not take them (the
+/// portable path has no row products); below it candle's fused single-row kernel, which reads
+/// each weight byte once and unpacks it in registers, is the faster.
 const KQUANT_MIN_ROWS: usize = 4;
+
+/// Up to this many activation rows, Q4_K and Q6_K matmuls use the row products
+/// ([`kquant_rows`]: each weight read and unpacked in registers once for all the rows), from
+/// it on the unpack-once prompt kernel, whose unpacking to memory costs about a third of a
+/// second per forward pass on the 3B file, whatever the rows. Forward passes of `m` tokens
+/// (Zen 4, 2 threads, `bench-child --prompt m`; a decode step is 62-66 ms): row products
+/// 88 / 141 / 231 / 334 / 500 / 544 / 661 ms at 2 / 4 / 8 / 12 / 16 / 20 / 24 rows, the
+/// prompt kernel (and candle's below 4) 144 / 372 / 398 / 378 / 564 / 565 / 568 ms. This is
+/// what makes a few tokens at once (a batch of sequences, a draft to verify, a short chat
+/// turn) cost little more than one.
+const ROW_PRODUCT_MAX_ROWS: usize = 16;
 
 /// `y = x W^T` with `W` `[out_features, in_features]` kept in its stored type.
 pub(crate) enum QLinear {
@@ -149,8 +161,9 @@ impl QLinear {
     }
 
     /// `[layer.forward(x) for layer in layers]`, with one activation quantization and one pool
-    /// job for all of them when `x` is one row and every layer has a row product on this path
-    /// ([`kquant_rows::gemv_shared`]; the same bits as one by one).
+    /// job for all of them when `x` has at most [`ROW_PRODUCT_MAX_ROWS`] rows and every layer
+    /// has a row product on this path ([`kquant_rows::gemv_shared`]; the same bits as one by
+    /// one).
     pub(crate) fn forward_shared<const N: usize>(
         layers: [&QLinear; N],
         x: &Tensor,
@@ -172,7 +185,7 @@ impl QLinear {
         x: &Tensor,
     ) -> Result<Option<[Tensor; N]>> {
         let (m, k) = x.dims2()?;
-        if m != 1 || !k.is_multiple_of(kquant::QK_K) {
+        if m == 0 || m > ROW_PRODUCT_MAX_ROWS || !k.is_multiple_of(kquant::QK_K) {
             return Ok(None);
         }
         let mut mats = Vec::with_capacity(N);
@@ -197,7 +210,7 @@ impl QLinear {
                 GgmlDType::Q6K => kquant_rows::Rows::Q6K(blocks(bytes, count, *dtype)?),
                 _ => return Ok(None),
             });
-            dsts.push(vec![0f32; *out_features]);
+            dsts.push(vec![0f32; m * *out_features]);
         }
         let mut views: Vec<&mut [f32]> = dsts.iter_mut().map(|d| d.as_mut_slice()).collect();
         match with_f32_values(x, |lhs| kquant_rows::gemv_shared(k, lhs, &mats, &mut views))? {
@@ -206,8 +219,8 @@ impl QLinear {
         }
         let mut outputs = Vec::with_capacity(N);
         for dst in dsts {
-            let n = dst.len();
-            outputs.push(Tensor::from_vec(dst, (1, n), &Device::Cpu)?);
+            let n = dst.len() / m;
+            outputs.push(Tensor::from_vec(dst, (m, n), &Device::Cpu)?);
         }
         Ok(Some(
             outputs
@@ -234,7 +247,7 @@ impl QLinear {
                     .into());
                 }
                 if let Some([y]) = Self::try_gemv_shared(&[self], x)? {
-                    // Decode: our row products (candle's bits, prefetched, shared input).
+                    // Decode and a few rows: our row products (candle's bits, prefetched).
                     return Ok(y);
                 }
                 let mkn = (m, k, *out_features);

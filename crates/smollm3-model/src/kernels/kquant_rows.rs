@@ -1,4 +1,6 @@
-//! Q4_K and Q6_K row products for decode (one activation row), on AVX-512 and AVX2.
+//! Q4_K and Q6_K row products for decode (one activation row) and for a few rows at once (a
+//! batch of sequences, a draft to verify, a short prompt: up to [`MAX_ROWS`] a call), on
+//! AVX-512 and AVX2.
 //!
 //! Why: a decode step reads every weight once, and candle's kernel (ggml's AVX2 code, 32 values
 //! per instruction) spent 76% of a 3B decode step (Zen 4, 2 threads) in these two types. On
@@ -11,6 +13,12 @@
 //! lanes, float work and reductions are those of ggml's AVX2 `vec_dot_q4_K_q8_K` /
 //! `vec_dot_q6_K_q8_K`, so the results are candle's bits (tested on every path); the portable
 //! path keeps candle's kernel.
+//!
+//! Several activation rows share each weight super-block: it is read and unpacked in
+//! registers once, and each row adds only its multiply-adds and float work. On the 3B file
+//! (Zen 4, 2 threads) a forward pass of 4 tokens took 141 ms against a 62-66 ms decode step,
+//! where the prompt kernel (which unpacks to memory) took 372 ms; see `linear.rs` for where
+//! one hands over to the other.
 
 use super::kquant::{
     finish, hsum_float_8, pair_sums, quantize_row, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, QK_K,
@@ -58,45 +66,68 @@ unsafe fn f16_to_f32(h: half::f16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
 }
 
-/// What both Q4_K row products do first for super-block `x` · `y`: ask for the weights ahead
-/// (144 bytes: three lines cover them wherever they start), add ggml's mins term to `acc_m`,
-/// and return the eight scales and ggml's `d = y.d × x.d` (the block's `d` and `dmin`, side by
-/// side in the file, widened by one `vcvtph2ps`).
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
+/// What every Q4_K row product reads of super-block `x` once, whatever the number of
+/// activation rows: the weights asked for ahead (144 bytes: three lines cover them wherever
+/// they start), the eight scales, the mins widened, and `d` and `dmin` (side by side in the
+/// file, widened by one `vcvtph2ps`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn q4k_block_start(
-    x: &BlockQ4K,
-    y: &BlockQ8K,
-    acc_m: &mut std::arch::x86_64::__m128,
-) -> ([u8; 8], f32) {
-    use std::arch::x86_64::*;
-    prefetch_ahead(x, 3);
-    let both = _mm_cvtph_ps(_mm_cvtsi32_si128(
-        i32::from(x.d.to_bits()) | (i32::from(x.dmin.to_bits()) << 16),
-    ));
-    let (x_d, x_dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
-    let dmin = -y.d * x_dmin;
-    let (scales, mins) = q4k_scales_and_mins(x);
-    let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
-    let prod = _mm_madd_epi16(mins16, pair_sums(y));
-    *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
-    (scales, y.d * x_d)
+struct Q4kBlock {
+    scales: [u8; 8],
+    mins16: std::arch::x86_64::__m128i,
+    d: f32,
+    dmin: f32,
 }
 
-/// One Q4_K weight row · one Q8_K activation row straight from the file's blocks (decode: each
-/// weight byte is read once, so nothing is unpacked to memory), 64 values per instruction.
-/// The integer lanes, float work and reductions are those of ggml's AVX2
-/// `vec_dot_q4_K_q8_K`, so the result is candle's bits (tested).
+#[cfg(target_arch = "x86_64")]
+impl Q4kBlock {
+    /// # Safety
+    /// The CPU must have AVX2 and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn start(x: &BlockQ4K) -> Self {
+        use std::arch::x86_64::*;
+        prefetch_ahead(x, 3);
+        let both = _mm_cvtph_ps(_mm_cvtsi32_si128(
+            i32::from(x.d.to_bits()) | (i32::from(x.dmin.to_bits()) << 16),
+        ));
+        let (scales, mins) = q4k_scales_and_mins(x);
+        Self {
+            scales,
+            mins16: _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i)),
+            d: _mm_cvtss_f32(both),
+            dmin: _mm_cvtss_f32(_mm_movehdup_ps(both)),
+        }
+    }
+
+    /// For activation row block `y`: ggml's mins term added to `acc_m`, and ggml's
+    /// `d = y.d × x.d` returned.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn row(&self, y: &BlockQ8K, acc_m: &mut std::arch::x86_64::__m128) -> f32 {
+        use std::arch::x86_64::*;
+        let dmin = -y.d * self.dmin;
+        let prod = _mm_madd_epi16(self.mins16, pair_sums(y));
+        *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
+        y.d * self.d
+    }
+}
+
+/// One Q4_K weight row · `R` Q8_K activation rows straight from the file's blocks: each weight
+/// byte is read once and unpacked in registers once, whatever `R` (decode: one row; a batch of
+/// sequences or a short prompt: a few), 64 values per instruction. The integer lanes, float
+/// work and reductions of each row are those of ggml's AVX2 `vec_dot_q4_K_q8_K`, so every
+/// result is candle's bits (tested).
 ///
 /// # Safety
-/// The CPU must have AVX-512 F and BW, AVX2 and FMA; `w` as long as `a`.
+/// The CPU must have AVX-512 F and BW, AVX2 and FMA; `w` as long as every row of `a`, which
+/// are all as long.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+#[inline]
+pub unsafe fn gemv_q4k_avx512<const R: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let low = _mm512_set1_epi8(0x0F);
     // For the 64 values of chunk j, lanes 0-15 of the `maddubs` output take scale 2j and
@@ -112,44 +143,56 @@ pub unsafe fn gemv_q4k_avx512(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
         let lanes: [i16; 32] = std::array::from_fn(|l| if l < 16 { 0 } else { 4 });
         _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
     };
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (b, y) in a.iter().enumerate() {
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_m = [_mm_setzero_ps(); R];
+    for b in 0..a[0].len() {
         let x = w.get_unchecked(b);
-        let (scales, d) = q4k_block_start(x, y, &mut acc_m);
+        let block = Q4kBlock::start(x);
         let scales16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(
-            scales.as_ptr() as *const __m128i
+            block.scales.as_ptr() as *const __m128i,
         )));
-        let mut wide = _mm512_setzero_si512();
-        for (j, pick) in pick.iter().enumerate() {
-            // 32 bytes of nibbles in both halves: low nibbles (values 64j..64j+32) below,
-            // high nibbles (64j+32..64j+64) above.
+        // 32 bytes of nibbles in both halves of each: low nibbles (values 64j..64j+32)
+        // below, high nibbles (64j+32..64j+64) above.
+        let mut q = [_mm512_setzero_si512(); 4];
+        let mut scale = [_mm512_setzero_si512(); 4];
+        for j in 0..4 {
             let bytes = _mm512_broadcast_i64x4(_mm256_loadu_si256(
                 x.qs.as_ptr().add(32 * j) as *const __m256i
             ));
-            let q = _mm512_and_si512(_mm512_srlv_epi16(bytes, nibble_shifts), low);
-            let ys = _mm512_loadu_si512(y.qs.as_ptr().add(64 * j) as *const __m512i);
-            let scale = _mm512_permutexvar_epi16(*pick, scales16);
-            wide = _mm512_add_epi32(wide, _mm512_madd_epi16(scale, _mm512_maddubs_epi16(q, ys)));
+            q[j] = _mm512_and_si512(_mm512_srlv_epi16(bytes, nibble_shifts), low);
+            scale[j] = _mm512_permutexvar_epi16(pick[j], scales16);
         }
-        let sumi = _mm256_add_epi32(
-            _mm512_castsi512_si256(wide),
-            _mm512_extracti64x4_epi64(wide, 1),
-        );
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for r in 0..R {
+            let y = a[r].get_unchecked(b);
+            let d = block.row(y, &mut acc_m[r]);
+            let mut wide = _mm512_setzero_si512();
+            for j in 0..4 {
+                let ys = _mm512_loadu_si512(y.qs.as_ptr().add(64 * j) as *const __m512i);
+                wide = _mm512_add_epi32(
+                    wide,
+                    _mm512_madd_epi16(scale[j], _mm512_maddubs_epi16(q[j], ys)),
+                );
+            }
+            let sumi = _mm256_add_epi32(
+                _mm512_castsi512_si256(wide),
+                _mm512_extracti64x4_epi64(wide, 1),
+            );
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
     }
-    finish(acc, acc_m)
+    std::array::from_fn(|r| finish(acc[r], acc_m[r]))
 }
 
-/// One Q6_K weight row · one Q8_K activation row from the file's blocks (decode), 64 values
-/// per instruction, with the integer lanes, float work and reduction of ggml's AVX2
-/// `vec_dot_q6_K_q8_K`: candle's bits (tested).
+/// One Q6_K weight row · `R` Q8_K activation rows from the file's blocks, each weight byte
+/// read and unpacked once, 64 values per instruction, with the integer lanes, float work and
+/// reduction of ggml's AVX2 `vec_dot_q6_K_q8_K` for each row: candle's bits (tested).
 ///
 /// # Safety
-/// The CPU must have AVX-512 F and BW, AVX2 and FMA; `w` as long as `a`.
+/// As [`gemv_q4k_avx512`]'s.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+#[inline]
+pub unsafe fn gemv_q6k_avx512<const R: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let low = _mm512_set1_epi8(0x0F);
     let two = _mm512_set1_epi8(3);
@@ -168,16 +211,18 @@ pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         let lanes: [i16; 32] = std::array::from_fn(|l| (8 * j + 4 * t + l / 8) as i16);
         _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
     });
-    let mut acc = _mm256_setzero_ps();
-    for (b, y) in a.iter().enumerate() {
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..a[0].len() {
         let x = w.get_unchecked(b);
         // 210 bytes: four lines.
         prefetch_ahead(x, 4);
-        let d = y.d * f16_to_f32(x.d);
+        let x_d = f16_to_f32(x.d);
         let scales16 = _mm512_broadcast_i64x4(_mm256_cvtepi8_epi16(_mm_loadu_si128(
             x.scales.as_ptr() as *const __m128i,
         )));
-        let mut wide = _mm512_setzero_si512();
+        // The 64 codes `t` of half `j` at `2j + t`, and their scales.
+        let mut q = [_mm512_setzero_si512(); 4];
+        let mut scale = [_mm512_setzero_si512(); 4];
         for j in 0..2 {
             let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * j) as *const __m512i);
             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
@@ -186,82 +231,97 @@ pub unsafe fn gemv_q6k_avx512(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
             let high = |shift: __m512i| {
                 _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), two), 4)
             };
-            let codes = [
-                _mm512_or_si512(_mm512_and_si512(ql, low), high(shift_a)),
-                _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi16(ql, 4), low),
-                    high(shift_b),
-                ),
-            ];
-            for (t, q) in codes.into_iter().enumerate() {
-                let ys = _mm512_loadu_si512(y.qs.as_ptr().add(128 * j + 64 * t) as *const __m512i);
-                let pairs =
-                    _mm512_sub_epi16(_mm512_maddubs_epi16(q, ys), _mm512_maddubs_epi16(m32, ys));
-                let scale = _mm512_permutexvar_epi16(pick[2 * j + t], scales16);
-                wide = _mm512_add_epi32(wide, _mm512_madd_epi16(scale, pairs));
+            q[2 * j] = _mm512_or_si512(_mm512_and_si512(ql, low), high(shift_a));
+            q[2 * j + 1] = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16(ql, 4), low),
+                high(shift_b),
+            );
+            for t in 0..2 {
+                scale[2 * j + t] = _mm512_permutexvar_epi16(pick[2 * j + t], scales16);
             }
         }
-        let sumi = _mm256_add_epi32(
-            _mm512_castsi512_si256(wide),
-            _mm512_extracti64x4_epi64(wide, 1),
-        );
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for r in 0..R {
+            let y = a[r].get_unchecked(b);
+            let d = y.d * x_d;
+            let mut wide = _mm512_setzero_si512();
+            for i in 0..4 {
+                let ys = _mm512_loadu_si512(y.qs.as_ptr().add(64 * i) as *const __m512i);
+                let pairs = _mm512_sub_epi16(
+                    _mm512_maddubs_epi16(q[i], ys),
+                    _mm512_maddubs_epi16(m32, ys),
+                );
+                wide = _mm512_add_epi32(wide, _mm512_madd_epi16(scale[i], pairs));
+            }
+            let sumi = _mm256_add_epi32(
+                _mm512_castsi512_si256(wide),
+                _mm512_extracti64x4_epi64(wide, 1),
+            );
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
     }
-    hsum_float_8(acc)
+    std::array::from_fn(|r| hsum_float_8(acc[r]))
 }
 
 /// [`gemv_q4k_avx512`] on AVX2: ggml's `vec_dot_q4_K_q8_K` (32 values per instruction, one
-/// scale per `madd`), with the weights prefetched.
+/// scale per `madd`) for each of `R` rows, the weights unpacked once and prefetched.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `w` as long as `a`.
+/// The CPU must have AVX2 and FMA; the slices as for [`gemv_q4k_avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q4k_avx2(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+#[inline]
+pub unsafe fn gemv_q4k_avx2<const R: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let low = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (b, y) in a.iter().enumerate() {
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_m = [_mm_setzero_ps(); R];
+    for b in 0..a[0].len() {
         let x = w.get_unchecked(b);
-        let (scales, d) = q4k_block_start(x, y, &mut acc_m);
-        let mut sumi = _mm256_setzero_si256();
+        let block = Q4kBlock::start(x);
+        // Low nibbles: values 64j..64j+32 (scale 2j); high: the next 32 (scale 2j + 1).
+        let mut q = [_mm256_setzero_si256(); 8];
         for j in 0..QK_K / 64 {
-            // Low nibbles: values 64j..64j+32 (scale 2j); high: the next 32 (scale 2j + 1).
             let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i);
-            let q_low = _mm256_and_si256(bits, low);
-            let q_high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
-            let y_low = _mm256_loadu_si256(y.qs.as_ptr().add(64 * j) as *const __m256i);
-            let y_high = _mm256_loadu_si256(y.qs.as_ptr().add(64 * j + 32) as *const __m256i);
-            let scale_low = _mm256_set1_epi16(scales[2 * j] as i16);
-            let scale_high = _mm256_set1_epi16(scales[2 * j + 1] as i16);
-            let p_low = _mm256_madd_epi16(scale_low, _mm256_maddubs_epi16(q_low, y_low));
-            sumi = _mm256_add_epi32(sumi, p_low);
-            let p_high = _mm256_madd_epi16(scale_high, _mm256_maddubs_epi16(q_high, y_high));
-            sumi = _mm256_add_epi32(sumi, p_high);
+            q[2 * j] = _mm256_and_si256(bits, low);
+            q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for r in 0..R {
+            let y = a[r].get_unchecked(b);
+            let d = block.row(y, &mut acc_m[r]);
+            let mut sumi = _mm256_setzero_si256();
+            for (i, q) in q.iter().enumerate() {
+                let ys = _mm256_loadu_si256(y.qs.as_ptr().add(32 * i) as *const __m256i);
+                let scale = _mm256_set1_epi16(block.scales[i] as i16);
+                sumi =
+                    _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, _mm256_maddubs_epi16(*q, ys)));
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
     }
-    finish(acc, acc_m)
+    std::array::from_fn(|r| finish(acc[r], acc_m[r]))
 }
 
-/// [`gemv_q6k_avx512`] on AVX2: ggml's `vec_dot_q6_K_q8_K`, with the weights prefetched.
+/// [`gemv_q6k_avx512`] on AVX2: ggml's `vec_dot_q6_K_q8_K` for each of `R` rows, the weights
+/// unpacked once and prefetched.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `w` as long as `a`.
+/// As [`gemv_q4k_avx2`]'s.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q6k_avx2(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+#[inline]
+pub unsafe fn gemv_q6k_avx2<const R: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let low = _mm256_set1_epi8(0x0F);
     let two = _mm256_set1_epi8(3);
     let m32 = _mm256_set1_epi8(32);
-    let mut acc = _mm256_setzero_ps();
-    for (b, y) in a.iter().enumerate() {
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..a[0].len() {
         let x = w.get_unchecked(b);
         prefetch_ahead(x, 4);
-        let d = y.d * f16_to_f32(x.d);
-        let mut sumi = _mm256_setzero_si256();
+        let x_d = f16_to_f32(x.d);
+        // The eight 32-value quarters, in order: per 128 values `j`, the low nibbles of `ql_a`
+        // and `ql_b`, then their high nibbles, each with its two bits of `qh`.
+        let mut q = [_mm256_setzero_si256(); 8];
         for j in 0..QK_K / 128 {
             let ql_a = _mm256_loadu_si256(x.ql.as_ptr().add(64 * j) as *const __m256i);
             let ql_b = _mm256_loadu_si256(x.ql.as_ptr().add(64 * j + 32) as *const __m256i);
@@ -275,35 +335,97 @@ pub unsafe fn gemv_q6k_avx2(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
                 };
                 _mm256_slli_epi16(_mm256_and_si256(shifted, two), 4)
             };
-            // The four 32-value quarters of this 128: low nibbles of `ql_a` and `ql_b`, then
-            // their high nibbles, each with its two bits of `qh`.
-            let codes = [
-                _mm256_or_si256(_mm256_and_si256(ql_a, low), high(0)),
-                _mm256_or_si256(_mm256_and_si256(ql_b, low), high(1)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low), high(2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low), high(3)),
-            ];
-            for (t, q) in codes.into_iter().enumerate() {
-                let ys = _mm256_loadu_si256(y.qs.as_ptr().add(128 * j + 32 * t) as *const __m256i);
+            q[4 * j] = _mm256_or_si256(_mm256_and_si256(ql_a, low), high(0));
+            q[4 * j + 1] = _mm256_or_si256(_mm256_and_si256(ql_b, low), high(1));
+            q[4 * j + 2] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low), high(2));
+            q[4 * j + 3] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low), high(3));
+        }
+        for r in 0..R {
+            let y = a[r].get_unchecked(b);
+            let d = y.d * x_d;
+            let mut sumi = _mm256_setzero_si256();
+            for (i, q) in q.iter().enumerate() {
+                let ys = _mm256_loadu_si256(y.qs.as_ptr().add(32 * i) as *const __m256i);
                 let pairs =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, ys), _mm256_maddubs_epi16(m32, ys));
-                // Scales 8j + 2t (first 16 values) and 8j + 2t + 1 (the next 16).
-                let group = 8 * j + 2 * t;
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(*q, ys), _mm256_maddubs_epi16(m32, ys));
+                // Scales 2i (the quarter's first 16 values) and 2i + 1 (the next 16).
                 let scale = _mm256_setr_m128i(
-                    _mm_set1_epi16(x.scales[group] as i16),
-                    _mm_set1_epi16(x.scales[group + 1] as i16),
+                    _mm_set1_epi16(x.scales[2 * i] as i16),
+                    _mm_set1_epi16(x.scales[2 * i + 1] as i16),
                 );
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, pairs));
             }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_float_8(acc)
+    std::array::from_fn(|r| hsum_float_8(acc[r]))
 }
 
-/// A row product: one row's super-blocks · the quantized activation row (the CPU must run it,
-/// and the row be as long as the activations).
-pub type RowKernel<B> = unsafe fn(&[B], &[BlockQ8K]) -> f32;
+/// The most activation rows one call of a row product takes: more rows are taken in groups
+/// of this many, the weight rows then coming from L1/L2 for the groups after the first.
+pub const MAX_ROWS: usize = 8;
+
+/// Row products over a run of weight rows: `out[r × stride + c] = w row c · a row r` for the
+/// rows `c` of `w` (each as long as every row of `a`) and 1 to [`MAX_ROWS`] activation rows.
+/// One call per run, not per weight row: a decode step has about 1.2 million weight rows of
+/// some 100 ns each on two threads, so a few nanoseconds of dispatch per row would show.
+///
+/// # Safety
+/// The CPU must run the kernel; `out` valid for writing every `r × stride + c`.
+pub type RowKernel<B> = unsafe fn(w: &[B], a: &[&[BlockQ8K]], out: *mut f32, stride: usize);
+
+/// A [`RowKernel`] over a const-generic row product: the number of rows picks the build, and
+/// the loop over the weight rows is built with the kernel's target features so that it
+/// inlines.
+macro_rules! row_kernel {
+    ($name:ident, $kernel:ident, $block:ty, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn $name(w: &[$block], a: &[&[BlockQ8K]], out: *mut f32, stride: usize) {
+            #[target_feature(enable = $features)]
+            unsafe fn run<const R: usize>(
+                w: &[$block],
+                a: &[&[BlockQ8K]],
+                out: *mut f32,
+                stride: usize,
+            ) {
+                let a: [&[BlockQ8K]; R] = std::array::from_fn(|r| a[r]);
+                for (c, row) in w.chunks_exact(a[0].len().max(1)).enumerate() {
+                    for (r, value) in $kernel::<R>(row, a).into_iter().enumerate() {
+                        *out.add(r * stride + c) = value;
+                    }
+                }
+            }
+            match a.len() {
+                1 => run::<1>(w, a, out, stride),
+                2 => run::<2>(w, a, out, stride),
+                3 => run::<3>(w, a, out, stride),
+                4 => run::<4>(w, a, out, stride),
+                5 => run::<5>(w, a, out, stride),
+                6 => run::<6>(w, a, out, stride),
+                7 => run::<7>(w, a, out, stride),
+                8 => run::<8>(w, a, out, stride),
+                n => unreachable!("{n} activation rows for a row product (1 to MAX_ROWS)"),
+            }
+        }
+    };
+}
+
+row_kernel!(
+    q4k_avx512,
+    gemv_q4k_avx512,
+    BlockQ4K,
+    "avx512f,avx512bw,avx2,fma,f16c"
+);
+row_kernel!(
+    q6k_avx512,
+    gemv_q6k_avx512,
+    BlockQ6K,
+    "avx512f,avx512bw,avx2,fma,f16c"
+);
+row_kernel!(q4k_avx2, gemv_q4k_avx2, BlockQ4K, "avx2,fma,f16c");
+row_kernel!(q6k_avx2, gemv_q6k_avx2, BlockQ6K, "avx2,fma,f16c");
 
 /// One instruction-set path's row products ([`super::Path::rows`]).
 #[derive(Clone, Copy)]
@@ -315,15 +437,15 @@ pub struct RowKernels {
 /// The AVX-512 row products (F and BW).
 #[cfg(target_arch = "x86_64")]
 pub const AVX512: RowKernels = RowKernels {
-    q4k: gemv_q4k_avx512,
-    q6k: gemv_q6k_avx512,
+    q4k: q4k_avx512,
+    q6k: q6k_avx512,
 };
 
 /// The AVX2 row products.
 #[cfg(target_arch = "x86_64")]
 pub const AVX2: RowKernels = RowKernels {
-    q4k: gemv_q4k_avx2,
-    q6k: gemv_q6k_avx2,
+    q4k: q4k_avx2,
+    q6k: q6k_avx2,
 };
 
 /// How far ahead of the super-block being read the row products ask for the weights: 4 KiB,
@@ -387,21 +509,33 @@ impl Rows<'_> {
         }
     }
 
-    /// Row `c` (of `blocks` super-blocks) · `a`, by `kernels`.
+    /// Rows `columns` (of `blocks` super-blocks each) · each row of `a`, by `kernels`, into
+    /// `out[r × stride + c − columns.start]`.
     ///
     /// # Safety
-    /// The CPU must run `kernels`; row `c` must exist and `a` hold `blocks` blocks.
-    unsafe fn row(&self, kernels: &RowKernels, c: usize, blocks: usize, a: &[BlockQ8K]) -> f32 {
+    /// The CPU must run `kernels`; the rows must exist, `a` hold 1 to [`MAX_ROWS`] rows of
+    /// `blocks` blocks, and `out` be valid for every write.
+    unsafe fn rows(
+        &self,
+        kernels: &RowKernels,
+        columns: std::ops::Range<usize>,
+        blocks: usize,
+        a: &[&[BlockQ8K]],
+        (out, stride): (*mut f32, usize),
+    ) {
+        let range = columns.start * blocks..columns.end * blocks;
         match self {
-            Rows::Q4K(w) => (kernels.q4k)(w.get_unchecked(c * blocks..(c + 1) * blocks), a),
-            Rows::Q6K(w) => (kernels.q6k)(w.get_unchecked(c * blocks..(c + 1) * blocks), a),
+            Rows::Q4K(w) => (kernels.q4k)(w.get_unchecked(range), a, out, stride),
+            Rows::Q6K(w) => (kernels.q6k)(w.get_unchecked(range), a, out, stride),
         }
     }
 }
 
-/// `dst[c] = lhs · weight row c` for one activation row (decode) over Q4_K or Q6_K rows, with
-/// the path's row product on the pool. `None` on the portable path (the caller then uses
-/// candle's kernel, which gives the same bits).
+/// `dst[r × n + c] = lhs row r · weight row c` for a few activation rows (`lhs` `[m, k]`: one
+/// in decode, a handful for a batch of sequences or a short prompt) over the `n` Q4_K or Q6_K
+/// rows of `weights`, with the path's row products on the pool: each weight row is read from
+/// memory once for all `m` rows. `None` on the portable path (the caller then uses candle's
+/// kernel, which gives the same bits).
 pub fn gemv<B: RowProduct>(
     k: usize,
     lhs: &[f32],
@@ -411,11 +545,11 @@ pub fn gemv<B: RowProduct>(
     gemv_shared(k, lhs, &[B::rows(weights)], &mut [dst])
 }
 
-/// [`gemv`] for several matrices that read the same activation row (a layer's Q, K and V
-/// projections; gate and up): `dsts[i][c] = lhs · row c of mats[i]`. The row is quantized
-/// once and all the matrices' rows are one pool job, so the small K and V projections (0.6 MB
-/// each on the 3B model, 10-15 GB/s alone: job start and end cost as much as their reads) ride
-/// along with Q. `None` on the portable path.
+/// [`gemv`] for several matrices that read the same activation rows (a layer's Q, K and V
+/// projections; gate and up): `dsts[i][r × n_i + c] = lhs row r · row c of mats[i]`. The rows
+/// are quantized once and all the matrices' rows are one pool job, so the small K and V
+/// projections (0.6 MB each on the 3B model, 10-15 GB/s alone: job start and end cost as much
+/// as their reads) ride along with Q. `None` on the portable path.
 pub fn gemv_shared(
     k: usize,
     lhs: &[f32],
@@ -424,19 +558,20 @@ pub fn gemv_shared(
 ) -> Option<crate::Result<()>> {
     let kernels = super::path().rows?;
     let blocks = k / QK_K;
+    let m = lhs.len().checked_div(k).unwrap_or(0);
     let fits = mats.len() == dsts.len()
         && mats
             .iter()
             .zip(dsts.iter())
-            .all(|(w, d)| w.blocks() == d.len() * blocks);
-    if !(k.is_multiple_of(QK_K) && lhs.len() == k && fits) {
+            .all(|(w, d)| m > 0 && d.len() % m == 0 && w.blocks() == d.len() / m * blocks);
+    if !(k.is_multiple_of(QK_K) && k > 0 && m > 0 && lhs.len() == m * k && fits) {
         let shapes: Vec<String> = mats
             .iter()
             .zip(dsts.iter())
             .map(|(w, d)| format!("{} super-blocks for {} outputs", w.blocks(), d.len()))
             .collect();
         return Some(Err(candle_core::Error::Msg(format!(
-            "row product: {} activations ({k} expected), {}",
+            "row product: {} activations ({k} a row expected), {}",
             lhs.len(),
             shapes.join(", ")
         ))
@@ -447,28 +582,39 @@ pub fn gemv_shared(
         qs: [0; QK_K],
         bsums: [0; QK_K / 16],
     };
-    let mut a = vec![zero; blocks];
-    quantize_row(lhs, &mut a);
+    let mut a = vec![zero; m * blocks];
+    for (row, out) in lhs.chunks_exact(k).zip(a.chunks_exact_mut(blocks)) {
+        quantize_row(row, out);
+    }
+    let a: Vec<&[BlockQ8K]> = a.chunks_exact(blocks).collect();
     let a = &a;
     // Output rows of all matrices, numbered one after the other.
     let mut starts = Vec::with_capacity(dsts.len() + 1);
     starts.push(0);
     for d in dsts.iter() {
-        starts.push(starts[starts.len() - 1] + d.len());
+        starts.push(starts[starts.len() - 1] + d.len() / m);
     }
     let addresses: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
     let (starts, addresses) = (&starts, &addresses);
     super::pool().execute_chunked(starts[mats.len()], |items| {
         for (i, w) in mats.iter().enumerate() {
-            let mine = items.start.max(starts[i])..items.end.min(starts[i + 1]);
-            for item in mine {
-                let c = item - starts[i];
-                // SAFETY: the kernels are the path's (the CPU runs them), matrix i has
-                // `blocks` blocks per output row (checked above), and each output is written
-                // by exactly one work item.
-                unsafe {
-                    let value = w.row(&kernels, c, blocks, a);
-                    *(addresses[i] as *mut f32).add(c) = value;
+            let n = starts[i + 1] - starts[i];
+            let (first, end) = (items.start.max(starts[i]), items.end.min(starts[i + 1]));
+            if first >= end {
+                continue;
+            }
+            let mine = first - starts[i]..end - starts[i];
+            // Runs of weight rows that stay in L2 while every group of activation rows
+            // passes (one group, the whole run, in decode).
+            let run = if m > MAX_ROWS { 16 } else { mine.len() };
+            for c0 in mine.clone().step_by(run) {
+                let columns = c0..(c0 + run).min(mine.end);
+                for (g, group) in a.chunks(MAX_ROWS).enumerate() {
+                    let out = (addresses[i] as *mut f32).wrapping_add(g * MAX_ROWS * n + c0);
+                    // SAFETY: the kernels are the path's (the CPU runs them), matrix i has
+                    // `blocks` blocks per output row and `dsts[i]` `m × n` values (checked
+                    // above), and each output is written by exactly one work item.
+                    unsafe { w.rows(&kernels, columns.clone(), blocks, group, (out, n)) };
                 }
             }
         }

@@ -789,12 +789,14 @@ mod kquant_tests {
         }
     }
 
-    /// The decode row products on the file's Q4_K and Q6_K blocks against candle's: the same
-    /// bits, through `gemv` (the path in use; the portable one declines, and candle's kernel is
-    /// used) and each path's own kernels called row by row.
+    /// The row products on the file's Q4_K and Q6_K blocks against candle's: the same bits,
+    /// for one activation row (decode) and for several (a batch, a short prompt: up to
+    /// `MAX_ROWS` a call, more in groups), through `gemv` (the path in use; the portable one
+    /// declines, and candle's kernel is used) and each path's own kernels called row by row.
     #[test]
     fn the_row_products_agree_with_candles() {
         use candle_core::quantized::k_quants::{self, GgmlType};
+        use kquant_rows::MAX_ROWS;
         fn check<B: kquant_rows::RowProduct, T: GgmlType>(
             random: fn(&mut Lcg) -> B,
             seed: u64,
@@ -802,36 +804,54 @@ mod kquant_tests {
         ) {
             assert_eq!(std::mem::size_of::<B>(), std::mem::size_of::<T>());
             let mut rng = Lcg(seed);
-            for (k, n) in [(QK_K, 5), (8 * QK_K, 37), (43 * QK_K, 9)] {
-                let lhs: Vec<f32> = (0..k).map(|_| rng.float() * 2.0).collect();
+            for (k, n, m) in [
+                (QK_K, 5, 1),
+                (8 * QK_K, 37, 1),
+                (43 * QK_K, 9, 1),
+                (QK_K, 6, 2),
+                (2 * QK_K, 7, 3),
+                (8 * QK_K, 11, 5),
+                (2 * QK_K, 5, MAX_ROWS),
+                (3 * QK_K, 13, MAX_ROWS + 3),
+                (QK_K, 4, 2 * MAX_ROWS + 1),
+                // Weight rows in several runs per work item (more than 16 a matrix).
+                (2 * QK_K, 53, MAX_ROWS + 2),
+            ] {
+                let lhs: Vec<f32> = (0..m * k).map(|_| rng.float() * 2.0).collect();
                 let w: Vec<B> = (0..n * k / QK_K).map(|_| random(&mut rng)).collect();
-                let mut ours = vec![0f32; n];
+                let mut ours = vec![0f32; m * n];
                 // SAFETY: the same repr(C) layout as candle's block (sizes asserted above).
                 let theirs_w =
                     unsafe { std::slice::from_raw_parts(w.as_ptr() as *const T, w.len()) };
-                let mut theirs = vec![0f32; n];
-                k_quants::matmul((1, k, n), &lhs, theirs_w, &mut theirs).unwrap();
+                let mut theirs = vec![0f32; m * n];
+                k_quants::matmul((m, k, n), &lhs, theirs_w, &mut theirs).unwrap();
                 let same = |ours: &[f32], how: &str| {
+                    assert_eq!(ours.len(), theirs.len());
                     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                         assert_eq!(
                             a.to_bits(),
                             b.to_bits(),
-                            "{} {how} k {k} [{i}]: ours {a} candle {b}",
-                            B::NAME
+                            "{} {how} k {k} m {m} [row {}, column {}]: ours {a} candle {b}",
+                            B::NAME,
+                            i / n,
+                            i % n
                         );
                     }
                 };
-                let a = quantized(&lhs);
+                let a = lhs.chunks_exact(k).map(quantized).collect::<Vec<_>>();
+                let a: Vec<&[BlockQ8K]> = a.iter().map(|row| row.as_slice()).collect();
                 let mut tested = 0;
                 for path in crate::kernels::paths_to_test() {
                     let Some(rows) = path.rows else { continue };
-                    let ours: Vec<f32> = w
-                        .chunks_exact(k / QK_K)
+                    let mut by_kernel = vec![0f32; m * n];
+                    for (g, group) in a.chunks(MAX_ROWS).enumerate() {
+                        let out = by_kernel[g * MAX_ROWS * n..].as_mut_ptr();
                         // SAFETY: `paths_to_test` lists only paths this CPU runs; each row
-                        // has as many blocks as `a`.
-                        .map(|row| unsafe { kernel(&rows)(row, &a) })
-                        .collect();
-                    same(&ours, path.name);
+                        // has as many blocks as the weight rows; 1 to MAX_ROWS rows, each
+                        // with its `n` outputs in `by_kernel`.
+                        unsafe { kernel(&rows)(&w, group, out, n) };
+                    }
+                    same(&by_kernel, path.name);
                     tested += 1;
                 }
                 let with_rows = crate::kernels::available_paths()
@@ -845,6 +865,10 @@ mod kquant_tests {
                         done.unwrap();
                         same(&ours, "gemv");
                         let wrong = kquant_rows::gemv(k + 1, &lhs, &w, &mut ours);
+                        assert!(wrong.is_some_and(|r| r.is_err()));
+                        // Outputs for a row count the activations do not have.
+                        let mut short = vec![0f32; m * n + 1];
+                        let wrong = kquant_rows::gemv(k, &lhs, &w, &mut short);
                         assert!(wrong.is_some_and(|r| r.is_err()));
                     }
                 }
