@@ -63,7 +63,7 @@ pub use config::{
 };
 pub use error::{ModelError, Result};
 pub use gguf::{GgufFile, MetadataValue, WeightSummary};
-pub use model::{LoadOptions, Model, DEFAULT_PROMPT_SLICE};
+pub use model::{BatchItem, LoadOptions, Model, DEFAULT_PROMPT_SLICE};
 pub use rope::RopeTables;
 
 /// Re-exported so callers can handle tensors without depending on candle directly.

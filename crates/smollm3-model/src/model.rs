@@ -4,6 +4,7 @@
 //! is applied to interleaved pairs (`rope_i`), which is exactly HF's half-split RoPE on the
 //! un-permuted weights. NoPE layers apply no rotation at all.
 
+use std::ops::Range;
 use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
@@ -241,6 +242,23 @@ impl Model {
         Ok(self.lm_head.forward(&last)?.squeeze(0)?)
     }
 
+    /// `tokens` not empty and every one in the vocabulary.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        match tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            Some(&token) => Err(ModelError::TokenOutOfRange {
+                token,
+                vocab_size: self.config.vocab_size,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Final-norm hidden states of `tokens` (`[seq, hidden]`, or of the last slice only),
     /// appended to `cache` in slices of `prompt_slice` tokens. All or nothing: a failure (or
     /// `interrupt` saying yes before a layer) leaves `cache` as it was.
@@ -251,18 +269,7 @@ impl Model {
         keep: Keep,
         interrupt: &dyn Fn() -> bool,
     ) -> Result<Tensor> {
-        if tokens.is_empty() {
-            return Err(ModelError::EmptyInput);
-        }
-        if let Some(&token) = tokens
-            .iter()
-            .find(|&&t| t as usize >= self.config.vocab_size)
-        {
-            return Err(ModelError::TokenOutOfRange {
-                token,
-                vocab_size: self.config.vocab_size,
-            });
-        }
+        self.check_tokens(tokens)?;
         cache.reserve(tokens.len())?;
         let start = cache.len();
         let mut kept = Vec::new();
@@ -296,27 +303,129 @@ impl Model {
         cache: &mut KvCache,
         interrupt: &dyn Fn() -> bool,
     ) -> Result<Tensor> {
-        let seq = tokens.len();
-        let start = cache.len();
-        let mut x = self.embedding.lookup(tokens)?; // [seq, hidden]
+        let segment = self.segment(0..tokens.len(), cache)?;
+        self.layers_pass(tokens, &mut [segment], interrupt)
+    }
+
+    /// The rows `rows` of a pass as one sequence's new positions after what `cache` holds.
+    fn segment<'c>(&self, rows: Range<usize>, cache: &'c mut KvCache) -> Result<Segment<'c>> {
+        let (seq, start) = (rows.len(), cache.len());
         let (cos, sin) = self.rope.cos_sin(start, seq, &Device::Cpu)?;
-        let mask = causal_mask(seq, start)?;
+        Ok(Segment {
+            rows,
+            mask: causal_mask(seq, start)?,
+            cache,
+            cos,
+            sin,
+        })
+    }
+
+    /// One pass through the layers over the new tokens of one or more sequences
+    /// (`tokens[segment.rows]` each), `[tokens, hidden]` before the final norm. The matmuls,
+    /// norms and FFN see every row at once (each weight read once for all of them); attention
+    /// and the cache are each segment's own. Each segment's cache grows by its rows at the
+    /// end, or not at all if `interrupt` says yes before a layer.
+    fn layers_pass(
+        &self,
+        tokens: &[u32],
+        segments: &mut [Segment<'_>],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<Tensor> {
+        let mut x = self.embedding.lookup(tokens)?; // [tokens, hidden]
         let eps = self.config.rms_norm_eps as f32;
         for (i, layer) in self.layers.iter().enumerate() {
             if interrupt() {
                 return Err(ModelError::Interrupted);
             }
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let a = layer
-                .attn
-                .forward(&h, &self.config, i, cache, &cos, &sin, mask.as_ref())?;
+            let a = layer.attn.forward(&h, &self.config, i, segments)?;
             x = (x + a)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
             x = (&x + layer.mlp.forward(&h)?)?;
         }
-        cache.advance(seq);
+        for segment in segments.iter_mut() {
+            segment.cache.advance(segment.rows.len());
+        }
         Ok(x)
     }
+
+    /// The next tokens of several sequences in one forward pass, each after what its own
+    /// cache holds: the logits of each sequence's last new position, `[vocab_size]` each, in
+    /// order. Each weight matrix is read once for the whole batch, so while decoding (a token
+    /// a sequence) a batch of a few sequences costs little more than one
+    /// ([`kernels::kquant_rows`](crate::kernels::kquant_rows)); a sequence may bring a prompt
+    /// chunk while the others bring a token. Every sequence's logits are bit for bit those of
+    /// [`Model::forward_last`] on that sequence alone.
+    ///
+    /// All or nothing: an empty or out-of-vocabulary sequence, a cache without room, or more
+    /// than [`LoadOptions::prompt_slice`] tokens in all is an error before any cache moves.
+    pub fn forward_batch(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Tensor>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let total: usize = batch.iter().map(|item| item.tokens.len()).sum();
+        if total > self.prompt_slice {
+            return Err(ModelError::InvalidOption(format!(
+                "a batch of {total} tokens in all: at most {} (the prompt slice) a pass",
+                self.prompt_slice
+            )));
+        }
+        for item in batch.iter_mut() {
+            self.check_tokens(item.tokens)?;
+            item.cache.reserve(item.tokens.len())?;
+        }
+        let starts: Vec<usize> = batch.iter().map(|item| item.cache.len()).collect();
+        let result = self.batch_pass(batch, total);
+        if result.is_err() {
+            for (item, start) in batch.iter_mut().zip(starts) {
+                item.cache.truncate(start)?;
+            }
+        }
+        result
+    }
+
+    /// [`Model::forward_batch`] once its input is checked and every cache has room.
+    fn batch_pass(&self, batch: &mut [BatchItem<'_>], total: usize) -> Result<Vec<Tensor>> {
+        let mut tokens = Vec::with_capacity(total);
+        let mut segments = Vec::with_capacity(batch.len());
+        let mut lasts = Vec::with_capacity(batch.len());
+        for item in batch.iter_mut() {
+            let rows = tokens.len()..tokens.len() + item.tokens.len();
+            tokens.extend_from_slice(item.tokens);
+            lasts.push(rows.end - 1);
+            segments.push(self.segment(rows, item.cache)?);
+        }
+        let hidden = self.layers_pass(&tokens, &mut segments, &|| false)?;
+        // Only each sequence's last position goes through the final norm and the vocabulary.
+        let index = Tensor::from_vec(
+            lasts.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            lasts.len(),
+            &Device::Cpu,
+        )?;
+        let last = hidden.index_select(&index, 0)?;
+        let eps = self.config.rms_norm_eps as f32;
+        let normed = candle_nn::ops::rms_norm(&last, &self.output_norm, eps)?;
+        let logits = self.lm_head.forward(&normed)?;
+        Ok((0..batch.len())
+            .map(|i| logits.get(i))
+            .collect::<candle_core::Result<_>>()?)
+    }
+}
+
+/// One sequence of [`Model::forward_batch`]: its new tokens and its own cache.
+pub struct BatchItem<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+}
+
+/// One sequence's rows of a pass through the layers ([`Model::layers_pass`]): where they
+/// are, its cache, and the RoPE tables and causal mask of its positions.
+struct Segment<'c> {
+    rows: Range<usize>,
+    cache: &'c mut KvCache,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
 }
 
 /// Which hidden states [`Model::hidden_states`] returns.
@@ -328,32 +437,49 @@ enum Keep {
 }
 
 impl Attention {
-    /// `x`: `[seq, hidden]` -> `[seq, hidden]`.
-    #[allow(clippy::too_many_arguments)]
+    /// `x`: `[rows, hidden]` -> `[rows, hidden]`: the projections over every row, attention
+    /// over each segment's rows against its own cache.
     fn forward(
         &self,
         x: &Tensor,
         c: &Config,
         layer: usize,
-        cache: &mut KvCache,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
+        segments: &mut [Segment<'_>],
     ) -> Result<Tensor> {
-        let seq = x.dim(0)?;
+        let [q, k, v] = QLinear::forward_shared([&self.q, &self.k, &self.v], x)?;
+        let mut outs = Vec::with_capacity(segments.len());
+        for segment in segments.iter_mut() {
+            let (start, len) = (segment.rows.start, segment.rows.len());
+            let rows = |t: &Tensor| t.narrow(0, start, len);
+            outs.push(self.attend(c, layer, [rows(&q)?, rows(&k)?, rows(&v)?], segment)?);
+        }
+        // `cat` of one tensor is that tensor.
+        self.o.forward(&Tensor::cat(&outs, 0)?)
+    }
+
+    /// One segment's attention: its rows of Q, K and V (`[seq, heads × hd]`, `[seq, kv × hd]`
+    /// twice) -> `[seq, heads × hd]`, its keys and values appended to its cache.
+    fn attend(
+        &self,
+        c: &Config,
+        layer: usize,
+        [q, k, v]: [Tensor; 3],
+        segment: &mut Segment<'_>,
+    ) -> Result<Tensor> {
+        let seq = q.dim(0)?;
         let (heads, kv_heads, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let group = heads / kv_heads;
+        let (cache, mask) = (&mut *segment.cache, segment.mask.as_ref());
         // [seq, n * hd] -> [1, n, seq, hd]
         let split = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((1, seq, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let [q, k, v] = QLinear::forward_shared([&self.q, &self.k, &self.v], x)?;
         let mut q = split(q, heads)?;
         let mut k = split(k, kv_heads)?;
         let v = split(v, kv_heads)?;
         if self.use_rope {
-            q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
-            k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
+            q = candle_nn::rotary_emb::rope_i(&q, &segment.cos, &segment.sin)?;
+            k = candle_nn::rotary_emb::rope_i(&k, &segment.cos, &segment.sin)?;
         }
         let positions = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
         // GQA without repeating K/V: the `group` query heads of one KV head are stacked along
@@ -377,11 +503,10 @@ impl Attention {
                 }
             }
         }; // [kv, group * seq, hd]
-        let out = out
+        Ok(out
             .reshape((heads, seq, hd))?
             .transpose(0, 1)?
-            .reshape((seq, heads * hd))?;
-        self.o.forward(&out)
+            .reshape((seq, heads * hd))?)
     }
 }
 
