@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: thin dispatcher; the work lives in the library modules.
 
 mod bench;
+mod bench_batch;
 mod bench_busy;
 mod bench_child;
 mod bench_llama;
@@ -41,6 +42,9 @@ enum Command {
     /// Serve the model in-process and measure time to first token and tok/s per stream with
     /// 1, 2 and 4 concurrent streaming clients, and what HTTP costs per token.
     BenchServer(bench_server::ServerBenchArgs),
+    /// Batched decoding in the model alone: total and per-sequence tok/s for 1, 2, 4 and 8
+    /// sequences decoded in lockstep (`Model::forward_batch`).
+    BenchBatch(bench_batch::BatchBenchArgs),
     /// Download a SmolLM3 GGUF (default: SmolLM3-3B Q4_K_M) into the Hugging Face cache and
     /// print where it is; a file already in the cache is not downloaded again.
     FetchWeights(fetch::FetchArgs),
@@ -69,6 +73,11 @@ fn main() -> std::process::ExitCode {
             smollm3_model::candle_pool::shorten_idle_spin();
             smollm3_model::allocator::keep_freed_tensor_memory();
             bench_server::run(args, &workspace_root())
+        }
+        Command::BenchBatch(args) => {
+            smollm3_model::candle_pool::shorten_idle_spin();
+            smollm3_model::allocator::keep_freed_tensor_memory();
+            bench_batch::run(args, &workspace_root())
         }
         Command::BenchChild(args) => {
             // As the smollm3 binaries do (the engine measured is theirs).
