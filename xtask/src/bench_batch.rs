@@ -72,7 +72,11 @@ pub fn run(args: BatchBenchArgs, workspace: &Path) -> Result<()> {
     let mut steps: Vec<Vec<f64>> = vec![Vec::new(); args.sizes.len()];
     for rep in 0..args.reps {
         for (i, &size) in args.sizes.iter().enumerate() {
-            eprintln!("bench-batch: run {}/{}, {size} sequences", rep + 1, args.reps);
+            eprintln!(
+                "bench-batch: run {}/{}, {size} sequences",
+                rep + 1,
+                args.reps
+            );
             steps[i].extend(measure(&model, size, &args, vocab, rep as u64)?);
         }
     }
@@ -149,7 +153,9 @@ fn argmaxes(logits: &[smollm3_model::Tensor]) -> Result<Vec<u32>> {
 
 /// Deterministic tokens in `0..vocab` (an LCG: the values do not matter for speed).
 fn random_tokens(n: usize, vocab: u64, seed: u64) -> Vec<u32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             state = state

@@ -41,6 +41,10 @@ pub struct ServerBenchArgs {
     /// Compute threads (RAYON_NUM_THREADS / CANDLE_NUM_THREADS) [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Each slot's forward passes on their own (as `smollm3-web --no-cont-batching`)
+    /// instead of batched with the other slots'.
+    #[arg(long)]
+    pub no_batching: bool,
     /// Print the JSON report instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -75,6 +79,8 @@ struct Report {
     cpu: String,
     threads: usize,
     tokens: usize,
+    /// Slots' passes batched (`Engine::batched_sessions`), as `smollm3-web` runs by default.
+    batching: bool,
     rows: Vec<Row>,
 }
 
@@ -98,9 +104,13 @@ pub fn run(args: ServerBenchArgs, workspace: &Path) -> Result<()> {
         .with_context(|| format!("loading {}", model.display()))?;
     let slots = args.clients.iter().copied().max().unwrap_or(1);
     let context = 1024;
-    let sessions = (0..slots)
-        .map(|_| engine.session(context))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sessions = if args.no_batching {
+        (0..slots)
+            .map(|_| engine.session(context))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        engine.batched_sessions(slots, context)?.1
+    };
     let scheduler = Scheduler::new(sessions, SchedulerOptions::default())?;
     let state =
         Arc::new(AppState::new("bench", SamplingParams::default()).with_scheduler(scheduler));
@@ -150,6 +160,7 @@ pub fn run(args: ServerBenchArgs, workspace: &Path) -> Result<()> {
         cpu: crate::bench::cpu_model_name(),
         threads,
         tokens: args.tokens,
+        batching: !args.no_batching,
         rows,
     };
     std::fs::create_dir_all(&bench_dir)?;
@@ -245,8 +256,12 @@ fn stream(address: &str, tokens: usize, seed: usize) -> Result<StreamReport> {
 
 fn print_table(r: &Report) {
     println!(
-        "model {}\nCPU {}, {} threads, {} tokens a stream (medians, [min..max])",
-        r.model, r.cpu, r.threads, r.tokens
+        "model {}\nCPU {}, {} threads, {} tokens a stream, batching {} (medians, [min..max])",
+        r.model,
+        r.cpu,
+        r.threads,
+        r.tokens,
+        if r.batching { "on" } else { "off" }
     );
     println!(
         "{:>7} {:>18} {:>22} {:>18} {:>18} {:>16}",

@@ -2,11 +2,12 @@
 //! logits, cut the cache back.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use smollm3_chat::Tokenizer;
 use smollm3_model::{KvCache, Model, ModelError};
 
+use crate::batch::Batcher;
 use crate::{GenError, Result};
 
 /// A language model together with one conversation's cache.
@@ -35,21 +36,43 @@ pub trait Backend {
         self.forward(tokens).map(Some)
     }
     /// Called once per generation, before the uncached part of the prompt is fed, with the
-    /// full prompt length. Real models ignore it; [`ScriptedBackend`] starts its next reply.
+    /// full prompt length. [`ScriptedBackend`] starts its next reply; a batched
+    /// [`ModelBackend`] joins its batcher's sessions in a generation.
     fn start_generation(&mut self, _prompt_len: usize) {}
+    /// Called once when a generation ends, however it ends (done, cancelled, failed, or its
+    /// iterator dropped): a batched [`ModelBackend`] leaves the sessions its batcher waits for.
+    fn end_generation(&mut self) {}
 }
 
-/// A [`Model`] (shared, immutable) and a [`KvCache`] of its own.
+/// A [`Model`] (shared, immutable) and a [`KvCache`] of its own; alone, or with the other
+/// sessions of a [`Batcher`], whose forward passes then run together.
 pub struct ModelBackend {
     model: Arc<Model>,
-    cache: KvCache,
+    /// Behind a lock so that a batcher's pass, run by another session's thread while this
+    /// one waits, can write it.
+    cache: Arc<Mutex<KvCache>>,
+    batcher: Option<Arc<Batcher>>,
+    in_generation: bool,
 }
 
 impl ModelBackend {
     /// A backend whose cache holds up to `context` tokens.
     pub fn new(model: Arc<Model>, context: usize) -> Result<Self> {
         let cache = model.new_cache(context)?;
-        Ok(ModelBackend { model, cache })
+        Ok(ModelBackend {
+            model,
+            cache: Arc::new(Mutex::new(cache)),
+            batcher: None,
+            in_generation: false,
+        })
+    }
+
+    /// A backend whose forward passes go through `batcher` (batched with its other
+    /// sessions'), with a cache of up to `context` tokens.
+    pub fn batched(batcher: &Arc<Batcher>, context: usize) -> Result<Self> {
+        let mut backend = Self::new(batcher.model().clone(), context)?;
+        backend.batcher = Some(batcher.clone());
+        Ok(backend)
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -58,13 +81,18 @@ impl ModelBackend {
 
     /// Bytes currently allocated by the KV cache.
     pub fn cache_bytes(&self) -> usize {
-        self.cache.allocated_bytes()
+        self.cache().allocated_bytes()
+    }
+
+    fn cache(&self) -> MutexGuard<'_, KvCache> {
+        // A pass that panicked leaves a cache whose length did not move: still consistent.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Backend for ModelBackend {
     fn context_size(&self) -> usize {
-        self.cache.max_len()
+        self.cache().max_len()
     }
 
     fn vocab_size(&self) -> usize {
@@ -72,32 +100,62 @@ impl Backend for ModelBackend {
     }
 
     fn cached_len(&self) -> usize {
-        self.cache.len()
+        self.cache().len()
     }
 
     fn truncate(&mut self, len: usize) -> Result<()> {
-        Ok(self.cache.truncate(len)?)
+        Ok(self.cache().truncate(len)?)
     }
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let logits = self.model.forward_last(tokens, &mut self.cache)?;
+        if let Some(batcher) = &self.batcher {
+            return batcher.forward(tokens, &self.cache);
+        }
+        let logits = self.model.forward_last(tokens, &mut self.cache())?;
         logits_values(&logits)
     }
 
-    /// Asks `interrupt` before every layer ([`Model::forward_last_interruptible`]).
+    /// Asks `interrupt` before every layer ([`Model::forward_last_interruptible`]); batched,
+    /// once before the pass (a pass is shared, so it is not stopped for one session).
     fn forward_interruptible(
         &mut self,
         tokens: &[u32],
         interrupt: &dyn Fn() -> bool,
     ) -> Result<Option<Vec<f32>>> {
-        match self
+        if self.batcher.is_some() {
+            if interrupt() {
+                return Ok(None);
+            }
+            return self.forward(tokens).map(Some);
+        }
+        let outcome = self
             .model
-            .forward_last_interruptible(tokens, &mut self.cache, interrupt)
-        {
+            .forward_last_interruptible(tokens, &mut self.cache(), interrupt);
+        match outcome {
             Ok(logits) => logits_values(&logits).map(Some),
             Err(ModelError::Interrupted) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn start_generation(&mut self, _prompt_len: usize) {
+        if let (Some(batcher), false) = (&self.batcher, self.in_generation) {
+            batcher.begin_generation();
+            self.in_generation = true;
+        }
+    }
+
+    fn end_generation(&mut self) {
+        if let (Some(batcher), true) = (&self.batcher, self.in_generation) {
+            batcher.end_generation();
+            self.in_generation = false;
+        }
+    }
+}
+
+impl Drop for ModelBackend {
+    fn drop(&mut self) {
+        self.end_generation();
     }
 }
 

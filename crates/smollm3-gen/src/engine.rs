@@ -4,7 +4,7 @@ use std::sync::Arc;
 use smollm3_chat::{ChatTemplate, Tokenizer};
 use smollm3_model::{GgufFile, LoadOptions, Model};
 
-use crate::{Result, Session};
+use crate::{Batcher, ModelBackend, Result, Session};
 
 /// Everything one GGUF file provides: the model, its tokenizer and its chat template (the
 /// official SmolLM3 template when the file has none). Cheap to clone; share it between
@@ -39,6 +39,26 @@ impl Engine {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `count` conversations whose forward passes run together when they ask at the same
+    /// time ([`Batcher`]): a server's slots. Each cache holds up to `context` tokens.
+    pub fn batched_sessions(
+        &self,
+        count: usize,
+        context: usize,
+    ) -> Result<(Arc<Batcher>, Vec<Session>)> {
+        let batcher = Batcher::new(self.model.clone());
+        let sessions = (0..count)
+            .map(|_| {
+                Ok(Session::with_backend(
+                    ModelBackend::batched(&batcher, context)?,
+                    self.tokenizer.clone(),
+                    self.template.clone(),
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok((batcher, sessions))
     }
 
     /// A new conversation whose cache holds up to `context` tokens.

@@ -47,6 +47,7 @@
 //! The library never prints and never panics on input: every failure is a [`GenError`].
 
 mod backend;
+mod batch;
 mod cancel;
 mod engine;
 mod error;
@@ -57,6 +58,7 @@ mod session;
 mod text;
 
 pub use backend::{Backend, ModelBackend, ScriptedBackend};
+pub use batch::{BatchStats, Batcher, GATHER};
 pub use cancel::CancelHandle;
 pub use engine::Engine;
 pub use error::{GenError, Result};

@@ -248,7 +248,6 @@ impl<B: Backend> Session<B> {
         let keep = common.min(prompt.len() - 1);
         self.backend.truncate(keep)?;
         self.history.truncate(keep);
-        self.backend.start_generation(prompt.len());
 
         let close_think = if parse_reasoning && request.reasoning_budget.is_some() {
             self.tokenizer.encode(CLOSE_THINK, true)?
@@ -271,6 +270,9 @@ impl<B: Backend> Session<B> {
         }
         let seed = sampler.seed();
         let prompt_tokens = prompt.len();
+        // Last before the iterator exists, whose drop ends the generation: nothing fails
+        // in between.
+        self.backend.start_generation(prompt.len());
         Ok(Generation {
             stop: StopMatcher::new(&request.stop),
             splitter: OutputSplitter::new(parse_reasoning, starts_in_reasoning, &tool_tags),
@@ -441,6 +443,12 @@ pub struct Generation<'s, B: Backend> {
     prefill_started: Option<Instant>,
     first_token_at: Option<Instant>,
     completion: Completion,
+}
+
+impl<B: Backend> Drop for Generation<'_, B> {
+    fn drop(&mut self) {
+        self.session.backend.end_generation();
+    }
 }
 
 impl<B: Backend> Iterator for Generation<'_, B> {

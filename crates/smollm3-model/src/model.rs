@@ -179,6 +179,13 @@ impl Model {
         &self.summary
     }
 
+    /// The most tokens one pass through the layers takes ([`LoadOptions::prompt_slice`]):
+    /// longer prompts run in slices, and a [`Model::forward_batch`] takes at most this many
+    /// tokens in all.
+    pub fn prompt_slice(&self) -> usize {
+        self.prompt_slice
+    }
+
     /// A cache for up to `context` tokens, of the type the model was loaded with
     /// ([`LoadOptions::kv_type`]); `context` must not exceed [`Config::max_context`].
     pub fn new_cache(&self, context: usize) -> Result<KvCache> {

@@ -14,7 +14,11 @@
 //!   that disconnected) cancels the generation before its next token, and a request whose
 //!   client left while it waited is never started, so the slot is free at once.
 //! - **Sharing the cores.** Slots run at the same time on their own threads, so a short answer
-//!   is not stuck behind a long one; the OS interleaves their token steps.
+//!   is not stuck behind a long one. Sessions made by `Engine::batched_sessions` (what
+//!   `smollm3-web` runs unless `--no-cont-batching`) step together: the forward passes they
+//!   ask for at the same moment run as one batched pass (`smollm3_gen::Batcher`), a new
+//!   request's prompt chunks beside the others' tokens; otherwise the OS interleaves their
+//!   steps.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;

@@ -1,0 +1,289 @@
+//! Batched decoding across sessions: the sessions of a server share one [`Batcher`], and the
+//! forward passes they ask for at about the same moment run as one
+//! [`Model::forward_batch`], which reads each weight once for all of them.
+//!
+//! Why: decoding is bound by reading the weights (1.9 GB per step for SmolLM3-3B Q4_K_M), so
+//! a pass over four sequences' tokens costs far less than four passes (`cargo xtask
+//! bench-batch`: 2x the total tok/s of one sequence with four, Zen 4, 2 threads). Sessions
+//! that took turns at the cores (one thread each, the OS interleaving their steps) now step
+//! together.
+//!
+//! How, without a thread of its own: every session's thread stays where it is, in its
+//! generation loop; its [`Backend::forward`](crate::Backend::forward) hands the tokens and
+//! its cache to the batcher and waits. The first waiting thread that finds the batch ready
+//! runs it for everyone and hands each thread its logits. The batch is ready when every
+//! session in a generation has asked (they step in lockstep), or [`GATHER`] after the oldest
+//! request or the last pass's end, whichever is later (a session busy elsewhere, say blocked
+//! on a slow client, is not waited for longer; counted from the pass's end, or two sessions
+//! would take turns, each having waited through the other's pass). A new request's prompt goes in chunks (`PREFILL_CHUNK`) beside the others'
+//! single tokens, so running answers keep streaming while it is read; a batch takes at most
+//! the model's prompt slice of tokens in all, the rest waits for the next pass. A session
+//! that finishes or is cancelled leaves at once (its generation ends,
+//! [`Backend::end_generation`](crate::Backend::end_generation)).
+//!
+//! Each sequence's logits are bit for bit those of its forward pass alone, so batching
+//! changes no answer (tested).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use smollm3_model::{BatchItem, KvCache, Model};
+
+use crate::{GenError, Result};
+
+/// How long a request waits for the other sessions' before its batch runs without them.
+/// Sampling and detokenizing a token take well under a millisecond, so sessions stepping
+/// together all ask within this; a decode step of the 3B model takes 60 ms or more.
+pub const GATHER: Duration = Duration::from_millis(4);
+
+/// Shared by the sessions whose passes may be batched; see the module documentation.
+pub struct Batcher {
+    model: Arc<Model>,
+    state: Mutex<State>,
+    /// Signalled when a request arrives, a pass ends, or a generation starts or ends.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Sessions in a generation: the most requests a batch waits for.
+    active: usize,
+    pending: Vec<Request>,
+    /// A thread is running a pass.
+    running: bool,
+    /// When the last pass ended: a request that waited through a pass gives the sessions
+    /// that pass served [`GATHER`] from its end to ask again, or two sessions would take
+    /// turns forever, each waiting through the other's pass.
+    free_since: Option<Instant>,
+    done: HashMap<u64, Result<Vec<f32>>>,
+    next_id: u64,
+    /// Passes run and sequences in them, for `Batcher::stats`.
+    passes: u64,
+    sequences: u64,
+}
+
+struct Request {
+    id: u64,
+    tokens: Vec<u32>,
+    cache: Arc<Mutex<KvCache>>,
+    since: Instant,
+}
+
+/// What a [`Batcher`] did so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchStats {
+    /// Sessions in a generation now.
+    pub active: usize,
+    pub passes: u64,
+    /// Sequences over all passes (sequences / passes is the mean batch size).
+    pub sequences: u64,
+}
+
+impl Batcher {
+    pub fn new(model: Arc<Model>) -> Arc<Self> {
+        Arc::new(Batcher {
+            model,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        let state = self.lock();
+        BatchStats {
+            active: state.active,
+            passes: state.passes,
+            sequences: state.sequences,
+        }
+    }
+
+    /// The state, even if a thread panicked while holding the lock (it is updated in single
+    /// steps, so it stays consistent).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn begin_generation(&self) {
+        self.lock().active += 1;
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn end_generation(&self) {
+        let mut state = self.lock();
+        state.active = state.active.saturating_sub(1);
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// `tokens` appended to `cache` in the next batch; the logits after the last one.
+    pub(crate) fn forward(&self, tokens: &[u32], cache: &Arc<Mutex<KvCache>>) -> Result<Vec<f32>> {
+        // What would fail the whole batch fails this request alone, here.
+        let vocab = self.model.config().vocab_size;
+        if tokens.is_empty() {
+            return Err(GenError::Backend("forward of no tokens".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GenError::InvalidRequest(format!(
+                "token {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        {
+            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if tokens.len() > cache.remaining() {
+                return Err(GenError::Backend(format!(
+                    "{} tokens do not fit the cache: {} of {} positions used",
+                    tokens.len(),
+                    cache.len(),
+                    cache.max_len()
+                )));
+            }
+        }
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.pending.push(Request {
+            id,
+            tokens: tokens.to_vec(),
+            cache: cache.clone(),
+            since: Instant::now(),
+        });
+        self.changed.notify_all();
+        loop {
+            if let Some(result) = state.done.remove(&id) {
+                return result;
+            }
+            let oldest = state.pending.iter().map(|r| r.since).min();
+            match oldest {
+                Some(oldest) if !state.running => {
+                    let since = state.free_since.map_or(oldest, |free| free.max(oldest));
+                    let waited = since.elapsed();
+                    if state.pending.len() >= state.active.max(1) || waited >= GATHER {
+                        state = self.run_pass(state);
+                        continue;
+                    }
+                    state = self.wait(state, GATHER - waited);
+                }
+                _ => state = self.wait(state, GATHER),
+            }
+        }
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+        match self.changed.wait_timeout(state, timeout) {
+            Ok((state, _)) => state,
+            Err(e) => e.into_inner().0,
+        }
+    }
+
+    /// Takes the pending requests that fit one pass (in order; at least the first), runs
+    /// them with the lock released, and files their results.
+    fn run_pass<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let slice = self.model.prompt_slice();
+        let mut total = 0;
+        let taken = state
+            .pending
+            .iter()
+            .take_while(|r| {
+                total += r.tokens.len();
+                total <= slice
+            })
+            .count()
+            .max(1);
+        let batch: Vec<Request> = state.pending.drain(..taken).collect();
+        state.running = true;
+        state.passes += 1;
+        state.sequences += batch.len() as u64;
+        drop(state);
+        // Files an error for every request of the pass if it panics, so no thread waits
+        // forever.
+        let mut guard = PassGuard {
+            batcher: self,
+            ids: batch.iter().map(|r| r.id).collect(),
+        };
+        let results = self.pass(&batch);
+        let mut state = self.lock();
+        for (request, result) in batch.iter().zip(results) {
+            state.done.insert(request.id, result);
+        }
+        guard.ids.clear();
+        state.running = false;
+        state.free_since = Some(Instant::now());
+        drop(guard);
+        self.changed.notify_all();
+        state
+    }
+
+    /// One forward pass over `batch`: each request's logits, or the pass's error for each.
+    fn pass(&self, batch: &[Request]) -> Vec<Result<Vec<f32>>> {
+        let mut caches: Vec<MutexGuard<'_, KvCache>> = batch
+            .iter()
+            .map(|r| r.cache.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let outcome = if batch.len() == 1 {
+            // Alone (or longer than a pass): the plain path, which slices long inputs.
+            self.model
+                .forward_last(&batch[0].tokens, &mut caches[0])
+                .map(|logits| vec![logits])
+        } else {
+            let mut items: Vec<BatchItem<'_>> = batch
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|(r, cache)| BatchItem {
+                    tokens: &r.tokens,
+                    cache,
+                })
+                .collect();
+            self.model.forward_batch(&mut items)
+        };
+        match outcome {
+            Ok(logits) => logits
+                .iter()
+                .map(|l| {
+                    l.to_vec1::<f32>()
+                        .map_err(|e| GenError::Backend(format!("reading logits: {e}")))
+                })
+                .collect(),
+            Err(e) => {
+                let message = e.to_string();
+                batch
+                    .iter()
+                    .map(|_| Err(GenError::Backend(message.clone())))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Files "the pass failed" for the requests still in `ids` when dropped (only when the pass
+/// panicked: on the normal path the ids are cleared first) and frees the batcher for the next
+/// pass.
+struct PassGuard<'a> {
+    batcher: &'a Batcher,
+    ids: Vec<u64>,
+}
+
+impl Drop for PassGuard<'_> {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut state = self.batcher.lock();
+        for id in self.ids.drain(..) {
+            state.done.insert(
+                id,
+                Err(GenError::Backend(
+                    "the batched forward pass panicked".into(),
+                )),
+            );
+        }
+        state.running = false;
+        state.free_since = Some(Instant::now());
+        drop(state);
+        self.batcher.changed.notify_all();
+    }
+}
