@@ -23,6 +23,7 @@
 use super::kquant::{
     finish, hsum_float_8, pair_sums, quantize_row, BlockQ4K, BlockQ6K, BlockQ8K, SuperBlock, QK_K,
 };
+use super::kquant_row_pairs::RowPairs;
 
 /// Q4_K's eight 6-bit scales and eight mins as bytes, unpacked with ggml's `utmp` word
 /// arithmetic (the same values as [`BlockQ4K::scale_min`]).
@@ -71,11 +72,11 @@ unsafe fn f16_to_f32(h: half::f16) -> f32 {
 /// they start), the eight scales, the mins widened, and `d` and `dmin` (side by side in the
 /// file, widened by one `vcvtph2ps`).
 #[cfg(target_arch = "x86_64")]
-struct Q4kBlock {
-    scales: [u8; 8],
-    mins16: std::arch::x86_64::__m128i,
-    d: f32,
-    dmin: f32,
+pub(super) struct Q4kBlock {
+    pub(super) scales: [u8; 8],
+    pub(super) mins16: std::arch::x86_64::__m128i,
+    pub(super) d: f32,
+    pub(super) dmin: f32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -84,7 +85,7 @@ impl Q4kBlock {
     /// The CPU must have AVX2 and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn start(x: &BlockQ4K) -> Self {
+    pub(super) unsafe fn start(x: &BlockQ4K) -> Self {
         use std::arch::x86_64::*;
         prefetch_ahead(x, 3);
         let both = _mm_cvtph_ps(_mm_cvtsi32_si128(
@@ -427,18 +428,83 @@ row_kernel!(
 row_kernel!(q4k_avx2, gemv_q4k_avx2, BlockQ4K, "avx2,fma,f16c");
 row_kernel!(q6k_avx2, gemv_q6k_avx2, BlockQ6K, "avx2,fma,f16c");
 
+/// Q4_K row products over activation rows in pairs ([`RowPairs`]): `out[r × stride + c] = w
+/// row c · activation row r` for the rows `c` of `w` and the activation rows `rows` (an even
+/// start, at most [`MAX_ROWS`]).
+///
+/// # Safety
+/// The CPU must run the kernel; every weight row as long as the pairs; `out` valid for every
+/// write.
+pub type PairKernel = unsafe fn(
+    w: &[BlockQ4K],
+    a: &RowPairs,
+    rows: std::ops::Range<usize>,
+    out: *mut f32,
+    stride: usize,
+);
+
 /// One instruction-set path's row products ([`super::Path::rows`]).
 #[derive(Clone, Copy)]
 pub struct RowKernels {
     pub q4k: RowKernel<BlockQ4K>,
     pub q6k: RowKernel<BlockQ6K>,
+    /// Q4_K for two or more activation rows, where the path has a kernel of pairs.
+    pub q4k_pairs: Option<PairKernel>,
 }
+
+/// A [`PairKernel`]: `P` pairs per call, the loop over the weight rows built with the
+/// kernel's target features. (A VNNI build, one `vpdpwssd` for each `madd` and its `add`,
+/// measured no faster on Zen 4: LLVM split most of them back into the two.)
+macro_rules! pair_kernel {
+    ($name:ident, $kernel:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn $name(
+            w: &[BlockQ4K],
+            a: &RowPairs,
+            rows: std::ops::Range<usize>,
+            out: *mut f32,
+            stride: usize,
+        ) {
+            #[target_feature(enable = $features)]
+            unsafe fn run<const P: usize>(
+                w: &[BlockQ4K],
+                a: &RowPairs,
+                rows: std::ops::Range<usize>,
+                out: *mut f32,
+                stride: usize,
+            ) {
+                let first = rows.start / 2;
+                let pairs: [_; P] = std::array::from_fn(|p| a.pair(first + p));
+                for (c, row) in w.chunks_exact(a.blocks.max(1)).enumerate() {
+                    let values = super::kquant_row_pairs::$kernel::<P>(row, pairs);
+                    for (r, value) in values.iter().flatten().take(rows.len()).enumerate() {
+                        *out.add(r * stride + c) = *value;
+                    }
+                }
+            }
+            match rows.len().div_ceil(2) {
+                1 => run::<1>(w, a, rows, out, stride),
+                2 => run::<2>(w, a, rows, out, stride),
+                3 => run::<3>(w, a, rows, out, stride),
+                4 => run::<4>(w, a, rows, out, stride),
+                n => unreachable!("{n} pairs of activation rows (1 to MAX_ROWS / 2)"),
+            }
+        }
+    };
+}
+
+pair_kernel!(
+    q4k_pairs_avx512,
+    gemv_q4k_pairs,
+    "avx512f,avx512bw,avx2,fma,f16c"
+);
 
 /// The AVX-512 row products (F and BW).
 #[cfg(target_arch = "x86_64")]
 pub const AVX512: RowKernels = RowKernels {
     q4k: q4k_avx512,
     q6k: q6k_avx512,
+    q4k_pairs: Some(q4k_pairs_avx512),
 };
 
 /// The AVX2 row products.
@@ -446,6 +512,7 @@ pub const AVX512: RowKernels = RowKernels {
 pub const AVX2: RowKernels = RowKernels {
     q4k: q4k_avx2,
     q6k: q6k_avx2,
+    q4k_pairs: None,
 };
 
 /// How far ahead of the super-block being read the row products ask for the weights: 4 KiB,
@@ -509,24 +576,29 @@ impl Rows<'_> {
         }
     }
 
-    /// Rows `columns` (of `blocks` super-blocks each) · each row of `a`, by `kernels`, into
+    /// Rows `columns` (of `blocks` super-blocks each) · the activation rows `group` of `a`
+    /// (or of `pairs`, the same rows in pairs, for the path's pair kernel), by `kernels`, into
     /// `out[r × stride + c − columns.start]`.
     ///
     /// # Safety
-    /// The CPU must run `kernels`; the rows must exist, `a` hold 1 to [`MAX_ROWS`] rows of
-    /// `blocks` blocks, and `out` be valid for every write.
+    /// The CPU must run `kernels`; the rows must exist, `group` be 1 to [`MAX_ROWS`] rows of
+    /// `a` (of `blocks` blocks) starting at a multiple of [`MAX_ROWS`], and `out` be valid
+    /// for every write.
     unsafe fn rows(
         &self,
         kernels: &RowKernels,
         columns: std::ops::Range<usize>,
         blocks: usize,
-        a: &[&[BlockQ8K]],
+        (a, group, pairs): (&[&[BlockQ8K]], std::ops::Range<usize>, Option<&RowPairs>),
         (out, stride): (*mut f32, usize),
     ) {
         let range = columns.start * blocks..columns.end * blocks;
-        match self {
-            Rows::Q4K(w) => (kernels.q4k)(w.get_unchecked(range), a, out, stride),
-            Rows::Q6K(w) => (kernels.q6k)(w.get_unchecked(range), a, out, stride),
+        match (self, kernels.q4k_pairs, pairs) {
+            (Rows::Q4K(w), Some(kernel), Some(pairs)) => {
+                kernel(w.get_unchecked(range), pairs, group, out, stride)
+            }
+            (Rows::Q4K(w), ..) => (kernels.q4k)(w.get_unchecked(range), &a[group], out, stride),
+            (Rows::Q6K(w), ..) => (kernels.q6k)(w.get_unchecked(range), &a[group], out, stride),
         }
     }
 }
@@ -588,6 +660,11 @@ pub fn gemv_shared(
     }
     let a: Vec<&[BlockQ8K]> = a.chunks_exact(blocks).collect();
     let a = &a;
+    // The same rows in pairs, for the path's Q4_K pair kernel.
+    let uses_pairs =
+        m >= 2 && kernels.q4k_pairs.is_some() && mats.iter().any(|w| matches!(w, Rows::Q4K(_)));
+    let pairs = uses_pairs.then(|| RowPairs::new(a, blocks));
+    let pairs = pairs.as_ref();
     // Output rows of all matrices, numbered one after the other.
     let mut starts = Vec::with_capacity(dsts.len() + 1);
     starts.push(0);
@@ -609,12 +686,21 @@ pub fn gemv_shared(
             let run = if m > MAX_ROWS { 16 } else { mine.len() };
             for c0 in mine.clone().step_by(run) {
                 let columns = c0..(c0 + run).min(mine.end);
-                for (g, group) in a.chunks(MAX_ROWS).enumerate() {
-                    let out = (addresses[i] as *mut f32).wrapping_add(g * MAX_ROWS * n + c0);
+                for g in (0..m).step_by(MAX_ROWS) {
+                    let group = g..(g + MAX_ROWS).min(m);
+                    let out = (addresses[i] as *mut f32).wrapping_add(g * n + c0);
                     // SAFETY: the kernels are the path's (the CPU runs them), matrix i has
                     // `blocks` blocks per output row and `dsts[i]` `m × n` values (checked
                     // above), and each output is written by exactly one work item.
-                    unsafe { w.rows(&kernels, columns.clone(), blocks, group, (out, n)) };
+                    unsafe {
+                        w.rows(
+                            &kernels,
+                            columns.clone(),
+                            blocks,
+                            (a, group, pairs),
+                            (out, n),
+                        )
+                    };
                 }
             }
         }

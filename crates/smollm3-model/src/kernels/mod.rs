@@ -36,6 +36,7 @@ pub mod kquant;
 pub mod kquant_gemm;
 pub mod kquant_mins;
 pub mod kquant_pairs;
+pub mod kquant_row_pairs;
 pub mod kquant_rows;
 pub mod pool;
 pub mod prompt_attention;

@@ -878,6 +878,51 @@ mod kquant_tests {
         check::<BlockQ6K, k_quants::BlockQ6K>(random_q6k, 34, |r| r.q6k);
     }
 
+    /// The Q4_K kernels of activation rows in pairs, on every path that has them, against
+    /// candle's: the same bits, an odd last row (paired with itself) included.
+    #[test]
+    fn row_products_in_pairs_agree_with_candles() {
+        use crate::kernels::kquant_row_pairs::RowPairs;
+        use candle_core::quantized::k_quants;
+        use kquant_rows::MAX_ROWS;
+        let mut rng = Lcg(35);
+        for (k, n, m) in [
+            (QK_K, 5, 2),
+            (3 * QK_K, 9, 3),
+            (8 * QK_K, 7, MAX_ROWS),
+            (2 * QK_K, 4, 5),
+        ] {
+            let lhs: Vec<f32> = (0..m * k).map(|_| rng.float() * 2.0).collect();
+            let w: Vec<BlockQ4K> = (0..n * k / QK_K).map(|_| random_q4k(&mut rng)).collect();
+            // SAFETY: the same repr(C) layout as candle's block.
+            let theirs_w = unsafe {
+                std::slice::from_raw_parts(w.as_ptr() as *const k_quants::BlockQ4K, w.len())
+            };
+            let mut theirs = vec![0f32; m * n];
+            k_quants::matmul((m, k, n), &lhs, theirs_w, &mut theirs).unwrap();
+            let a = lhs.chunks_exact(k).map(quantized).collect::<Vec<_>>();
+            let a: Vec<&[BlockQ8K]> = a.iter().map(|row| row.as_slice()).collect();
+            let pairs = RowPairs::new(&a, k / QK_K);
+            let mut tested = 0;
+            for path in crate::kernels::paths_to_test() {
+                let Some(kernel) = path.rows.and_then(|r| r.q4k_pairs) else {
+                    continue;
+                };
+                let mut ours = vec![0f32; m * n];
+                // SAFETY: a path this CPU runs; rows as long as the pairs; `ours` m × n.
+                unsafe { kernel(&w, &pairs, 0..m, ours.as_mut_ptr(), n) };
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&ours), bits(&theirs), "{} k {k} m {m}", path.name);
+                tested += 1;
+            }
+            let with_pairs = crate::kernels::available_paths()
+                .iter()
+                .filter(|p| p.rows.is_some_and(|r| r.q4k_pairs.is_some()))
+                .count();
+            assert!(tested >= with_pairs);
+        }
+    }
+
     /// Several matrices over one shared activation row (Q, K, V; gate, up) in one job: each
     /// output has the bits of that matrix's own row product, and shapes that do not fit are
     /// an error, not a panic.
