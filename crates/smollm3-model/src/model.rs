@@ -266,6 +266,43 @@ impl Model {
         }
     }
 
+    /// The logits of every position of `tokens` (`[tokens.len(), vocab_size]`), each bit for
+    /// bit what [`Model::forward_last`] gives when the tokens are fed one at a time: the
+    /// matmuls take all the rows at once (each weight read once), but attention runs a row at
+    /// a time as a decode step does. For checking a draft of several tokens in one pass
+    /// (speculative decoding): the answer is the same as without the draft. At most
+    /// [`Model::prompt_slice`] tokens; all or nothing, as [`Model::forward`].
+    pub fn forward_verify(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.check_tokens(tokens)?;
+        if tokens.len() > self.prompt_slice {
+            return Err(ModelError::InvalidOption(format!(
+                "a draft of {} tokens: at most {} (the prompt slice) a pass",
+                tokens.len(),
+                self.prompt_slice
+            )));
+        }
+        cache.reserve(tokens.len())?;
+        let start = cache.len();
+        let mut segment = self.segment(0..tokens.len(), cache)?;
+        segment.rows_as_decode = true;
+        let hidden = match self.layers_pass(tokens, &mut [segment], &|| false) {
+            Ok(hidden) => hidden,
+            Err(e) => {
+                cache.truncate(start)?;
+                return Err(e);
+            }
+        };
+        let eps = self.config.rms_norm_eps as f32;
+        let normed = candle_nn::ops::rms_norm(&hidden, &self.output_norm, eps)?;
+        match self.lm_head.forward(&normed) {
+            Ok(logits) => Ok(logits),
+            Err(e) => {
+                cache.truncate(start)?;
+                Err(e)
+            }
+        }
+    }
+
     /// Final-norm hidden states of `tokens` (`[seq, hidden]`, or of the last slice only),
     /// appended to `cache` in slices of `prompt_slice` tokens. All or nothing: a failure (or
     /// `interrupt` saying yes before a layer) leaves `cache` as it was.
@@ -324,6 +361,7 @@ impl Model {
             cache,
             cos,
             sin,
+            rows_as_decode: false,
         })
     }
 
@@ -433,6 +471,9 @@ struct Segment<'c> {
     cos: Tensor,
     sin: Tensor,
     mask: Option<Tensor>,
+    /// Attention a row at a time, each as a one-token decode step at its position would
+    /// run it ([`Model::forward_verify`]), instead of the prompt's attention over all rows.
+    rows_as_decode: bool,
 }
 
 /// Which hidden states [`Model::hidden_states`] returns.
@@ -489,6 +530,19 @@ impl Attention {
             k = candle_nn::rotary_emb::rope_i(&k, &segment.cos, &segment.sin)?;
         }
         let positions = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
+        if segment.rows_as_decode && seq > 1 {
+            // Row i as the decode step at its position: its query against positions
+            // 0..=start + i, by the one-token kernel.
+            let start = positions - seq;
+            let mut rows = Vec::with_capacity(seq);
+            for i in 0..seq {
+                let q = q.narrow(2, i, 1)?.contiguous()?;
+                let q = (q.reshape((kv_heads, group, hd))? * (1.0 / (hd as f64).sqrt()))?;
+                let out = attend_one_token(&q, cache, layer, start + i + 1)?;
+                rows.push(out.reshape((1, heads * hd))?);
+            }
+            return Ok(Tensor::cat(&rows, 0)?);
+        }
         // GQA without repeating K/V: the `group` query heads of one KV head are stacked along
         // the row axis, so each KV head is one matmul. [kv, group * seq, hd]
         let q = (q.reshape((kv_heads, group * seq, hd))? * (1.0 / (hd as f64).sqrt()))?;

@@ -179,3 +179,43 @@ fn a_batch_that_cannot_run_moves_no_cache() {
     // An empty batch is no work.
     assert!(model.forward_batch(&mut []).unwrap().is_empty());
 }
+
+/// A draft checked in one pass (`forward_verify`) gives every position the logits of feeding
+/// the tokens one at a time, bit for bit, and caches them the same; a failing one moves no
+/// cache.
+#[test]
+fn a_verified_draft_equals_tokens_fed_one_at_a_time() {
+    for file in ["smollm3-tiny-q4_k_m.gguf", "smollm3-tiny-q8_0.gguf"] {
+        let model = Model::load(fixture(file)).unwrap();
+        let prompt = tokens(7, 1);
+        let draft = tokens(5, 2);
+        let mut one = model.new_cache(64).unwrap();
+        model.forward_last(&prompt, &mut one).unwrap();
+        let expected: Vec<Vec<u32>> = draft
+            .iter()
+            .map(|&t| bits(&model.forward_last(&[t], &mut one).unwrap()))
+            .collect();
+        let mut all = model.new_cache(64).unwrap();
+        model.forward_last(&prompt, &mut all).unwrap();
+        let logits = model.forward_verify(&draft, &mut all).unwrap();
+        assert_eq!(logits.dims2().unwrap().0, draft.len());
+        for (i, expected) in expected.iter().enumerate() {
+            assert_eq!(
+                &bits(&logits.get(i).unwrap()),
+                expected,
+                "{file} position {i}"
+            );
+        }
+        // The caches hold the same: the next token's logits agree too.
+        let next = [3u32];
+        assert_eq!(
+            bits(&model.forward_last(&next, &mut all).unwrap()),
+            bits(&model.forward_last(&next, &mut one).unwrap())
+        );
+        let before = all.len();
+        let vocab = model.config().vocab_size as u32;
+        assert!(model.forward_verify(&[1, vocab], &mut all).is_err());
+        assert!(model.forward_verify(&[], &mut all).is_err());
+        assert_eq!(all.len(), before);
+    }
+}
