@@ -35,6 +35,12 @@ pub trait Backend {
         }
         self.forward(tokens).map(Some)
     }
+    /// Appends `tokens` (a token and a draft of the ones after it) and returns the logits
+    /// after each, exactly those of feeding them one at a time, or `None` if this backend
+    /// does not check drafts in one pass (then nothing was fed). The default: `None`.
+    fn forward_verify(&mut self, _tokens: &[u32]) -> Result<Option<Vec<Vec<f32>>>> {
+        Ok(None)
+    }
     /// Called once per generation, before the uncached part of the prompt is fed, with the
     /// full prompt length. [`ScriptedBackend`] starts its next reply; a batched
     /// [`ModelBackend`] joins its batcher's sessions in a generation.
@@ -136,6 +142,19 @@ impl Backend for ModelBackend {
             Err(ModelError::Interrupted) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// One pass ([`Model::forward_verify`]); batched backends check no drafts (their passes
+    /// are shared with other sessions').
+    fn forward_verify(&mut self, tokens: &[u32]) -> Result<Option<Vec<Vec<f32>>>> {
+        if self.batcher.is_some() {
+            return Ok(None);
+        }
+        let logits = self.model.forward_verify(tokens, &mut self.cache())?;
+        let rows = logits
+            .to_vec2::<f32>()
+            .map_err(|e| GenError::Backend(format!("reading logits: {e}")))?;
+        Ok(Some(rows))
     }
 
     fn start_generation(&mut self, _prompt_len: usize) {
@@ -267,6 +286,17 @@ impl Backend for ScriptedBackend {
             *l = 100.0;
         }
         Ok(logits)
+    }
+
+    /// One token at a time (exactly the logits of feeding them so), recorded as one call.
+    fn forward_verify(&mut self, tokens: &[u32]) -> Result<Option<Vec<Vec<f32>>>> {
+        let mut rows = Vec::with_capacity(tokens.len());
+        for &token in tokens {
+            rows.push(self.forward(&[token])?);
+            self.forward_calls.pop();
+        }
+        self.forward_calls.push(tokens.len());
+        Ok(Some(rows))
     }
 
     fn start_generation(&mut self, prompt_len: usize) {

@@ -75,6 +75,10 @@ pub struct Stats {
     pub decode_tokens_per_second: f64,
     /// The sampling seed used (reproduce a run by passing it back).
     pub seed: u64,
+    /// Tokens guessed by prompt lookup and checked by the model ([`crate::draft`]), and of
+    /// those, the ones it agreed with (each saved a decode step).
+    pub draft_tokens: usize,
+    pub draft_accepted: usize,
 }
 
 /// The end of a generation: why it stopped, what was matched, the statistics, and the whole

@@ -49,6 +49,7 @@
 mod backend;
 mod batch;
 mod cancel;
+pub mod draft;
 mod engine;
 mod error;
 mod events;

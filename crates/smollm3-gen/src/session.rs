@@ -10,6 +10,7 @@ use smollm3_chat::{
 };
 
 use crate::backend::{Backend, ModelBackend};
+use crate::draft::DraftLength;
 use crate::events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::text::{OutputSplitter, Piece, StopMatcher, StopOutcome};
@@ -84,6 +85,10 @@ pub struct GenerateRequest {
     pub answer_prefix: Option<String>,
     pub overflow: ContextOverflow,
     pub cancel: Option<CancelHandle>,
+    /// Speculative decoding with drafts looked up in the prompt and the output
+    /// ([`crate::draft`]): the same answer, sooner when it repeats text it has seen. On by
+    /// default; backends that cannot check a draft in one pass ignore it.
+    pub prompt_lookup: bool,
 }
 
 impl GenerateRequest {
@@ -97,6 +102,7 @@ impl GenerateRequest {
             answer_prefix: None,
             overflow: ContextOverflow::Error,
             cancel: None,
+            prompt_lookup: true,
         }
     }
 
@@ -292,6 +298,10 @@ impl<B: Backend> Session<B> {
             max_tokens: request.sampling.max_tokens,
             reasoning_budget: request.reasoning_budget,
             cancel: request.cancel.clone(),
+            draft: VecDeque::new(),
+            draft_length: DraftLength::default(),
+            drafts_counted: (0, 0),
+            prompt_lookup: request.prompt_lookup,
             events: VecDeque::new(),
             finished: false,
             started,
@@ -437,6 +447,13 @@ pub struct Generation<'s, B: Backend> {
     max_tokens: Option<usize>,
     reasoning_budget: Option<usize>,
     cancel: Option<CancelHandle>,
+    /// Drafted tokens in the cache beyond `history`, each with the logits after it.
+    draft: VecDeque<(u32, Vec<f32>)>,
+    draft_length: DraftLength,
+    /// `(draft_tokens, draft_accepted)` when the last draft ended.
+    drafts_counted: (usize, usize),
+    /// Off for this generation: not asked for, or the backend cannot verify a draft.
+    prompt_lookup: bool,
     events: VecDeque<Event>,
     finished: bool,
     started: Instant,
@@ -499,6 +516,9 @@ impl<B: Backend> Generation<'_, B> {
             return Ok(());
         }
         if let Some(token) = self.unfed.take() {
+            if self.feed_with_draft(token)? {
+                return Ok(());
+            }
             let logits = self.session.backend.forward(&[token])?;
             self.session.history.push(token);
             self.logits = Some(logits);
@@ -508,6 +528,84 @@ impl<B: Backend> Generation<'_, B> {
             None => self.prefill_chunk(),
             Some(logits) => self.decode_one(logits),
         }
+    }
+
+    /// Feeds `token` with a draft of the tokens after it ([`crate::draft::lookup`]) in one
+    /// pass when there is one and the backend checks drafts; false if it fed nothing.
+    fn feed_with_draft(&mut self, token: u32) -> Result<bool> {
+        if !self.prompt_lookup || !self.forced.is_empty() {
+            return Ok(false);
+        }
+        let history = &self.session.history;
+        // Never past what may still be generated or cached: a token beyond would be wasted.
+        let left_to_generate = self.max_tokens.map_or(usize::MAX, |m| {
+            m.saturating_sub(self.completion.stats.generated_tokens)
+        });
+        let room = self
+            .session
+            .backend
+            .context_size()
+            .saturating_sub(history.len() + 1);
+        let max = self.draft_length.get().min(left_to_generate).min(room);
+        let mut sequence = Vec::with_capacity(history.len() + 1);
+        sequence.extend_from_slice(history);
+        sequence.push(token);
+        let draft = crate::draft::lookup(&sequence, max);
+        if draft.is_empty() {
+            return Ok(false);
+        }
+        let mut fed = Vec::with_capacity(draft.len() + 1);
+        fed.push(token);
+        fed.extend_from_slice(&draft);
+        let Some(mut logits) = self.session.backend.forward_verify(&fed)? else {
+            // The backend checks no drafts: not again in this generation.
+            self.prompt_lookup = false;
+            return Ok(false);
+        };
+        if logits.len() != fed.len() {
+            return Err(GenError::Backend(format!(
+                "a draft of {} tokens got {} rows of logits",
+                fed.len(),
+                logits.len()
+            )));
+        }
+        self.session.history.push(token);
+        let after_drafts = logits.split_off(1);
+        self.logits = logits.pop();
+        self.draft = draft.into_iter().zip(after_drafts).collect();
+        self.completion.stats.draft_tokens += self.draft.len();
+        Ok(true)
+    }
+
+    /// `token`, just sampled or forced, against the draft's next token: the same, and the
+    /// drafted token is taken with the logits after it; otherwise what was drafted leaves the
+    /// cache. False when there was no draft to take it from.
+    fn take_draft(&mut self, token: u32) -> Result<bool> {
+        let Some((drafted, logits)) = self.draft.pop_front() else {
+            return Ok(false);
+        };
+        if drafted == token {
+            self.session.history.push(token);
+            self.completion.stats.draft_accepted += 1;
+            self.logits = Some(logits);
+            if self.draft.is_empty() {
+                self.draft_ended();
+            }
+            return Ok(true);
+        }
+        self.draft.clear();
+        self.draft_ended();
+        self.session.backend.truncate(self.session.history.len())?;
+        Ok(false)
+    }
+
+    /// Sizes the next draft from how this one went.
+    fn draft_ended(&mut self) {
+        let stats = &self.completion.stats;
+        let drafted = stats.draft_tokens - self.drafts_counted.0;
+        let accepted = stats.draft_accepted - self.drafts_counted.1;
+        self.draft_length.update(drafted, accepted);
+        self.drafts_counted = (stats.draft_tokens, stats.draft_accepted);
     }
 
     fn prefill_chunk(&mut self) -> Result<()> {
@@ -597,6 +695,10 @@ impl<B: Backend> Generation<'_, B> {
             self.finish(FinishReason::Length, None, true);
             return Ok(());
         }
+        // A drafted token the model agrees with is in the cache already, with its logits.
+        if self.take_draft(token)? {
+            return Ok(());
+        }
         // Fed on the next step, so its text reaches the caller before the model runs again.
         self.unfed = Some(token);
         Ok(())
@@ -646,6 +748,13 @@ impl<B: Backend> Generation<'_, B> {
     /// Ends the generation. `flush` emits the text still held back (partial UTF-8, a
     /// possible stop-string start); after a stop string it is dropped instead.
     fn finish(&mut self, reason: FinishReason, stopped_by: Option<String>, flush: bool) {
+        // Drafted tokens not taken leave the cache, which must hold exactly the history. (A
+        // truncation to less than the cache holds cannot fail.)
+        if !self.draft.is_empty() || self.session.backend.cached_len() > self.session.history.len()
+        {
+            self.draft.clear();
+            let _ = self.session.backend.truncate(self.session.history.len());
+        }
         let mut reason = reason;
         let mut stopped_by = stopped_by;
         if flush {
