@@ -13,7 +13,7 @@ use crate::render::Printer;
 /// How an answer ended.
 pub enum Answered {
     /// A generation without tools.
-    Plain(Completion),
+    Plain(Box<Completion>),
     /// The tool loop: its rounds, the conversation with the tool turns, the last generation.
     Tools(Box<AgentOutcome>),
 }
@@ -62,5 +62,5 @@ pub fn answer<B: Backend>(
     }
     let completion = completion.context("generation ended without a result")?;
     printer.end(&completion)?;
-    Ok(Answered::Plain(completion))
+    Ok(Answered::Plain(Box::new(completion)))
 }

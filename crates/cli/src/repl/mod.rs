@@ -253,7 +253,7 @@ impl<B: Backend> Repl<B> {
         let (completion, answer, finish_note) = match answered {
             Answered::Plain(completion) => {
                 let answer = completion.answer.clone();
-                (completion, answer, None)
+                (*completion, answer, None)
             }
             Answered::Tools(outcome) => {
                 // The conversation with the tool rounds (calls and results) in it.
