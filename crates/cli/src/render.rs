@@ -22,7 +22,7 @@ pub fn stats_line(c: &Completion) -> String {
     let s = &c.stats;
     format!(
         "prompt {} tokens ({} cached) in {:.2} s, {:.1} tok/s | generated {} tokens in {:.2} s, \
-         {:.1} tok/s | first token after {:.2} s | finish: {}{} | seed {}",
+         {:.1} tok/s{} | first token after {:.2} s | finish: {}{} | seed {}",
         s.prompt_tokens,
         s.cached_tokens,
         s.prefill_ms / 1e3,
@@ -30,6 +30,14 @@ pub fn stats_line(c: &Completion) -> String {
         s.generated_tokens,
         s.decode_ms / 1e3,
         s.decode_tokens_per_second,
+        if s.draft_tokens > 0 {
+            format!(
+                " ({} of {} drafted tokens taken)",
+                s.draft_accepted, s.draft_tokens
+            )
+        } else {
+            String::new()
+        },
         s.time_to_first_token_ms / 1e3,
         c.finish_reason.as_str(),
         c.stopped_by

@@ -44,6 +44,11 @@ struct Args {
     /// speed is about twice one answer's).
     #[arg(long)]
     no_cont_batching: bool,
+    /// Decode without prompt-lookup drafts (speculative decoding that guesses the next tokens
+    /// from the prompt and the answer so far: the same answer, sooner when it repeats text;
+    /// a request's `prompt_lookup: false` turns it off for that request).
+    #[arg(long)]
+    no_prompt_lookup: bool,
     /// Requests that may wait for a free slot; more get a 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 16)]
     queue: usize,
@@ -166,6 +171,7 @@ async fn serve<B: Backend + Send + 'static>(
     }
     state.chat = chat;
     state.api_key = args.api_key.clone();
+    state.prompt_lookup = !args.no_prompt_lookup;
     state.cors_origins = args.cors.clone();
     let state = Arc::new(state);
 

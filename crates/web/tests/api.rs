@@ -415,3 +415,67 @@ async fn while_loading_everything_is_503_and_the_api_key_guards_all_but_health()
         .unwrap();
     assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
 }
+
+/// Prompt-lookup drafts: on by default, reported in llama-server's `timings` (`draft_n`,
+/// `draft_n_accepted`), off with `prompt_lookup: false`, and the same answer either way.
+#[tokio::test]
+async fn drafts_are_reported_and_can_be_turned_off() {
+    const QUOTE: &str = "the quick brown fox jumps over the lazy dog near the river bank today";
+    let reply = format!("You said: {QUOTE}.");
+    let ask = |prompt_lookup: Option<bool>| {
+        let mut body = json!({
+            "messages": [{"role": "user", "content": format!("Repeat: {QUOTE}")}],
+            "reasoning_effort": "none",
+        });
+        if let Some(on) = prompt_lookup {
+            body["prompt_lookup"] = json!(on);
+        }
+        post_json(app(&[&reply]), body)
+    };
+    let (status, on, text) = ask(None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, off, text) = ask(Some(false)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let content = |v: &Value| v["choices"][0]["message"]["content"].clone();
+    assert_eq!(content(&on), json!(reply));
+    assert_eq!(content(&on), content(&off));
+    let drafted = on["timings"]["draft_n"].as_u64().unwrap();
+    let accepted = on["timings"]["draft_n_accepted"].as_u64().unwrap();
+    assert!(accepted > 5 && accepted <= drafted, "{}", on["timings"]);
+    assert_eq!(off["timings"]["draft_n"], 0);
+    // /metrics counts them.
+    let state = std::sync::Arc::new(common::state(&[&reply]));
+    let body = json!({
+        "messages": [{"role": "user", "content": format!("Repeat: {QUOTE}")}],
+        "reasoning_effort": "none",
+    });
+    let (status, _, _) = post_json(router(state.clone()), body).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, metrics) = send(router(state), "GET", "/metrics", "").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(
+        value("smollm3_draft_accepted_tokens_total"),
+        accepted as f64
+    );
+    assert_eq!(value("smollm3_draft_tokens_total"), drafted as f64);
+    assert_eq!(off["timings"]["draft_n_accepted"], 0);
+    // A wrong type is a 400 naming the field.
+    let (status, v, _) = post_json(
+        app(&[&reply]),
+        json!({"messages": [{"role": "user", "content": "Hi"}], "prompt_lookup": "no"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("prompt_lookup"),
+        "{v}"
+    );
+}

@@ -27,4 +27,9 @@ pub struct AnswerArgs {
     /// Stop when this text is generated (not printed); repeatable.
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+    /// Decode one token per step, without prompt-lookup drafts (speculative decoding that
+    /// guesses the next tokens from the prompt and the answer so far: the same answer,
+    /// sooner when it repeats text; on by default).
+    #[arg(long)]
+    pub no_prompt_lookup: bool,
 }

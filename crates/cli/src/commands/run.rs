@@ -96,6 +96,7 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         stop: args.answer.stop.clone(),
         reasoning_budget: args.answer.reasoning_budget,
         cancel: Some(cancel),
+        prompt_lookup: !args.answer.no_prompt_lookup,
         ..GenerateRequest::new(prompt)
     };
     match &args.replay {

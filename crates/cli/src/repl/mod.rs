@@ -75,6 +75,7 @@ pub struct Repl<B: Backend> {
     verbose: bool,
     /// Sampling settings and max_tokens (`/set`).
     sampling: SamplingParams,
+    prompt_lookup: bool,
     stop: Vec<String>,
     reasoning_budget: Option<usize>,
     last: Option<Completion>,
@@ -112,6 +113,7 @@ impl<B: Backend> Repl<B> {
             hide_thinking: answer.hide_thinking,
             verbose: options.verbose,
             sampling: answer.sampling.params(),
+            prompt_lookup: !answer.no_prompt_lookup,
             stop: answer.stop.clone(),
             reasoning_budget: answer.reasoning_budget,
             last: None,
@@ -233,6 +235,7 @@ impl<B: Backend> Repl<B> {
         self.cancel.reset();
         let request = GenerateRequest {
             sampling: self.sampling.clone(),
+            prompt_lookup: self.prompt_lookup,
             stop: self.stop.clone(),
             reasoning_budget: if self.thinking {
                 self.reasoning_budget

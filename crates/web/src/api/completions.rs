@@ -118,6 +118,8 @@ fn timings(stats: &Stats) -> Value {
         "predicted_n": stats.generated_tokens,
         "predicted_ms": stats.decode_ms,
         "predicted_per_second": stats.decode_tokens_per_second,
+        "draft_n": stats.draft_tokens,
+        "draft_n_accepted": stats.draft_accepted,
     })
 }
 
@@ -213,6 +215,8 @@ async fn answer<B: Backend + Send + 'static>(
         Shape::Text => ChatCompletionRequest::parse_text(&body, &app.defaults)?,
     };
     let model = parsed.model.clone().unwrap_or_else(|| app.model.clone());
+    let mut parsed = parsed;
+    parsed.request.prompt_lookup &= app.prompt_lookup;
     let meta = Meta::new(shape, model);
     let mut ticket = app.scheduler()?.submit(parsed.request)?;
     // Errors that come before any token (a prompt over the context, a template failure) are

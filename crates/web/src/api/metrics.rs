@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `smollm3_requests_total{endpoint, outcome}` | counter | by how each request ended: `stop`, `length`, `tool_calls`, `cancelled` (client gone), `invalid_request` (4xx), `rejected` (503: queue full, loading, shutting down), `error` (5xx) |
 //! | `smollm3_prompt_tokens_total`, `_cached_tokens_total`, `_generated_tokens_total` | counter | tokens of finished requests; cached = prompt tokens taken from a slot's cache |
+//! | `smollm3_draft_tokens_total`, `_draft_accepted_tokens_total` | counter | prompt-lookup drafts checked, and taken (acceptance rate = taken / checked) |
 //! | `smollm3_time_to_first_token_seconds` | histogram | from the request reaching a slot to its first token |
 //! | `smollm3_decode_tokens_per_second` | histogram | per request |
 //! | `smollm3_queue_depth` | gauge | requests waiting for a slot (scale out on this) |
@@ -36,6 +37,8 @@ pub struct Metrics {
     prompt_tokens: Counter,
     cached_tokens: Counter,
     generated_tokens: Counter,
+    draft_tokens: Counter,
+    draft_accepted: Counter,
     time_to_first_token: Histogram,
     decode_speed: Histogram,
     queue_depth: Gauge,
@@ -50,6 +53,7 @@ impl Default for Metrics {
         let prompt_tokens = Counter::default();
         let cached_tokens = Counter::default();
         let generated_tokens = Counter::default();
+        let (draft_tokens, draft_accepted) = (Counter::default(), Counter::default());
         // 10 ms .. 82 s: a cached turn on SmolLM2 up to a long prompt on the 3B model.
         let time_to_first_token = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         // 0.5 .. 256 tok/s: the 3B model on 2 cores is ~5; SmolLM2 is ~20..100.
@@ -77,6 +81,16 @@ impl Default for Metrics {
             generated_tokens.clone(),
         );
         registry.register(
+            "draft_tokens",
+            "Tokens guessed by prompt lookup and checked by the model",
+            draft_tokens.clone(),
+        );
+        registry.register(
+            "draft_accepted_tokens",
+            "Drafted tokens the model agreed with (each saved a decode step)",
+            draft_accepted.clone(),
+        );
+        registry.register(
             "time_to_first_token_seconds",
             "Time from a slot taking a request to its first token",
             time_to_first_token.clone(),
@@ -99,6 +113,8 @@ impl Default for Metrics {
             prompt_tokens,
             cached_tokens,
             generated_tokens,
+            draft_tokens,
+            draft_accepted,
             time_to_first_token,
             decode_speed,
             queue_depth,
@@ -125,6 +141,8 @@ impl Metrics {
         self.prompt_tokens.inc_by(stats.prompt_tokens as u64);
         self.cached_tokens.inc_by(stats.cached_tokens as u64);
         self.generated_tokens.inc_by(stats.generated_tokens as u64);
+        self.draft_tokens.inc_by(stats.draft_tokens as u64);
+        self.draft_accepted.inc_by(stats.draft_accepted as u64);
         if stats.generated_tokens > 0 {
             self.time_to_first_token
                 .observe(stats.time_to_first_token_ms / 1e3);

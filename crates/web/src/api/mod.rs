@@ -44,6 +44,9 @@ pub struct AppState<B: Backend + Send + 'static> {
     /// Origins whose pages may call the API from a browser (`--cors`); `*` for any. Empty:
     /// no CORS headers, so browsers keep other sites' pages out.
     pub cors_origins: Vec<String>,
+    /// Prompt-lookup drafts (speculative decoding) unless a request turns them off
+    /// (`prompt_lookup: false`); `--no-prompt-lookup` turns them off for every request.
+    pub prompt_lookup: bool,
     /// What `/metrics` reports.
     pub metrics: Arc<Metrics>,
     /// The web chat's conversations and running answers.
@@ -60,6 +63,7 @@ impl<B: Backend + Send + 'static> AppState<B> {
             body_limit: 8 << 20,
             api_key: None,
             cors_origins: Vec::new(),
+            prompt_lookup: true,
             metrics: Arc::default(),
             chat: crate::chat::ChatState::default(),
         }

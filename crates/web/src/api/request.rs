@@ -38,6 +38,8 @@ struct TextOptions {
     echo: bool,
     suffix: Option<String>,
     logprobs: Option<Value>,
+    /// Ours: `false` decodes without prompt-lookup drafts.
+    prompt_lookup: Option<bool>,
 }
 
 /// `prompt`: a string, a list of one string, or token ids (as llama-server takes them).
@@ -99,6 +101,8 @@ struct Options {
     tool_choice: Option<ToolChoice>,
     parallel_tool_calls: Option<bool>,
     response_format: Option<ResponseFormat>,
+    /// Ours: `false` decodes without prompt-lookup drafts.
+    prompt_lookup: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +272,7 @@ impl ChatCompletionRequest {
                 sampling,
                 stop,
                 tool_tags: Some(Vec::new()),
+                prompt_lookup: options.prompt_lookup.unwrap_or(true),
                 ..GenerateRequest::new(prompt)
             },
             model: options.model,
@@ -336,6 +341,7 @@ impl ChatCompletionRequest {
         let mut request = GenerateRequest {
             sampling,
             stop,
+            prompt_lookup: options.prompt_lookup.unwrap_or(true),
             ..GenerateRequest::chat(ChatRequest::default())
         };
         let offered = match (&choice, definitions.is_empty()) {

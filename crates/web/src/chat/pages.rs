@@ -218,6 +218,7 @@ fn request_for<B: Backend + Send + 'static>(
     GenerateRequest {
         sampling: conversation.sampling.clone(),
         cancel: Some(cancel.clone()),
+        prompt_lookup: app.prompt_lookup,
         ..GenerateRequest::chat(chat)
     }
 }

@@ -47,6 +47,12 @@ pub struct TurnStats {
     pub thought_seconds: f64,
     /// `stop`, `length`, `tool_calls` or `cancelled`.
     pub finish_reason: String,
+    /// Tokens guessed by prompt lookup, and of those the ones the model agreed with (older
+    /// conversations on disk have neither: zero).
+    #[serde(default)]
+    pub draft_tokens: usize,
+    #[serde(default)]
+    pub draft_accepted: usize,
 }
 
 impl TurnStats {
@@ -59,6 +65,8 @@ impl TurnStats {
             decode_tokens_per_second: stats.decode_tokens_per_second,
             thought_seconds,
             finish_reason: finish_reason.to_string(),
+            draft_tokens: stats.draft_tokens,
+            draft_accepted: stats.draft_accepted,
         }
     }
 }

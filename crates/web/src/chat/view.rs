@@ -66,6 +66,8 @@ struct StatsView {
     cached_tokens: usize,
     ttft: String,
     speed: String,
+    /// "12 of 15 drafted tokens taken", when there were drafts.
+    drafts: String,
     note: &'static str,
 }
 
@@ -79,6 +81,14 @@ fn stats_view(stats: &TurnStats) -> StatsView {
             format!("{:.0} ms", stats.time_to_first_token_ms)
         },
         speed: format!("{:.1}", stats.decode_tokens_per_second),
+        drafts: if stats.draft_tokens > 0 {
+            format!(
+                "{} of {} drafted tokens taken",
+                stats.draft_accepted, stats.draft_tokens
+            )
+        } else {
+            String::new()
+        },
         note: match stats.finish_reason.as_str() {
             "cancelled" => "stopped",
             "length" => "cut at the token limit",
