@@ -5,6 +5,7 @@ mod bench_batch;
 mod bench_busy;
 mod bench_child;
 mod bench_llama;
+mod bench_lookup;
 mod bench_server;
 mod bench_wall;
 mod fetch;
@@ -45,6 +46,9 @@ enum Command {
     /// Batched decoding in the model alone: total and per-sequence tok/s for 1, 2, 4 and 8
     /// sequences decoded in lockstep (`Model::forward_batch`).
     BenchBatch(bench_batch::BatchBenchArgs),
+    /// Prompt-lookup speculative decoding on a quoting task and on free text: decode tok/s
+    /// with drafts and without, and the drafted tokens taken.
+    BenchLookup(bench_lookup::LookupBenchArgs),
     /// Download a SmolLM3 GGUF (default: SmolLM3-3B Q4_K_M) into the Hugging Face cache and
     /// print where it is; a file already in the cache is not downloaded again.
     FetchWeights(fetch::FetchArgs),
@@ -78,6 +82,11 @@ fn main() -> std::process::ExitCode {
             smollm3_model::candle_pool::shorten_idle_spin();
             smollm3_model::allocator::keep_freed_tensor_memory();
             bench_batch::run(args, &workspace_root())
+        }
+        Command::BenchLookup(args) => {
+            smollm3_model::candle_pool::shorten_idle_spin();
+            smollm3_model::allocator::keep_freed_tensor_memory();
+            bench_lookup::run(args, &workspace_root())
         }
         Command::BenchChild(args) => {
             // As the smollm3 binaries do (the engine measured is theirs).

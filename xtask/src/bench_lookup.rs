@@ -1,0 +1,173 @@
+//! `cargo xtask bench-lookup`: prompt-lookup speculative decoding (`smollm3_gen::draft`) on a
+//! quoting task and on free text, greedy, with drafts and without, runs interleaved. Reports
+//! decode tok/s both ways (the generation loop's own figure, first token excluded), the
+//! ratio, and how many drafted tokens the model took. Greedy answers are the same either way
+//! (checked here too: the run fails if they differ).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use smollm3_chat::{ChatRequest, Message};
+use smollm3_gen::{Engine, GenerateRequest, SamplingParams};
+use smollm3_model::LoadOptions;
+
+use crate::bench::Stat;
+
+/// Options of `cargo xtask bench-lookup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LookupBenchArgs {
+    /// GGUF to run [default: the synthetic SmolLM3-3B Q4_K_M file in target/bench/; its random
+    /// weights never quote, so give a trained model (e.g. SmolLM2-135M-Instruct) to see drafts
+    /// taken].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tokens generated per run.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    /// Repetitions of each (task, mode).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Print the JSON report instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A paragraph to quote back, sentence by sentence.
+const PARAGRAPH: &str = "The lighthouse keeper climbed the stairs at dusk. He trimmed the wick \
+    and polished the great lens until it shone. Ships passed far out at sea, their lights like \
+    slow stars. In the morning he wrote the weather in his book and slept until noon. Years went \
+    by this way, and he never once let the light go out.";
+
+fn tasks() -> [(&'static str, String); 2] {
+    [
+        (
+            "quoting",
+            format!(
+                "Repeat the following paragraph exactly, with every sentence numbered:\n\n{PARAGRAPH}"
+            ),
+        ),
+        (
+            "free",
+            "Write a short story about a robot who learns to paint.".to_string(),
+        ),
+    ]
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    task: &'static str,
+    plain_tokens_per_second: Stat,
+    lookup_tokens_per_second: Stat,
+    /// Median of lookup / plain over the repetitions (each pair run back to back).
+    ratio: Stat,
+    drafted: usize,
+    accepted: usize,
+    generated: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    cpu: String,
+    kernel_path: String,
+    tokens: usize,
+    rows: Vec<Row>,
+}
+
+pub fn run(args: LookupBenchArgs, workspace: &Path) -> Result<()> {
+    if args.tokens < 2 || args.reps == 0 {
+        bail!("--tokens must be at least 2 and --reps at least 1");
+    }
+    let model = match &args.model {
+        Some(path) => path.clone(),
+        None => crate::bench::ensure_synthetic_model(&workspace.join("target/bench"))?,
+    };
+    crate::bench::warm_page_cache(&model)?;
+    let engine = Engine::load(&model, &LoadOptions::default())
+        .with_context(|| format!("loading {}", model.display()))?;
+    let mut rows = Vec::new();
+    for (task, prompt) in tasks() {
+        let (mut plain, mut lookup, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut drafted, mut accepted, mut generated) = (0, 0, 0);
+        for rep in 0..args.reps {
+            eprintln!("bench-lookup: {task}, run {}/{}", rep + 1, args.reps);
+            let mut answers = Vec::new();
+            let mut speeds = [0.0; 2];
+            for (i, on) in [false, true].into_iter().enumerate() {
+                let mut session = engine.session(args.tokens + 512)?;
+                let mut chat = ChatRequest {
+                    add_generation_prompt: true,
+                    enable_thinking: Some(false),
+                    ..Default::default()
+                };
+                chat.push(Message::user(prompt.as_str()));
+                let request = GenerateRequest {
+                    sampling: SamplingParams {
+                        max_tokens: Some(args.tokens),
+                        ..SamplingParams::greedy()
+                    },
+                    prompt_lookup: on,
+                    ..GenerateRequest::chat(chat)
+                };
+                let done = session.generate(&request)?.complete()?;
+                speeds[i] = done.stats.decode_tokens_per_second;
+                if on {
+                    drafted += done.stats.draft_tokens;
+                    accepted += done.stats.draft_accepted;
+                    generated += done.stats.generated_tokens;
+                }
+                answers.push(done.answer);
+            }
+            if answers[0] != answers[1] {
+                bail!("{task}: the answer with drafts differs from the one without");
+            }
+            plain.push(speeds[0]);
+            lookup.push(speeds[1]);
+            ratio.push(speeds[1] / speeds[0]);
+        }
+        rows.push(Row {
+            task,
+            plain_tokens_per_second: Stat::of(plain),
+            lookup_tokens_per_second: Stat::of(lookup),
+            ratio: Stat::of(ratio),
+            drafted,
+            accepted,
+            generated,
+        });
+    }
+    let report = Report {
+        model: model.display().to_string(),
+        cpu: crate::bench::cpu_model_name(),
+        kernel_path: smollm3_model::kernels::path_name().to_string(),
+        tokens: args.tokens,
+        rows,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "model {}\nCPU {}, kernels {}, greedy, {} tokens a run (medians, [min..max])",
+        report.model, report.cpu, report.kernel_path, report.tokens
+    );
+    println!(
+        "{:>8} {:>22} {:>22} {:>22} {:>24}",
+        "task", "plain tok/s", "lookup tok/s", "ratio", "drafted / taken / gen"
+    );
+    let show = |s: &Stat| format!("{:.1} [{:.1}..{:.1}]", s.median, s.min, s.max);
+    for row in &report.rows {
+        println!(
+            "{:>8} {:>22} {:>22} {:>22} {:>24}",
+            row.task,
+            show(&row.plain_tokens_per_second),
+            show(&row.lookup_tokens_per_second),
+            format!(
+                "{:.2}x [{:.2}..{:.2}]",
+                row.ratio.median, row.ratio.min, row.ratio.max
+            ),
+            format!("{} / {} / {}", row.drafted, row.accepted, row.generated),
+        );
+    }
+    Ok(())
+}
