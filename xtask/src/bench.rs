@@ -78,6 +78,21 @@ pub struct Stat {
     pub max: f64,
 }
 
+/// `median [min..max]` to one decimal, as the bench tables show a figure.
+impl std::fmt::Display for Stat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1} [{:.1}..{:.1}]", self.median, self.min, self.max)
+    }
+}
+
+/// `--model` when given, else the synthetic 3B file in `target/bench/` (made once).
+pub fn model_or_synthetic(model: Option<&Path>, workspace: &Path) -> Result<PathBuf> {
+    match model {
+        Some(path) => Ok(path.to_path_buf()),
+        None => ensure_synthetic_model(&workspace.join("target/bench")),
+    }
+}
+
 impl Stat {
     pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
         let mut v: Vec<f64> = values.into_iter().collect();

@@ -60,10 +60,7 @@ pub fn run(args: BatchBenchArgs, workspace: &Path) -> Result<()> {
     if args.sizes.is_empty() || args.sizes.contains(&0) || args.steps == 0 || args.prompt == 0 {
         bail!("--sizes, --steps and --prompt: give counts of at least 1");
     }
-    let model_path = match &args.model {
-        Some(path) => path.clone(),
-        None => crate::bench::ensure_synthetic_model(&workspace.join("target/bench"))?,
-    };
+    let model_path = crate::bench::model_or_synthetic(args.model.as_deref(), workspace)?;
     crate::bench::warm_page_cache(&model_path)?;
     let model = Model::load_with(&model_path, &LoadOptions::default())
         .with_context(|| format!("loading {}", model_path.display()))?;
@@ -125,7 +122,7 @@ fn measure(
     let mut batch: Vec<BatchItem<'_>> = caches
         .iter_mut()
         .zip(&prompts)
-        .map(|(cache, tokens)| BatchItem { tokens, cache })
+        .map(|(cache, tokens)| BatchItem::new(tokens, cache))
         .collect();
     let mut next = argmaxes(&model.forward_batch(&mut batch)?)?;
     let mut times = Vec::with_capacity(args.steps);
@@ -134,7 +131,7 @@ fn measure(
         let mut batch: Vec<BatchItem<'_>> = caches
             .iter_mut()
             .zip(&inputs)
-            .map(|(cache, tokens)| BatchItem { tokens, cache })
+            .map(|(cache, tokens)| BatchItem::new(tokens, cache))
             .collect();
         let start = Instant::now();
         let logits = model.forward_batch(&mut batch)?;
@@ -175,7 +172,6 @@ fn print_table(r: &Report) {
         "{:>9} {:>20} {:>22} {:>26} {:>10}",
         "sequences", "step ms", "total tok/s", "per-sequence tok/s", "vs one"
     );
-    let show = |s: &Stat| format!("{:.1} [{:.1}..{:.1}]", s.median, s.min, s.max);
     let one = r.rows.iter().find(|row| row.size == 1);
     for row in &r.rows {
         let ratio = one.map_or(String::from("-"), |one| {
@@ -187,9 +183,9 @@ fn print_table(r: &Report) {
         println!(
             "{:>9} {:>20} {:>22} {:>26} {:>10}",
             row.size,
-            show(&row.step_ms),
-            show(&row.total_tokens_per_second),
-            show(&row.per_sequence_tokens_per_second),
+            row.step_ms.to_string(),
+            row.total_tokens_per_second.to_string(),
+            row.per_sequence_tokens_per_second.to_string(),
             ratio
         );
     }

@@ -79,10 +79,7 @@ pub fn run(args: LookupBenchArgs, workspace: &Path) -> Result<()> {
     if args.tokens < 2 || args.reps == 0 {
         bail!("--tokens must be at least 2 and --reps at least 1");
     }
-    let model = match &args.model {
-        Some(path) => path.clone(),
-        None => crate::bench::ensure_synthetic_model(&workspace.join("target/bench"))?,
-    };
+    let model = crate::bench::model_or_synthetic(args.model.as_deref(), workspace)?;
     crate::bench::warm_page_cache(&model)?;
     let engine = Engine::load(&model, &LoadOptions::default())
         .with_context(|| format!("loading {}", model.display()))?;
@@ -155,13 +152,12 @@ pub fn run(args: LookupBenchArgs, workspace: &Path) -> Result<()> {
         "{:>8} {:>22} {:>22} {:>22} {:>24}",
         "task", "plain tok/s", "lookup tok/s", "ratio", "drafted / taken / gen"
     );
-    let show = |s: &Stat| format!("{:.1} [{:.1}..{:.1}]", s.median, s.min, s.max);
     for row in &report.rows {
         println!(
             "{:>8} {:>22} {:>22} {:>22} {:>24}",
             row.task,
-            show(&row.plain_tokens_per_second),
-            show(&row.lookup_tokens_per_second),
+            row.plain_tokens_per_second.to_string(),
+            row.lookup_tokens_per_second.to_string(),
             format!(
                 "{:.2}x [{:.2}..{:.2}]",
                 row.ratio.median, row.ratio.min, row.ratio.max

@@ -95,10 +95,7 @@ pub fn run(args: ServerBenchArgs, workspace: &Path) -> Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
     let bench_dir = workspace.join("target/bench");
-    let model = match &args.model {
-        Some(path) => path.clone(),
-        None => crate::bench::ensure_synthetic_model(&bench_dir)?,
-    };
+    let model = crate::bench::model_or_synthetic(args.model.as_deref(), workspace)?;
     eprintln!("loading {}", model.display());
     let engine = Engine::load(&model, &LoadOptions::default())
         .with_context(|| format!("loading {}", model.display()))?;
@@ -267,15 +264,14 @@ fn print_table(r: &Report) {
         "{:>7} {:>18} {:>22} {:>18} {:>18} {:>16}",
         "clients", "TTFT ms", "per-stream tok/s", "engine tok/s", "total tok/s", "HTTP ms/token"
     );
-    let show = |s: &Stat| format!("{:.1} [{:.1}..{:.1}]", s.median, s.min, s.max);
     for row in &r.rows {
         println!(
             "{:>7} {:>18} {:>22} {:>18} {:>18} {:>16}",
             row.clients,
-            show(&row.ttft_ms),
-            show(&row.per_stream_tokens_per_second),
-            show(&row.engine_tokens_per_second),
-            show(&row.total_tokens_per_second),
+            row.ttft_ms.to_string(),
+            row.per_stream_tokens_per_second.to_string(),
+            row.engine_tokens_per_second.to_string(),
+            row.total_tokens_per_second.to_string(),
             format!("{:.3}", row.http_cost_per_token_ms.median),
         );
     }

@@ -144,11 +144,10 @@ impl Backend for ModelBackend {
         }
     }
 
-    /// One pass ([`Model::forward_verify`]); batched backends check no drafts (their passes
-    /// are shared with other sessions').
+    /// One pass ([`Model::forward_verify`]); batched, an item of the batch's pass.
     fn forward_verify(&mut self, tokens: &[u32]) -> Result<Option<Vec<Vec<f32>>>> {
-        if self.batcher.is_some() {
-            return Ok(None);
+        if let Some(batcher) = &self.batcher {
+            return batcher.forward_verify(tokens, &self.cache).map(Some);
         }
         let logits = self.model.forward_verify(tokens, &mut self.cache())?;
         let rows = logits

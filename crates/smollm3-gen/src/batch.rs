@@ -22,7 +22,8 @@
 //! [`Backend::end_generation`](crate::Backend::end_generation)).
 //!
 //! Each sequence's logits are bit for bit those of its forward pass alone, so batching
-//! changes no answer (tested).
+//! changes no answer (tested); a session's prompt-lookup draft goes into the batch as an item
+//! to check (`BatchItem::verify`), so drafts work for batched sessions too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -56,7 +57,8 @@ struct State {
     /// that pass served [`GATHER`] from its end to ask again, or two sessions would take
     /// turns forever, each waiting through the other's pass.
     free_since: Option<Instant>,
-    done: HashMap<u64, Result<Vec<f32>>>,
+    /// Each finished request's logits: its last row, or every row of a draft.
+    done: HashMap<u64, Result<Vec<Vec<f32>>>>,
     next_id: u64,
     /// Passes run and sequences in them, for `Batcher::stats`.
     passes: u64,
@@ -67,6 +69,8 @@ struct Request {
     id: u64,
     tokens: Vec<u32>,
     cache: Arc<Mutex<KvCache>>,
+    /// A token and its draft to check (`Model::forward_verify`): every row's logits.
+    verify: bool,
     since: Instant,
 }
 
@@ -122,6 +126,27 @@ impl Batcher {
 
     /// `tokens` appended to `cache` in the next batch; the logits after the last one.
     pub(crate) fn forward(&self, tokens: &[u32], cache: &Arc<Mutex<KvCache>>) -> Result<Vec<f32>> {
+        let mut rows = self.submit(tokens, cache, false)?;
+        rows.pop()
+            .ok_or_else(|| GenError::Backend("a batched pass returned no logits".into()))
+    }
+
+    /// A token and its draft appended to `cache` in the next batch, checked as
+    /// `Model::forward_verify` does: the logits after each.
+    pub(crate) fn forward_verify(
+        &self,
+        tokens: &[u32],
+        cache: &Arc<Mutex<KvCache>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        self.submit(tokens, cache, true)
+    }
+
+    fn submit(
+        &self,
+        tokens: &[u32],
+        cache: &Arc<Mutex<KvCache>>,
+        verify: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         // What would fail the whole batch fails this request alone, here.
         let vocab = self.model.config().vocab_size;
         if tokens.is_empty() {
@@ -150,6 +175,7 @@ impl Batcher {
             id,
             tokens: tokens.to_vec(),
             cache: cache.clone(),
+            verify,
             since: Instant::now(),
         });
         self.changed.notify_all();
@@ -219,34 +245,47 @@ impl Batcher {
     }
 
     /// One forward pass over `batch`: each request's logits, or the pass's error for each.
-    fn pass(&self, batch: &[Request]) -> Vec<Result<Vec<f32>>> {
+    fn pass(&self, batch: &[Request]) -> Vec<Result<Vec<Vec<f32>>>> {
         let mut caches: Vec<MutexGuard<'_, KvCache>> = batch
             .iter()
             .map(|r| r.cache.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
-        let outcome = if batch.len() == 1 {
-            // Alone (or longer than a pass): the plain path, which slices long inputs.
-            self.model
-                .forward_last(&batch[0].tokens, &mut caches[0])
-                .map(|logits| vec![logits])
-        } else {
-            let mut items: Vec<BatchItem<'_>> = batch
-                .iter()
-                .zip(caches.iter_mut())
-                .map(|(r, cache)| BatchItem {
-                    tokens: &r.tokens,
-                    cache,
-                })
-                .collect();
-            self.model.forward_batch(&mut items)
+        let outcome = match batch {
+            // Alone (or longer than a pass): the plain paths, which slice long inputs.
+            [one] if !one.verify => self
+                .model
+                .forward_last(&one.tokens, &mut caches[0])
+                .map(|logits| vec![logits]),
+            [one] => self
+                .model
+                .forward_verify(&one.tokens, &mut caches[0])
+                .map(|logits| vec![logits]),
+            _ => {
+                let mut items: Vec<BatchItem<'_>> = batch
+                    .iter()
+                    .zip(caches.iter_mut())
+                    .map(|(r, cache)| BatchItem {
+                        tokens: &r.tokens,
+                        cache,
+                        verify: r.verify,
+                    })
+                    .collect();
+                self.model.forward_batch(&mut items)
+            }
+        };
+        let read = |logits: &smollm3_model::Tensor, verify: bool| {
+            let rows = if verify {
+                logits.to_vec2::<f32>()
+            } else {
+                logits.to_vec1::<f32>().map(|row| vec![row])
+            };
+            rows.map_err(|e| GenError::Backend(format!("reading logits: {e}")))
         };
         match outcome {
             Ok(logits) => logits
                 .iter()
-                .map(|l| {
-                    l.to_vec1::<f32>()
-                        .map_err(|e| GenError::Backend(format!("reading logits: {e}")))
-                })
+                .zip(batch)
+                .map(|(l, r)| read(l, r.verify))
                 .collect(),
             Err(e) => {
                 let message = e.to_string();

@@ -19,6 +19,12 @@
 //! the events through a channel. The model sits behind the [`Backend`] trait, so the loop can
 //! be tested exactly with a [`ScriptedBackend`].
 //!
+//! Two ways to more tokens per second, neither changing an answer: [`draft`] (prompt-lookup
+//! speculative decoding: the next tokens guessed from the prompt and output, checked in one
+//! pass; on by default, [`GenerateRequest::prompt_lookup`], counted in [`Stats`]) and
+//! [`Batcher`] (a server's sessions made by [`Engine::batched_sessions`] step together in
+//! one batched pass).
+//!
 //! ```no_run
 //! use smollm3_chat::{ChatRequest, Message};
 //! use smollm3_gen::{Engine, Event, GenerateRequest, SamplingParams};

@@ -136,6 +136,28 @@ fn a_real_model_answers_the_same_with_drafts() {
             stats.draft_accepted * 3 > stats.generated_tokens,
             "{sampling:?}: {answer:?} {stats:?}"
         );
+        // Two batched sessions (a server's slots) quoting at once: drafts are checked as
+        // items of the shared passes, and each answer is the one it gets alone.
+        let (_batcher, mut sessions) = engine.batched_sessions(2, 1024).unwrap();
+        let together: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = sessions
+                .iter_mut()
+                .map(|s| {
+                    let sampling = sampling.clone();
+                    scope.spawn(move || {
+                        let mut r = quoting(true, sampling);
+                        r.sampling.max_tokens = Some(64);
+                        let c = s.generate(&r).unwrap().complete().unwrap();
+                        (s.cached_tokens().to_vec(), c.stats.draft_accepted)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (cached, accepted) in together {
+            assert_eq!(cached, plain, "batched {sampling:?}");
+            assert!(accepted > 0, "batched {sampling:?}");
+        }
     }
 }
 

@@ -31,6 +31,11 @@
 //! # }
 //! ```
 //!
+//! Several tokens in one pass, each weight read once for all of them:
+//! [`Model::forward_batch`] (several sequences, each with its own cache: batched decoding)
+//! and [`Model::forward_verify`] (a token and a draft of the next ones: speculative
+//! decoding); either gives each position the logits it gets alone, bit for bit.
+//!
 //! [`kernels`] holds the hot path's own code, chosen at run time for the CPU (AVX-512, AVX2 or
 //! portable): a thread pool that yields instead of spinning, Q4_K/Q6_K prompt and decode
 //! kernels, Q4_1 (prompt panels and rows), prompt and decode attention, the FFN's

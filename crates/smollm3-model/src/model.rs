@@ -396,7 +396,8 @@ impl Model {
 
     /// The next tokens of several sequences in one forward pass, each after what its own
     /// cache holds: the logits of each sequence's last new position, `[vocab_size]` each, in
-    /// order. Each weight matrix is read once for the whole batch, so while decoding (a token
+    /// order (of every position, `[tokens, vocab_size]`, for a draft to check,
+    /// [`BatchItem::verify`]). Each weight matrix is read once for the whole batch, so while decoding (a token
     /// a sequence) a batch of a few sequences costs little more than one
     /// ([`kernels::kquant_rows`](crate::kernels::kquant_rows)); a sequence may bring a prompt
     /// chunk while the others bring a token. Every sequence's logits are bit for bit those of
@@ -433,27 +434,41 @@ impl Model {
     fn batch_pass(&self, batch: &mut [BatchItem<'_>], total: usize) -> Result<Vec<Tensor>> {
         let mut tokens = Vec::with_capacity(total);
         let mut segments = Vec::with_capacity(batch.len());
-        let mut lasts = Vec::with_capacity(batch.len());
+        // The rows that go through the final norm and the vocabulary: each sequence's last,
+        // every row of a draft to check; and where each item's start among them.
+        let mut kept: Vec<u32> = Vec::with_capacity(batch.len());
+        let mut starts = Vec::with_capacity(batch.len());
         for item in batch.iter_mut() {
             let rows = tokens.len()..tokens.len() + item.tokens.len();
             tokens.extend_from_slice(item.tokens);
-            lasts.push(rows.end - 1);
-            segments.push(self.segment(rows, item.cache)?);
+            starts.push(kept.len());
+            if item.verify {
+                kept.extend(rows.clone().map(|r| r as u32));
+            } else {
+                kept.push((rows.end - 1) as u32);
+            }
+            let mut segment = self.segment(rows, item.cache)?;
+            segment.rows_as_decode = item.verify;
+            segments.push(segment);
         }
         let hidden = self.layers_pass(&tokens, &mut segments, &|| false)?;
-        // Only each sequence's last position goes through the final norm and the vocabulary.
-        let index = Tensor::from_vec(
-            lasts.iter().map(|&r| r as u32).collect::<Vec<_>>(),
-            lasts.len(),
-            &Device::Cpu,
-        )?;
+        let count = kept.len();
+        let index = Tensor::from_vec(kept, count, &Device::Cpu)?;
         let last = hidden.index_select(&index, 0)?;
         let eps = self.config.rms_norm_eps as f32;
         let normed = candle_nn::ops::rms_norm(&last, &self.output_norm, eps)?;
         let logits = self.lm_head.forward(&normed)?;
-        Ok((0..batch.len())
-            .map(|i| logits.get(i))
-            .collect::<candle_core::Result<_>>()?)
+        batch
+            .iter()
+            .zip(starts)
+            .map(|(item, start)| {
+                Ok(if item.verify {
+                    logits.narrow(0, start, item.tokens.len())?
+                } else {
+                    logits.get(start)?
+                })
+            })
+            .collect()
     }
 }
 
@@ -461,6 +476,29 @@ impl Model {
 pub struct BatchItem<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
+    /// A token and its draft to check (as [`Model::forward_verify`]): attention a row at a
+    /// time as decode runs it, and the logits of every row rather than the last.
+    pub verify: bool,
+}
+
+impl<'a> BatchItem<'a> {
+    /// New tokens; the logits of the last one.
+    pub fn new(tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
+        BatchItem {
+            tokens,
+            cache,
+            verify: false,
+        }
+    }
+
+    /// A token and its draft; the logits of every one, bit for bit those of one at a time.
+    pub fn verify(tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
+        BatchItem {
+            tokens,
+            cache,
+            verify: true,
+        }
+    }
 }
 
 /// One sequence's rows of a pass through the layers ([`Model::layers_pass`]): where they

@@ -94,7 +94,7 @@ fn each_sequence_of_a_batch_gets_its_own_logits_bit_for_bit() {
         let mut batch: Vec<BatchItem<'_>> = caches
             .iter_mut()
             .zip(&prompts)
-            .map(|(cache, p)| BatchItem { tokens: p, cache })
+            .map(|(cache, p)| BatchItem::new(p, cache))
             .collect();
         let first = model.forward_batch(&mut batch).unwrap();
         let mut next: Vec<u32> = first.iter().map(|l| argmax(&bits(l))).collect();
@@ -105,7 +105,7 @@ fn each_sequence_of_a_batch_gets_its_own_logits_bit_for_bit() {
             let mut batch: Vec<BatchItem<'_>> = caches
                 .iter_mut()
                 .zip(&inputs)
-                .map(|(cache, tokens)| BatchItem { tokens, cache })
+                .map(|(cache, tokens)| BatchItem::new(tokens, cache))
                 .collect();
             let logits = model.forward_batch(&mut batch).unwrap();
             assert_eq!(logits.len(), 3);
@@ -141,14 +141,8 @@ fn a_batch_that_cannot_run_moves_no_cache() {
     for (first, second, what) in cases {
         let err = model
             .forward_batch(&mut [
-                BatchItem {
-                    tokens: first,
-                    cache: &mut a,
-                },
-                BatchItem {
-                    tokens: second,
-                    cache: &mut b,
-                },
+                BatchItem::new(first, &mut a),
+                BatchItem::new(second, &mut b),
             ])
             .unwrap_err();
         match what {
@@ -164,14 +158,8 @@ fn a_batch_that_cannot_run_moves_no_cache() {
     let long = tokens(slice, 4);
     let err = model
         .forward_batch(&mut [
-            BatchItem {
-                tokens: &long,
-                cache: &mut big,
-            },
-            BatchItem {
-                tokens: &[1],
-                cache: &mut a,
-            },
+            BatchItem::new(&long, &mut big),
+            BatchItem::new(&[1], &mut a),
         ])
         .unwrap_err();
     assert!(err.to_string().contains("at most 512"), "{err}");
@@ -218,4 +206,37 @@ fn a_verified_draft_equals_tokens_fed_one_at_a_time() {
         assert!(model.forward_verify(&[], &mut all).is_err());
         assert_eq!(all.len(), before);
     }
+}
+
+/// A draft checked as an item of a batch (`BatchItem::verify`) gets every row's logits as
+/// `forward_verify` alone does, beside a sequence decoding a token, which gets its own.
+#[test]
+fn a_draft_in_a_batch_is_checked_as_alone() {
+    let model = Model::load(fixture("smollm3-tiny-q4_k_m.gguf")).unwrap();
+    let prime = |seed: u32| {
+        let mut cache = model.new_cache(64).unwrap();
+        model.forward_last(&tokens(6, seed), &mut cache).unwrap();
+        cache
+    };
+    let draft = tokens(4, 5);
+    let (mut a_alone, mut b_alone) = (prime(1), prime(2));
+    let a_expected = bits(&model.forward_last(&[7], &mut a_alone).unwrap());
+    let b_expected = model.forward_verify(&draft, &mut b_alone).unwrap();
+    let (mut a, mut b) = (prime(1), prime(2));
+    let out = model
+        .forward_batch(&mut [
+            BatchItem::new(&[7], &mut a),
+            BatchItem::verify(&draft, &mut b),
+        ])
+        .unwrap();
+    assert_eq!(bits(&out[0]), a_expected);
+    assert_eq!(out[1].dims2().unwrap(), b_expected.dims2().unwrap());
+    for row in 0..draft.len() {
+        assert_eq!(
+            bits(&out[1].get(row).unwrap()),
+            bits(&b_expected.get(row).unwrap()),
+            "draft row {row}"
+        );
+    }
+    assert_eq!((a.len(), b.len()), (7, 10));
 }
