@@ -569,17 +569,7 @@ impl Attention {
         }
         let positions = cache.append(layer, &k.squeeze(0)?, &v.squeeze(0)?)?;
         if segment.rows_as_decode && seq > 1 {
-            // Row i as the decode step at its position: its query against positions
-            // 0..=start + i, by the one-token kernel.
-            let start = positions - seq;
-            let mut rows = Vec::with_capacity(seq);
-            for i in 0..seq {
-                let q = q.narrow(2, i, 1)?.contiguous()?;
-                let q = (q.reshape((kv_heads, group, hd))? * (1.0 / (hd as f64).sqrt()))?;
-                let out = attend_one_token(&q, cache, layer, start + i + 1)?;
-                rows.push(out.reshape((1, heads * hd))?);
-            }
-            return Ok(Tensor::cat(&rows, 0)?);
+            return attend_rows_as_decode(&q, kv_heads, cache, layer, positions - seq);
         }
         // GQA without repeating K/V: the `group` query heads of one KV head are stacked along
         // the row axis, so each KV head is one matmul. [kv, group * seq, hd]
@@ -656,6 +646,47 @@ fn attend_prompt(
 /// [`attend`] for one new token (no mask) against the first `positions` cached positions of
 /// `layer`, one KV head per work item on the kernels' pool, with the same bits
 /// ([`crate::kernels::attention`]).
+/// A draft's attention ([`Model::forward_verify`]): `q` `[1, heads, seq, hd]` (after RoPE,
+/// not scaled), row `i` as the decode step at position `start + i` runs it (scaled as
+/// candle's `q * scale` does, `v × scale + 0`, then [`attend_one_token`]'s kernel over
+/// positions `0..=start + i`) -> `[seq, heads × hd]`. In plain loops rather than a few candle
+/// ops per row: on SmolLM2 (30 layers) those made an 8-token check cost as much as two
+/// decode steps.
+fn attend_rows_as_decode(
+    q: &Tensor,
+    kv_heads: usize,
+    cache: &KvCache,
+    layer: usize,
+    start: usize,
+) -> Result<Tensor> {
+    let (_, heads, seq, head_dim) = q.dims4()?;
+    let group = heads / kv_heads;
+    let values = q.flatten_all()?.to_vec1::<f32>()?; // [heads, seq, hd]
+    let (mul, add) = ((1.0 / (head_dim as f64).sqrt()) as f32, 0f32);
+    let width = heads * head_dim;
+    let mut out = vec![0f32; seq * width];
+    let mut row = vec![0f32; width];
+    for (i, out) in out.chunks_exact_mut(width).enumerate() {
+        for (h, q) in row.chunks_exact_mut(head_dim).enumerate() {
+            let from = &values[(h * seq + i) * head_dim..][..head_dim];
+            for (q, v) in q.iter_mut().zip(from) {
+                *q = v * mul + add;
+            }
+        }
+        cache.with_layer(layer, |kv, capacity| {
+            let shape = crate::kernels::attention::Shape {
+                kv_heads,
+                group,
+                head_dim,
+                positions: start + i + 1,
+                head_stride: capacity * head_dim,
+            };
+            crate::kernels::attention::decode(shape, &row, kv, out)
+        })??;
+    }
+    Ok(Tensor::from_vec(out, (seq, width), &Device::Cpu)?)
+}
+
 fn attend_one_token(q: &Tensor, cache: &KvCache, layer: usize, positions: usize) -> Result<Tensor> {
     let (kv_heads, group, head_dim) = q.dims3()?;
     let q_values = q.flatten_all()?.to_vec1::<f32>()?;
