@@ -46,10 +46,12 @@ pub fn lookup(sequence: &[u32], max: usize) -> Vec<u32> {
 }
 
 /// How many tokens to draft next, from how the last drafts went: more after a draft that was
-/// taken whole, back to what was taken after one that was not; and after drafts of which
-/// nothing was taken, none for a while (1, 2, 4 ... 16 tokens), since a rejected guess costs
-/// a row of the pass (free text: SmolLM2-135M, greedy, Zen 4, went from 0.93x to about the
-/// plain speed with the pause, quoting stayed at 1.6x).
+/// taken whole, back to what was taken after one that was not; and after a draft that did
+/// not pay (its pass took longer than the plain steps for the tokens it gave would have),
+/// none for a while (1, 2, 4 ... 32 tokens). What a row of a pass costs depends on the model:
+/// on the 3B file about a quarter of a decode step, on SmolLM2-135M, which is not bound by
+/// memory, nearly a whole one (a 2-token check 14.7 ms against a 7.5 ms step, Zen 4), so
+/// drafts that half the text takes pay on the first and lose on the second.
 #[derive(Debug, Clone, Copy)]
 pub struct DraftLength {
     next: usize,
@@ -79,19 +81,31 @@ impl DraftLength {
         self.next
     }
 
-    /// After a draft of `drafted` tokens of which `accepted` were taken.
-    pub fn update(&mut self, drafted: usize, accepted: usize) {
+    /// After a draft of `drafted` tokens of which `accepted` were taken; `paid`: whether its
+    /// pass gave its tokens sooner than plain steps would have.
+    pub fn update(&mut self, drafted: usize, accepted: usize, paid: bool) {
         self.next = if accepted == drafted {
             (self.next + 2).min(DRAFT_MAX)
         } else {
             (accepted + 1).clamp(1, DRAFT_MAX)
         };
-        if accepted == 0 {
-            self.pause = 1 << self.misses.min(4);
-            self.misses += 1;
-        } else {
+        if paid {
             self.misses = 0;
+        } else {
+            self.pause = 1 << self.misses.min(5);
+            self.misses += 1;
         }
+    }
+}
+
+/// Whether a draft's pass paid: `pass_secs` for the `accepted + 1` tokens it gave, against
+/// `step_secs`, a plain one-token step (a running average). Without a step measured yet, or
+/// with steps so short that timing them says little (under a millisecond: a scripted
+/// backend), a draft pays when any of it was taken.
+pub fn paid(accepted: usize, pass_secs: f64, step_secs: Option<f64>) -> bool {
+    match step_secs {
+        Some(step) if step >= 1e-3 => pass_secs <= (accepted + 1) as f64 * step,
+        _ => accepted > 0,
     }
 }
 
@@ -125,34 +139,45 @@ mod tests {
     fn draft_length_grows_on_success_and_shrinks_on_rejection() {
         let mut d = DraftLength::default();
         assert_eq!(d.get(), 4);
-        d.update(4, 4);
+        d.update(4, 4, true);
         assert_eq!(d.get(), 6);
         for _ in 0..DRAFT_MAX {
-            d.update(6, 6);
+            d.update(6, 6, true);
         }
         assert_eq!(d.get(), DRAFT_MAX);
-        d.update(DRAFT_MAX, 2);
+        d.update(DRAFT_MAX, 2, true);
         assert_eq!(d.get(), 3);
     }
 
     #[test]
-    fn drafts_that_miss_pause_drafting_longer_each_time() {
+    fn a_draft_pays_when_its_pass_beats_the_plain_steps() {
+        // 3 tokens from a 25 ms pass against 10 ms steps: paid; from a 35 ms pass: not.
+        assert!(paid(2, 0.025, Some(0.010)));
+        assert!(!paid(2, 0.035, Some(0.010)));
+        // No step measured, or steps too short to time: anything taken pays.
+        assert!(paid(1, 1.0, None));
+        assert!(!paid(0, 0.0, None));
+        assert!(paid(1, 0.5, Some(1e-6)));
+    }
+
+    #[test]
+    fn drafts_that_do_not_pay_pause_drafting_longer_each_time() {
         let mut d = DraftLength::default();
         let paused = |d: &mut DraftLength| (0..100).take_while(|_| d.get() == 0).count();
-        d.update(4, 0);
+        d.update(4, 0, false);
         assert_eq!(paused(&mut d), 1);
-        d.update(1, 0);
+        d.update(1, 0, false);
         assert_eq!(paused(&mut d), 2);
-        d.update(1, 0);
+        d.update(1, 0, false);
         assert_eq!(paused(&mut d), 4);
         for _ in 0..10 {
-            d.update(1, 0);
+            d.update(1, 0, false);
         }
-        assert_eq!(paused(&mut d), 16);
+        assert_eq!(paused(&mut d), 32);
         // Something taken: no pause, and the next miss pauses one step again.
-        d.update(3, 1);
+        d.update(3, 1, true);
         assert_eq!(paused(&mut d), 0);
-        d.update(2, 0);
+        d.update(2, 0, false);
         assert_eq!(paused(&mut d), 1);
     }
 }

@@ -301,6 +301,8 @@ impl<B: Backend> Session<B> {
             draft: VecDeque::new(),
             draft_length: DraftLength::default(),
             drafts_counted: (0, 0),
+            draft_pass_secs: 0.0,
+            step_secs: None,
             prompt_lookup: request.prompt_lookup,
             events: VecDeque::new(),
             finished: false,
@@ -452,6 +454,10 @@ pub struct Generation<'s, B: Backend> {
     draft_length: DraftLength,
     /// `(draft_tokens, draft_accepted)` when the last draft ended.
     drafts_counted: (usize, usize),
+    /// Seconds of the pending draft's pass, and a running average of a plain one-token step:
+    /// whether drafts pay on this model and machine.
+    draft_pass_secs: f64,
+    step_secs: Option<f64>,
     /// Off for this generation: not asked for, or the backend cannot verify a draft.
     prompt_lookup: bool,
     events: VecDeque<Event>,
@@ -519,7 +525,10 @@ impl<B: Backend> Generation<'_, B> {
             if self.feed_with_draft(token)? {
                 return Ok(());
             }
+            let start = Instant::now();
             let logits = self.session.backend.forward(&[token])?;
+            let secs = start.elapsed().as_secs_f64();
+            self.step_secs = Some(self.step_secs.map_or(secs, |s| 0.7 * s + 0.3 * secs));
             self.session.history.push(token);
             self.logits = Some(logits);
             return Ok(());
@@ -557,6 +566,7 @@ impl<B: Backend> Generation<'_, B> {
         let mut fed = Vec::with_capacity(draft.len() + 1);
         fed.push(token);
         fed.extend_from_slice(&draft);
+        let start = Instant::now();
         let Some(mut logits) = self.session.backend.forward_verify(&fed)? else {
             // The backend checks no drafts: not again in this generation.
             self.prompt_lookup = false;
@@ -569,6 +579,7 @@ impl<B: Backend> Generation<'_, B> {
                 logits.len()
             )));
         }
+        self.draft_pass_secs = start.elapsed().as_secs_f64();
         self.session.history.push(token);
         let after_drafts = logits.split_off(1);
         self.logits = logits.pop();
@@ -604,7 +615,8 @@ impl<B: Backend> Generation<'_, B> {
         let stats = &self.completion.stats;
         let drafted = stats.draft_tokens - self.drafts_counted.0;
         let accepted = stats.draft_accepted - self.drafts_counted.1;
-        self.draft_length.update(drafted, accepted);
+        let paid = crate::draft::paid(accepted, self.draft_pass_secs, self.step_secs);
+        self.draft_length.update(drafted, accepted, paid);
         self.drafts_counted = (stats.draft_tokens, stats.draft_accepted);
     }
 

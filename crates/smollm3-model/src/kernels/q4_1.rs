@@ -362,14 +362,33 @@ const FIRST_LANES: [u32; 16] = [0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2,f16c")]
 pub unsafe fn dot_avx512_vnni(w: &[BlockQ4_1], groups: &[GroupQ8], a: &[BlockQ8]) -> f32 {
+    let [sum] = dot_avx512_vnni_rows::<1>(w, [groups], [a]);
+    sum
+}
+
+/// [`dot_avx512_vnni`] for `R` activation rows: each group of weight blocks loaded and its
+/// nibbles gathered once for all the rows (a draft to check, a batch), each row's sums and
+/// float work its own, in its own order (the same bits as one row at a time). The rows' block
+/// sums, one dependent add after another within a row, also run side by side.
+///
+/// # Safety
+/// As [`dot_avx512_vnni`]'s, for every row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2,f16c")]
+#[inline]
+pub unsafe fn dot_avx512_vnni_rows<const R: usize>(
+    w: &[BlockQ4_1],
+    groups: [&[GroupQ8]; R],
+    a: [&[BlockQ8]; R],
+) -> [f32; R] {
     use std::arch::x86_64::*;
     let nibbles = _mm512_loadu_si512(NIBBLE_BYTES.as_ptr() as *const _);
     let scale_words = _mm512_loadu_si512(SCALE_WORDS.as_ptr() as *const _);
     let first_lanes = _mm512_loadu_si512(FIRST_LANES.as_ptr() as *const _);
     let low_mask = _mm512_set1_epi8(0x0F);
     let mut terms = [0f32; 8];
-    let mut sum = 0f32;
-    for (g, group) in groups.iter().enumerate() {
+    let mut sum = [0f32; R];
+    for g in 0..groups[0].len() {
         // Blocks 0–3 lie in bytes 0..80 of the group's 160, blocks 4–7 in 80..160; the last
         // load is masked to the group's own 16 bytes (a masked load never touches the rest).
         let base = w.as_ptr().add(8 * g) as *const u8;
@@ -385,18 +404,21 @@ pub unsafe fn dot_avx512_vnni(w: &[BlockQ4_1], groups: &[GroupQ8], a: &[BlockQ8]
         let w1_next = _mm512_maskz_loadu_epi8(0xFFFF, base.add(144) as *const i8);
         let q0 = _mm512_permutex2var_epi8(w0, nibbles, w0_next);
         let q1 = _mm512_permutex2var_epi8(w1, nibbles, w1_next);
+        let (lo0, hi0) = (
+            _mm512_and_si512(q0, low_mask),
+            _mm512_and_si512(_mm512_srli_epi16(q0, 4), low_mask),
+        );
+        let (lo1, hi1) = (
+            _mm512_and_si512(q1, low_mask),
+            _mm512_and_si512(_mm512_srli_epi16(q1, 4), low_mask),
+        );
+        // [d0..d3, m0..m3] of each half, then the eight d and the eight m.
+        let x0 = _mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_words, w0));
+        let x1 = _mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_words, w1));
+        let dx = _mm256_cvtph_ps(_mm_unpacklo_epi64(x0, x1));
+        let mx = _mm256_cvtph_ps(_mm_unpackhi_epi64(x0, x1));
         // Macros, not closures: a closure the compiler leaves out of line is a call at every
         // use (a 4 × 4 tile attempt spent a quarter of its time in such calls).
-        macro_rules! lo {
-            ($q:expr) => {
-                _mm512_and_si512($q, low_mask)
-            };
-        }
-        macro_rules! hi {
-            ($q:expr) => {
-                _mm512_and_si512(_mm512_srli_epi16($q, 4), low_mask)
-            };
-        }
         macro_rules! y {
             ($half:expr, $at:expr) => {
                 _mm512_load_si512($half.as_ptr().add($at) as *const _)
@@ -409,41 +431,91 @@ pub unsafe fn dot_avx512_vnni(w: &[BlockQ4_1], groups: &[GroupQ8], a: &[BlockQ8]
             }};
         }
         let zero = _mm512_setzero_si512();
-        // 128-bit lane b: four partial sums of block b (and of block 4 + b in `s1`).
-        let s0 = _mm512_dpbusd_epi32(
-            _mm512_dpbusd_epi32(zero, lo!(q0), y!(group.lo, 0)),
-            hi!(q0),
-            y!(group.hi, 0),
-        );
-        let s1 = _mm512_dpbusd_epi32(
-            _mm512_dpbusd_epi32(zero, lo!(q1), y!(group.lo, 64)),
-            hi!(q1),
-            y!(group.hi, 64),
-        );
-        let totals = _mm512_permutex2var_epi32(total!(s0), first_lanes, total!(s1));
-        let sumi = _mm256_cvtepi32_ps(_mm512_castsi512_si256(totals));
-        // [d0..d3, m0..m3] of each half, then the eight d and the eight m.
-        let x0 = _mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_words, w0));
-        let x1 = _mm512_castsi512_si128(_mm512_permutexvar_epi16(scale_words, w1));
-        let dx = _mm256_cvtph_ps(_mm_unpacklo_epi64(x0, x1));
-        let mx = _mm256_cvtph_ps(_mm_unpackhi_epi64(x0, x1));
-        let dy = _mm256_load_ps(group.d.as_ptr());
-        let sy = _mm256_load_ps(group.s.as_ptr());
-        let t = _mm256_add_ps(
-            _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy),
-            _mm256_mul_ps(mx, sy),
-        );
-        _mm256_storeu_ps(terms.as_mut_ptr(), t);
-        // In block order, as the portable path.
-        for t in terms {
-            sum += t;
+        for r in 0..R {
+            let group = groups[r].get_unchecked(g);
+            // 128-bit lane b: four partial sums of block b (and of block 4 + b in `s1`).
+            let s0 = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(zero, lo0, y!(group.lo, 0)),
+                hi0,
+                y!(group.hi, 0),
+            );
+            let s1 = _mm512_dpbusd_epi32(
+                _mm512_dpbusd_epi32(zero, lo1, y!(group.lo, 64)),
+                hi1,
+                y!(group.hi, 64),
+            );
+            let totals = _mm512_permutex2var_epi32(total!(s0), first_lanes, total!(s1));
+            let sumi = _mm256_cvtepi32_ps(_mm512_castsi512_si256(totals));
+            let dy = _mm256_load_ps(group.d.as_ptr());
+            let sy = _mm256_load_ps(group.s.as_ptr());
+            let t = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy),
+                _mm256_mul_ps(mx, sy),
+            );
+            _mm256_storeu_ps(terms.as_mut_ptr(), t);
+            // In block order, as the portable path.
+            for t in terms {
+                sum[r] += t;
+            }
         }
     }
-    let done = groups.len() * 8;
-    for (w, a) in w[done..].iter().zip(&a[done..]) {
-        sum += block_value(w, a, block_sumi_avx2(w, a));
+    let done = groups[0].len() * 8;
+    for r in 0..R {
+        for (w, a) in w[done..].iter().zip(&a[r][done..]) {
+            sum[r] += block_value(w, a, block_sumi_avx2(w, a));
+        }
     }
     sum
+}
+
+/// The weight rows of `w` (each `blocks` blocks) · up to 8 activation rows at once by
+/// [`dot_avx512_vnni_rows`]: `out[r × stride + c]` for weight row `c` and activation row `r`.
+/// One call per run of weight rows, the loop over them built with the kernel's features:
+/// SmolLM2's rows are 18 to 48 blocks, so a few calls per row would show in decode.
+///
+/// # Safety
+/// As [`dot_avx512_vnni`]'s; `groups` and `a` of the same 1 to 8 rows of `blocks` blocks;
+/// `out` valid for every write.
+#[cfg(target_arch = "x86_64")]
+unsafe fn grouped_rows(
+    w: &[BlockQ4_1],
+    blocks: usize,
+    groups: &[&[GroupQ8]],
+    a: &[&[BlockQ8]],
+    (out, stride): (*mut f32, usize),
+) {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,avx2,f16c")]
+    unsafe fn run<const R: usize>(
+        w: &[BlockQ4_1],
+        blocks: usize,
+        groups: &[&[GroupQ8]],
+        a: &[&[BlockQ8]],
+        (out, stride): (*mut f32, usize),
+    ) {
+        let (mut g, mut rows): ([&[GroupQ8]; R], [&[BlockQ8]; R]) = ([&[]; R], [&[]; R]);
+        for r in 0..R {
+            (g[r], rows[r]) = (groups[r], a[r]);
+        }
+        for (c, w) in w.chunks_exact(blocks).enumerate() {
+            for (r, value) in dot_avx512_vnni_rows::<R>(w, g, rows)
+                .into_iter()
+                .enumerate()
+            {
+                *out.add(r * stride + c) = value;
+            }
+        }
+    }
+    match a.len() {
+        1 => run::<1>(w, blocks, groups, a, (out, stride)),
+        2 => run::<2>(w, blocks, groups, a, (out, stride)),
+        3 => run::<3>(w, blocks, groups, a, (out, stride)),
+        4 => run::<4>(w, blocks, groups, a, (out, stride)),
+        5 => run::<5>(w, blocks, groups, a, (out, stride)),
+        6 => run::<6>(w, blocks, groups, a, (out, stride)),
+        7 => run::<7>(w, blocks, groups, a, (out, stride)),
+        8 => run::<8>(w, blocks, groups, a, (out, stride)),
+        n => unreachable!("{n} activation rows (1 to 8)"),
+    }
 }
 
 /// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k`
@@ -460,8 +532,11 @@ pub fn matmul(
 }
 
 /// Prompts of at least this many rows go through the panels ([`super::q4_1_panels`]) where
-/// the path has them: laying out a panel costs about what four rows' products save.
-const PANEL_MIN_ROWS: usize = 4;
+/// the path has them; fewer go through the row products, several rows at once where the path
+/// has the grouped kernel ([`dot_avx512_vnni_rows`]). SmolLM2-135M on Zen 4, a pass of k
+/// tokens against k one-token steps (`forward_verify`): with panels from 4 rows, 2/4/8 tokens
+/// took 1.7/3.0/5.5 steps; from 16 rows with the rows kernel, 1.6/2.6/3.8.
+const PANEL_MIN_ROWS: usize = 16;
 
 /// [`matmul`] on a given path (the tests run every path).
 pub(crate) fn matmul_on(
@@ -535,6 +610,27 @@ pub(crate) fn matmul_on(
         None => Vec::new(),
     };
     let grouped = &grouped;
+    #[cfg(target_arch = "x86_64")]
+    if path.q4_1_grouped.is_some() {
+        // The grouped kernel's CPU: several rows at once, each group of weights gathered
+        // once for them.
+        let rows: Vec<&[BlockQ8]> = quantized.chunks_exact(blocks).collect();
+        let groups: Vec<&[GroupQ8]> = grouped.iter().map(Vec::as_slice).collect();
+        let (rows, groups) = (&rows, &groups);
+        super::pool().execute_chunked(n, |columns| {
+            let w = &weights[columns.start * blocks..columns.end * blocks];
+            for r0 in (0..m).step_by(8) {
+                let r1 = (r0 + 8).min(m);
+                let out = (dst_address as *mut f32).wrapping_add(r0 * n + columns.start);
+                // SAFETY: `q4_1_grouped` is set only where VNNI and VBMI are (the kernel's
+                // CPU); rows, groups and weight rows have `blocks` blocks each; `dst` holds
+                // `m × n` values (checked above), and each (r, c) is written by exactly one
+                // work item: the pool splits the columns.
+                unsafe { grouped_rows(w, blocks, &groups[r0..r1], &rows[r0..r1], (out, n)) };
+            }
+        });
+        return Ok(());
+    }
     super::pool().execute_chunked(n, |columns| {
         for c in columns {
             let w = &weights[c * blocks..(c + 1) * blocks];

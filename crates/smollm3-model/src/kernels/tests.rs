@@ -251,9 +251,14 @@ mod q4_1_tests {
     #[test]
     fn every_paths_matmul_gives_the_row_products_bits() {
         let mut rng = Lcg(23);
-        let (k, n) = (5 * BLOCK, 37);
-        let weights = random_weights(&mut rng, n * k / BLOCK);
-        for m in [1, 3, 4, 8, 9, 13, 17] {
+        // 5 blocks: no whole group of 8; 19: two groups and three blocks past them.
+        for (k, m) in [1, 3, 4, 8, 9, 13, 17]
+            .into_iter()
+            .map(|m| (5 * BLOCK, m))
+            .chain([1, 2, 3, 9].into_iter().map(|m| (19 * BLOCK, m)))
+        {
+            let n = 37;
+            let weights = random_weights(&mut rng, n * k / BLOCK);
             let lhs: Vec<f32> = (0..m * k).map(|_| rng.float()).collect();
             let mut want = vec![0f32; m * n];
             for r in 0..m {
