@@ -64,7 +64,7 @@ pub fn run(args: BatchBenchArgs, workspace: &Path) -> Result<()> {
     crate::bench::warm_page_cache(&model_path)?;
     let model = Model::load_with(&model_path, &LoadOptions::default())
         .with_context(|| format!("loading {}", model_path.display()))?;
-    let vocab = model.config().vocab_size as u64;
+    let vocab = model.config().vocab_size;
     // Step times per size, all repetitions.
     let mut steps: Vec<Vec<f64>> = vec![Vec::new(); args.sizes.len()];
     for rep in 0..args.reps {
@@ -110,14 +110,14 @@ fn measure(
     model: &Model,
     size: usize,
     args: &BatchBenchArgs,
-    vocab: u64,
+    vocab: usize,
     seed: u64,
 ) -> Result<Vec<f64>> {
     let mut caches: Vec<KvCache> = (0..size)
         .map(|_| model.new_cache(args.prompt + args.steps + 1))
         .collect::<smollm3_model::Result<_>>()?;
     let prompts: Vec<Vec<u32>> = (0..size)
-        .map(|s| random_tokens(args.prompt, vocab, seed * 1000 + s as u64))
+        .map(|s| crate::bench_child::random_tokens(args.prompt, vocab, seed * 1000 + s as u64))
         .collect();
     let mut batch: Vec<BatchItem<'_>> = caches
         .iter_mut()
@@ -142,25 +142,7 @@ fn measure(
 }
 
 fn argmaxes(logits: &[smollm3_model::Tensor]) -> Result<Vec<u32>> {
-    logits
-        .iter()
-        .map(|l| Ok(l.argmax(0)?.to_scalar::<u32>()?))
-        .collect()
-}
-
-/// Deterministic tokens in `0..vocab` (an LCG: the values do not matter for speed).
-fn random_tokens(n: usize, vocab: u64, seed: u64) -> Vec<u32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) % vocab) as u32
-        })
-        .collect()
+    logits.iter().map(crate::bench_child::argmax).collect()
 }
 
 fn print_table(r: &Report) {

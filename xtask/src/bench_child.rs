@@ -505,12 +505,12 @@ fn nucleus_size(logits: &[f32], temperature: f32, top_p: f32) -> usize {
     p.len()
 }
 
-fn argmax(logits: &Tensor) -> Result<u32> {
+pub(crate) fn argmax(logits: &Tensor) -> Result<u32> {
     Ok(logits.argmax(0)?.to_scalar::<u32>()?)
 }
 
 /// `n` pseudo-random token ids below `vocab` (splitmix64), the same for the same seed.
-fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+pub(crate) fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut state = seed ^ 0x5DEE_CE66_D1CE_5EED;
     (0..n)
         .map(|_| {

@@ -300,7 +300,7 @@ impl<B: Backend> Session<B> {
             cancel: request.cancel.clone(),
             draft: VecDeque::new(),
             draft_length: DraftLength::default(),
-            drafts_counted: (0, 0),
+            draft_taken: (0, 0),
             draft_pass_secs: 0.0,
             step_secs: None,
             prompt_lookup: request.prompt_lookup,
@@ -452,8 +452,8 @@ pub struct Generation<'s, B: Backend> {
     /// Drafted tokens in the cache beyond `history`, each with the logits after it.
     draft: VecDeque<(u32, Vec<f32>)>,
     draft_length: DraftLength,
-    /// `(draft_tokens, draft_accepted)` when the last draft ended.
-    drafts_counted: (usize, usize),
+    /// The pending draft's length and how many of it were taken so far.
+    draft_taken: (usize, usize),
     /// Seconds of the pending draft's pass, and a running average of a plain one-token step:
     /// whether drafts pay on this model and machine.
     draft_pass_secs: f64,
@@ -584,6 +584,7 @@ impl<B: Backend> Generation<'_, B> {
         let after_drafts = logits.split_off(1);
         self.logits = logits.pop();
         self.draft = draft.into_iter().zip(after_drafts).collect();
+        self.draft_taken = (self.draft.len(), 0);
         self.completion.stats.draft_tokens += self.draft.len();
         Ok(true)
     }
@@ -598,6 +599,7 @@ impl<B: Backend> Generation<'_, B> {
         if drafted == token {
             self.session.history.push(token);
             self.completion.stats.draft_accepted += 1;
+            self.draft_taken.1 += 1;
             self.logits = Some(logits);
             if self.draft.is_empty() {
                 self.draft_ended();
@@ -612,12 +614,9 @@ impl<B: Backend> Generation<'_, B> {
 
     /// Sizes the next draft from how this one went.
     fn draft_ended(&mut self) {
-        let stats = &self.completion.stats;
-        let drafted = stats.draft_tokens - self.drafts_counted.0;
-        let accepted = stats.draft_accepted - self.drafts_counted.1;
+        let (drafted, accepted) = self.draft_taken;
         let paid = crate::draft::paid(accepted, self.draft_pass_secs, self.step_secs);
         self.draft_length.update(drafted, accepted, paid);
-        self.drafts_counted = (stats.draft_tokens, stats.draft_accepted);
     }
 
     fn prefill_chunk(&mut self) -> Result<()> {

@@ -273,34 +273,10 @@ impl Model {
     /// (speculative decoding): the answer is the same as without the draft. At most
     /// [`Model::prompt_slice`] tokens; all or nothing, as [`Model::forward`].
     pub fn forward_verify(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        self.check_tokens(tokens)?;
-        if tokens.len() > self.prompt_slice {
-            return Err(ModelError::InvalidOption(format!(
-                "a draft of {} tokens: at most {} (the prompt slice) a pass",
-                tokens.len(),
-                self.prompt_slice
-            )));
-        }
-        cache.reserve(tokens.len())?;
-        let start = cache.len();
-        let mut segment = self.segment(0..tokens.len(), cache)?;
-        segment.rows_as_decode = true;
-        let hidden = match self.layers_pass(tokens, &mut [segment], &|| false) {
-            Ok(hidden) => hidden,
-            Err(e) => {
-                cache.truncate(start)?;
-                return Err(e);
-            }
-        };
-        let eps = self.config.rms_norm_eps as f32;
-        let normed = candle_nn::ops::rms_norm(&hidden, &self.output_norm, eps)?;
-        match self.lm_head.forward(&normed) {
-            Ok(logits) => Ok(logits),
-            Err(e) => {
-                cache.truncate(start)?;
-                Err(e)
-            }
-        }
+        let mut logits = self.forward_batch(&mut [BatchItem::verify(tokens, cache)])?;
+        logits
+            .pop()
+            .ok_or_else(|| ModelError::InvalidOption("a draft check returned no logits".into()))
     }
 
     /// Final-norm hidden states of `tokens` (`[seq, hidden]`, or of the last slice only),
@@ -673,16 +649,14 @@ fn attend_rows_as_decode(
                 *q = v * mul + add;
             }
         }
-        cache.with_layer(layer, |kv, capacity| {
-            let shape = crate::kernels::attention::Shape {
-                kv_heads,
-                group,
-                head_dim,
-                positions: start + i + 1,
-                head_stride: capacity * head_dim,
-            };
-            crate::kernels::attention::decode(shape, &row, kv, out)
-        })??;
+        decode_attention(
+            cache,
+            layer,
+            (kv_heads, group, head_dim),
+            start + i + 1,
+            &row,
+            out,
+        )?;
     }
     Ok(Tensor::from_vec(out, (seq, width), &Device::Cpu)?)
 }
@@ -691,6 +665,21 @@ fn attend_one_token(q: &Tensor, cache: &KvCache, layer: usize, positions: usize)
     let (kv_heads, group, head_dim) = q.dims3()?;
     let q_values = q.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; q_values.len()];
+    let shape = (kv_heads, group, head_dim);
+    decode_attention(cache, layer, shape, positions, &q_values, &mut out)?;
+    Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+}
+
+/// One token's attention over the first `positions` cached positions of `layer`
+/// ([`crate::kernels::attention::decode`]): `q` and `out` `[kv_heads, group, head_dim]`.
+fn decode_attention(
+    cache: &KvCache,
+    layer: usize,
+    (kv_heads, group, head_dim): (usize, usize, usize),
+    positions: usize,
+    q: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
     cache.with_layer(layer, |kv, capacity| {
         let shape = crate::kernels::attention::Shape {
             kv_heads,
@@ -699,13 +688,8 @@ fn attend_one_token(q: &Tensor, cache: &KvCache, layer: usize, positions: usize)
             positions,
             head_stride: capacity * head_dim,
         };
-        crate::kernels::attention::decode(shape, &q_values, kv, &mut out)
-    })??;
-    Ok(Tensor::from_vec(
-        out,
-        (kv_heads, group, head_dim),
-        &Device::Cpu,
-    )?)
+        crate::kernels::attention::decode(shape, q, kv, out)
+    })?
 }
 
 impl Mlp {

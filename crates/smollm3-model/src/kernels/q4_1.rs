@@ -600,20 +600,14 @@ pub(crate) fn matmul_on(
         });
         return Ok(());
     }
-    let dot = path.q4_1;
-    // Activations arranged for the grouped kernel, once per row, where the path has one.
-    let grouped: Vec<Vec<GroupQ8>> = match path.q4_1_grouped {
-        Some(_) => quantized
-            .chunks_exact(blocks)
-            .map(GroupQ8::arrange)
-            .collect(),
-        None => Vec::new(),
-    };
-    let grouped = &grouped;
     #[cfg(target_arch = "x86_64")]
     if path.q4_1_grouped.is_some() {
         // The grouped kernel's CPU: several rows at once, each group of weights gathered
-        // once for them.
+        // once for them; the activations arranged in groups once per row.
+        let grouped: Vec<Vec<GroupQ8>> = quantized
+            .chunks_exact(blocks)
+            .map(GroupQ8::arrange)
+            .collect();
         let rows: Vec<&[BlockQ8]> = quantized.chunks_exact(blocks).collect();
         let groups: Vec<&[GroupQ8]> = grouped.iter().map(Vec::as_slice).collect();
         let (rows, groups) = (&rows, &groups);
@@ -631,15 +625,12 @@ pub(crate) fn matmul_on(
         });
         return Ok(());
     }
+    let dot = path.q4_1;
     super::pool().execute_chunked(n, |columns| {
         for c in columns {
             let w = &weights[c * blocks..(c + 1) * blocks];
             for r in 0..m {
-                let a = &quantized[r * blocks..(r + 1) * blocks];
-                let value = match path.q4_1_grouped {
-                    Some(kernel) => kernel(w, &grouped[r], a),
-                    None => dot(w, a),
-                };
+                let value = dot(w, &quantized[r * blocks..(r + 1) * blocks]);
                 // SAFETY: `dst` holds `m × n` values (checked above), and each (r, c)
                 // is written by exactly one work item: the pool splits the columns.
                 unsafe { *(dst_address as *mut f32).add(r * n + c) = value };
