@@ -333,6 +333,25 @@ fn matvec_benches(c: &mut Criterion) {
         },
     );
     g.finish();
+
+    // Row products for a few activation rows (a batch of sequences, a draft to verify) with
+    // the weights in cache: the compute a batched decode step adds per row, which decides how
+    // far past the memory wall batching gets. Multiply-adds per second.
+    let mut g = c.benchmark_group("rows");
+    g.measurement_time(Duration::from_secs(3));
+    for m in [1, 2, 4, 8] {
+        g.throughput(Throughput::Elements((m * FFN * HIDDEN) as u64));
+        let x: Vec<f32> = (0..m * FFN).map(|_| rng.next_f32()).collect();
+        let mut dst = vec![0f32; m * HIDDEN];
+        let path = kernels::path_name();
+        g.bench_function(format!("q4k_2048x11008_m{m}_cached_{path}"), |b| {
+            b.iter(|| kquant_rows::gemv(FFN, black_box(&x), ours, &mut dst))
+        });
+        g.bench_function(format!("q6k_2048x11008_m{m}_cached_{path}"), |b| {
+            b.iter(|| kquant_rows::gemv(FFN, black_box(&x), &q6k, &mut dst))
+        });
+    }
+    g.finish();
 }
 
 /// candle's Q4_K blocks as ours (the file's layout both).

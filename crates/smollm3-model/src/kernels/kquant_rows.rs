@@ -27,6 +27,7 @@ use super::kquant_row_pairs::RowPairs;
 
 /// Q4_K's eight 6-bit scales and eight mins as bytes, unpacked with ggml's `utmp` word
 /// arithmetic (the same values as [`BlockQ4K::scale_min`]).
+#[inline]
 fn q4k_scales_and_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
     const KMASK1: u32 = 0x3f3f3f3f;
     const KMASK2: u32 = 0x0f0f0f0f;
