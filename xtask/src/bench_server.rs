@@ -270,16 +270,8 @@ fn stream(address: &str, tokens: usize, seed: usize, llama: bool) -> Result<Stre
         });
         ("/v1/chat/completions", body)
     };
-    let body = body.to_string();
     let started = Instant::now();
-    let mut socket = TcpStream::connect(address)?;
-    socket.set_read_timeout(Some(Duration::from_secs(600)))?;
-    write!(
-        socket,
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
+    let socket = post(address, path, &body, Duration::from_secs(600))?;
     let (mut first, mut last) = (None, None);
     let (mut engine_speed, mut generated) = (0.0, 0);
     for line in BufReader::new(socket).lines() {
@@ -327,17 +319,24 @@ fn stream(address: &str, tokens: usize, seed: usize, llama: bool) -> Result<Stre
     })
 }
 
-/// A non-streaming POST of `body` to `path`; the answer's JSON.
-fn post_json(address: &str, path: &str, body: &Value) -> Result<Value> {
+/// `body` POSTed to `path` (one request, `Connection: close`); the socket to read the answer
+/// from.
+fn post(address: &str, path: &str, body: &Value, timeout: Duration) -> Result<TcpStream> {
     let body = body.to_string();
     let mut socket = TcpStream::connect(address)?;
-    socket.set_read_timeout(Some(Duration::from_secs(60)))?;
+    socket.set_read_timeout(Some(timeout))?;
     write!(
         socket,
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
+    Ok(socket)
+}
+
+/// A non-streaming POST of `body` to `path`; the answer's JSON.
+fn post_json(address: &str, path: &str, body: &Value) -> Result<Value> {
+    let mut socket = post(address, path, body, Duration::from_secs(60))?;
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut socket, &mut answer)?;
     let Some((head, json)) = answer.split_once("\r\n\r\n") else {
