@@ -350,6 +350,15 @@ fn matvec_benches(c: &mut Criterion) {
         g.bench_function(format!("q6k_2048x11008_m{m}_cached_{path}"), |b| {
             b.iter(|| kquant_rows::gemv(FFN, black_box(&x), &q6k, &mut dst))
         });
+        // The same blocks as gate / up (11008 rows of 2048): a row's activations stay in L1.
+        let x: Vec<f32> = (0..m * HIDDEN).map(|_| rng.next_f32()).collect();
+        let mut dst = vec![0f32; m * FFN];
+        g.bench_function(format!("q4k_11008x2048_m{m}_cached_{path}"), |b| {
+            b.iter(|| kquant_rows::gemv(HIDDEN, black_box(&x), ours, &mut dst))
+        });
+        g.bench_function(format!("q6k_11008x2048_m{m}_cached_{path}"), |b| {
+            b.iter(|| kquant_rows::gemv(HIDDEN, black_box(&x), &q6k, &mut dst))
+        });
     }
     g.finish();
 }
