@@ -451,7 +451,21 @@ async fn drafts_are_reported_and_can_be_turned_off() {
     });
     let (status, _, _) = post_json(router(state.clone()), body).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, metrics) = send(router(state), "GET", "/metrics", "").await;
+    let (_, metrics) = send(router(state.clone()), "GET", "/metrics", "").await;
+    // /stats gives them as JSON, with the rate.
+    let (status, stats) = send(router(state), "GET", "/stats", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["draft_tokens"], drafted);
+    assert_eq!(stats["draft_accepted_tokens"], accepted);
+    let rate = stats["draft_acceptance_rate"].as_f64().unwrap();
+    assert!(
+        (rate - accepted as f64 / drafted as f64).abs() < 1e-12,
+        "{stats}"
+    );
+    assert_eq!(stats["requests"], 1);
+    assert_eq!(stats["generated_tokens"], on["usage"]["completion_tokens"]);
+    assert_eq!(stats["slots_busy"], 0);
     let value = |name: &str| -> f64 {
         metrics
             .lines()

@@ -11,6 +11,11 @@
 //! | `smollm3_decode_tokens_per_second` | histogram | per request |
 //! | `smollm3_queue_depth` | gauge | requests waiting for a slot (scale out on this) |
 //! | `smollm3_slots_busy`, `smollm3_slots_total` | gauge | sessions generating / all sessions |
+//!
+//! `GET /stats` gives the same counters as one JSON object for a person or a script (no
+//! Prometheus needed): tokens, drafts checked and taken with the acceptance rate, slots and
+//! queue, e.g. `{"generated_tokens": 640, "draft_tokens": 345, "draft_accepted_tokens": 295,
+//! "draft_acceptance_rate": 0.855, "slots_busy": 1, "slots_total": 2, "queue_depth": 0, ...}`.
 
 use axum::http::{header, StatusCode};
 use prometheus_client::encoding::text::encode;
@@ -34,6 +39,8 @@ struct RequestLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// The sum of `requests` over its labels, for `/stats` (a family cannot list its labels).
+    all_requests: Counter,
     prompt_tokens: Counter,
     cached_tokens: Counter,
     generated_tokens: Counter,
@@ -110,6 +117,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             requests,
+            all_requests: Counter::default(),
             prompt_tokens,
             cached_tokens,
             generated_tokens,
@@ -133,6 +141,7 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+        self.all_requests.inc();
     }
 
     /// A generation finished (or was cancelled) with these figures.
@@ -159,6 +168,24 @@ impl Metrics {
             400..=499 => "invalid_request",
             _ => "error",
         }
+    }
+
+    /// `GET /stats`: the counters as JSON, the acceptance rate of drafts (`null` before any
+    /// draft) and the slots and queue from `status` (absent while loading).
+    pub fn stats(&self, status: Option<&SchedulerStatus>) -> serde_json::Value {
+        let (drafted, accepted) = (self.draft_tokens.get(), self.draft_accepted.get());
+        serde_json::json!({
+            "requests": self.all_requests.get(),
+            "prompt_tokens": self.prompt_tokens.get(),
+            "cached_tokens": self.cached_tokens.get(),
+            "generated_tokens": self.generated_tokens.get(),
+            "draft_tokens": drafted,
+            "draft_accepted_tokens": accepted,
+            "draft_acceptance_rate": (drafted > 0).then(|| accepted as f64 / drafted as f64),
+            "slots_busy": status.map(|s| s.slots.iter().filter(|s| s.busy).count()),
+            "slots_total": status.map(|s| s.slots.len()),
+            "queue_depth": status.map(|s| s.queued),
+        })
     }
 
     /// The text a scrape gets, with the gauges read from `status` (absent while loading).

@@ -111,6 +111,7 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
         )
         .route("/v1/completions", post(completions::completions::<B>))
         .route("/metrics", get(metrics::<B>))
+        .route("/stats", get(stats::<B>))
         .route("/tokenize", post(tokens::tokenize::<B>))
         .route("/detokenize", post(tokens::detokenize::<B>))
         .route("/apply-template", post(tokens::apply_template::<B>))
@@ -207,6 +208,12 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 async fn metrics<B: Backend + Send + 'static>(State(app): State<Arc<AppState<B>>>) -> Response {
     let status = app.scheduler().ok().map(Scheduler::status);
     app.metrics.render(status.as_ref())
+}
+
+/// The counters of `/metrics` as one JSON object (see `metrics.rs`).
+async fn stats<B: Backend + Send + 'static>(State(app): State<Arc<AppState<B>>>) -> Json<Value> {
+    let status = app.scheduler().ok().map(Scheduler::status);
+    Json(app.metrics.stats(status.as_ref()))
 }
 
 /// 200 `{"status":"ok"}` when requests can be served, 503 while the model loads.
