@@ -7,11 +7,11 @@
 //! time. Medians over the streams and repetitions; the report also goes to
 //! `target/bench/server.json`.
 //!
-//! `--llama-server PATH` runs the same rounds against llama.cpp's server instead (started
-//! here on a free loopback port with `-np` = the most clients and the same threads, stopped
-//! at the end; the file's chat template, with `--skip-chat-parsing`: a file of random weights
-//! fails its parser for SmolLM3's reasoning and tool-call format), so both engines are measured the same way; the
-//! report then goes to `target/bench/server-llama.json`.
+//! `--llama-server PATH` runs the same rounds against llama.cpp's server instead, so both
+//! engines are measured the same way: started here on a free loopback port with `-np` = the
+//! most clients and the same threads, killed at the end; the same prompt rendered by its
+//! `/apply-template` from the file's template and streamed from its native `/completion` (see
+//! `stream` for why). The report then goes to `target/bench/server-llama.json`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
