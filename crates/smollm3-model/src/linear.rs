@@ -276,6 +276,16 @@ fn matmul_values(
         crate::kernels::q4_1::matmul(mkn, lhs, weights, &mut dst)?;
         return Ok(dst);
     }
+    if dtype == GgmlDType::Q8_0 && k % crate::kernels::q8_0::BLOCK == 0 {
+        // Our own rows: candle's kernel reads the weights once per activation row.
+        let count = n * k / crate::kernels::q8_0::BLOCK;
+        let weights = blocks::<crate::kernels::q8_0::BlockQ8_0>(bytes, count, dtype)?;
+        let mut dst = vec![0f32; m * n];
+        if let Some(done) = crate::kernels::q8_0::matmul(mkn, lhs, weights, &mut dst) {
+            done?;
+            return Ok(dst);
+        }
+    }
     if m >= KQUANT_MIN_ROWS && k % kquant::QK_K == 0 {
         // Our own prompt kernel: each super-block unpacked once, not once per row.
         let count = n * k / kquant::QK_K;
@@ -350,7 +360,7 @@ fn blocks<T>(bytes: &[u8], count: usize, dtype: GgmlDType) -> Result<&[T]> {
         .into());
     }
     // SAFETY: length and alignment were checked above, and every block type used here
-    // (candle's and `kernels::q4_1::BlockQ4_1`) is plain
+    // (candle's, `kernels::q4_1::BlockQ4_1` and `kernels::q8_0::BlockQ8_0`) is plain
     // old data (integers and f16 only), valid for any bit pattern.
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, count) })
 }

@@ -63,7 +63,7 @@ fn q4k_scales_and_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "f16c")]
 #[inline]
-unsafe fn f16_to_f32(h: half::f16) -> f32 {
+pub(super) unsafe fn f16_to_f32(h: half::f16) -> f32 {
     use std::arch::x86_64::*;
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
 }
@@ -399,17 +399,7 @@ macro_rules! row_kernel {
                     }
                 }
             }
-            match a.len() {
-                1 => run::<1>(w, a, out, stride),
-                2 => run::<2>(w, a, out, stride),
-                3 => run::<3>(w, a, out, stride),
-                4 => run::<4>(w, a, out, stride),
-                5 => run::<5>(w, a, out, stride),
-                6 => run::<6>(w, a, out, stride),
-                7 => run::<7>(w, a, out, stride),
-                8 => run::<8>(w, a, out, stride),
-                n => unreachable!("{n} activation rows for a row product (1 to MAX_ROWS)"),
-            }
+            by_rows!(a.len(), run(w, a, out, stride))
         }
     };
 }

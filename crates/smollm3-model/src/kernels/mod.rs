@@ -19,12 +19,31 @@
 //! - [`kquant_mins`]: Q4_K's mins term for those prompt tiles, in a pass of its own (the SIMD
 //!   paths' tiles leave it out; ggml adds it last, so the bits are the same).
 //! - [`kquant_rows`]: the same types for one activation row (decode), on AVX-512.
+//! - [`q8_0`]: Q8_0 for a few activation rows at a time (each weight block read once).
 //! - [`elementwise`]: the feed-forward block's `silu(gate) × up`, one pass on the pool.
 //! - [`attention`]: one-token attention, one KV head per work item, with candle's bits;
 //!   over the f16 cache on AVX-512 and AVX2 (`attention_f16`), spans of positions across
 //!   the pool with their partial softmaxes merged.
 //! - [`prompt_attention`]: a prompt's attention, blocks of query rows against the keys they
 //!   may see (the causal half), with candle's bits.
+
+/// `run::<R>(args)` for `R` = `rows`, 1 to 8: a const-generic row product's build picked by
+/// the number of activation rows (the row kernels' `MAX_ROWS`).
+macro_rules! by_rows {
+    ($rows:expr, $run:ident($($arg:expr),*)) => {
+        match $rows {
+            1 => $run::<1>($($arg),*),
+            2 => $run::<2>($($arg),*),
+            3 => $run::<3>($($arg),*),
+            4 => $run::<4>($($arg),*),
+            5 => $run::<5>($($arg),*),
+            6 => $run::<6>($($arg),*),
+            7 => $run::<7>($($arg),*),
+            8 => $run::<8>($($arg),*),
+            n => unreachable!("{n} activation rows for a row product (1 to 8)"),
+        }
+    };
+}
 
 pub mod attention;
 mod attention_f16;
@@ -42,6 +61,7 @@ pub mod pool;
 pub mod prompt_attention;
 pub mod q4_1;
 pub mod q4_1_panels;
+pub mod q8_0;
 
 use std::sync::OnceLock;
 

@@ -1568,3 +1568,64 @@ mod elementwise_tests {
         assert!(err.contains("2 gate values against 1 up values"), "{err}");
     }
 }
+
+mod q8_0_tests {
+    use super::tests_support::Lcg;
+    use crate::kernels::q8_0::{self, BlockQ8_0};
+    use candle_core::quantized::k_quants;
+
+    fn random_block(rng: &mut Lcg) -> BlockQ8_0 {
+        let mut block = BlockQ8_0::ZERO;
+        block.d = half::f16::from_f32(rng.float() / 64.0 + 1e-3);
+        for q in block.qs.iter_mut() {
+            // Every code, -128 included (`sign` leaves it negative: candle's case too).
+            *q = rng.next() as u8 as i8;
+        }
+        block
+    }
+
+    /// Against candle's matmul: the same bits for 1 to 17 rows (groups of `MAX_ROWS`), on
+    /// shapes with one block a row and several; a wrong length is an error, not a panic.
+    #[test]
+    fn q8_0_row_products_agree_with_candles() {
+        const _: () =
+            assert!(std::mem::size_of::<BlockQ8_0>() == std::mem::size_of::<k_quants::BlockQ8_0>());
+        let mut rng = Lcg(81);
+        for (m, k, n) in [
+            (1, 32, 3),
+            (2, 96, 5),
+            (3, 576, 7),
+            (8, 64, 4),
+            (9, 128, 6),
+            (17, 32, 2),
+        ] {
+            let lhs: Vec<f32> = (0..m * k).map(|_| rng.float() * 2.0).collect();
+            let w: Vec<BlockQ8_0> = (0..n * k / 32).map(|_| random_block(&mut rng)).collect();
+            // SAFETY: the same repr(C) layout as candle's block (sizes asserted above).
+            let theirs_w = unsafe {
+                std::slice::from_raw_parts(w.as_ptr() as *const k_quants::BlockQ8_0, w.len())
+            };
+            let mut theirs = vec![0f32; m * n];
+            k_quants::matmul((m, k, n), &lhs, theirs_w, &mut theirs).unwrap();
+            let mut ours = vec![0f32; m * n];
+            let Some(done) = q8_0::matmul((m, k, n), &lhs, &w, &mut ours) else {
+                // No AVX2/FMA/F16C here: the caller uses candle's kernel.
+                #[cfg(target_arch = "x86_64")]
+                assert!(!is_x86_feature_detected!("avx2"));
+                continue;
+            };
+            done.unwrap();
+            for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "({m}, {k}, {n}) [row {}, column {}]: ours {a} candle {b}",
+                    i / n,
+                    i % n
+                );
+            }
+            let wrong = q8_0::matmul((m, k + 32, n), &lhs, &w, &mut ours).unwrap();
+            assert!(wrong.unwrap_err().to_string().contains("q8_0 matmul"));
+        }
+    }
+}
