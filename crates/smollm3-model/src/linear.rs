@@ -276,8 +276,11 @@ fn matmul_values(
         crate::kernels::q4_1::matmul(mkn, lhs, weights, &mut dst)?;
         return Ok(dst);
     }
-    if dtype == GgmlDType::Q8_0 && k % crate::kernels::q8_0::BLOCK == 0 {
-        // Our own rows: candle's kernel reads the weights once per activation row.
+    if dtype == GgmlDType::Q8_0 && k % crate::kernels::q8_0::BLOCK == 0 && m <= ROW_PRODUCT_MAX_ROWS
+    {
+        // Our own rows for decode, draft checks and short prompts: candle's kernel reads the
+        // weights once per activation row. (Longer prompts stay on candle's: ours re-reads
+        // all the activation rows for every weight row, not measured at prompt sizes.)
         let count = n * k / crate::kernels::q8_0::BLOCK;
         let weights = blocks::<crate::kernels::q8_0::BlockQ8_0>(bytes, count, dtype)?;
         let mut dst = vec![0f32; m * n];

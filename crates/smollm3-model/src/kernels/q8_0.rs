@@ -5,7 +5,8 @@
 //! pass of `m` rows reads every weight `m` times. SmolLM2-135M's output head is Q8_0 (49152 ×
 //! 576, tied to the embeddings), and a prompt-lookup check asks for its logits at every row:
 //! in a profile of `cargo xtask bench-lookup` on SmolLM2 (Zen 4, 2 threads) candle's
-//! `vec_dot_q8_0_q8_0` was 17% of all samples. A SmolLM3 Q8_0 file runs every matmul here.
+//! `vec_dot_q8_0_q8_0` was 17% of all samples. `linear.rs` sends Q8_0 passes of up to 16 rows
+//! here (decode, draft checks, short prompts; a SmolLM3 Q8_0 file's every decode matmul).
 //!
 //! The bits are candle's: activations quantized as candle's `BlockQ8_0::from_float` does, and
 //! per (weight row, activation row) the lanes, float work and final sum of its AVX2
