@@ -53,8 +53,8 @@ pub fn quantize_row(row: &[f32], out: &mut [BlockQ8_0]) {
 pub const MAX_ROWS: usize = 8;
 
 /// `dst[r × n + c] = lhs row r · weight row c` for `lhs` `[m, k]` and the `n` rows of `k / 32`
-/// blocks in `weights`, on the pool. `None` where the CPU lacks AVX2, FMA or F16C (the caller
-/// then uses candle's kernel, which gives the same bits).
+/// blocks in `weights`, on the pool. `None` on the portable path or where the CPU lacks AVX2,
+/// FMA or F16C (the caller then uses candle's kernel, which gives the same bits).
 pub fn matmul(
     (m, k, n): (usize, usize, usize),
     lhs: &[f32],
@@ -63,9 +63,11 @@ pub fn matmul(
 ) -> Option<crate::Result<()>> {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c"))
+        // The portable path (`SMOLLM3_KERNELS=portable`) keeps candle's kernel.
+        if super::path().rows.is_none()
+            || !(is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c"))
         {
             return None;
         }
@@ -99,9 +101,9 @@ pub fn matmul(
                 let w = &weights[c * blocks..(c + 1) * blocks];
                 for g in (0..m).step_by(MAX_ROWS) {
                     let group = &rows[g..(g + MAX_ROWS).min(m)];
-                    // SAFETY: AVX2, FMA and F16C checked above; every row has `blocks` blocks; each
-                    // output `r × n + c` (r < m, c < n, within `dst`, checked above) is
-                    // written by exactly one work item.
+                    // SAFETY: AVX2, FMA and F16C checked above; every row has `blocks`
+                    // blocks; each output `r × n + c` (r < m, c < n, within `dst`, checked
+                    // above) is written by exactly one work item.
                     unsafe { dot_rows(w, group, (dst_address as *mut f32).add(g * n + c), n) };
                 }
             }
