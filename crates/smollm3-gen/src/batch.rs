@@ -15,8 +15,9 @@
 //! session in a generation has asked (they step in lockstep), or [`GATHER`] after the oldest
 //! request or the last pass's end, whichever is later (a session busy elsewhere, say blocked
 //! on a slow client, is not waited for longer; counted from the pass's end, or two sessions
-//! would take turns, each having waited through the other's pass). A new request's prompt goes in chunks (`PREFILL_CHUNK`) beside the others'
-//! single tokens, so running answers keep streaming while it is read; a batch takes at most
+//! would take turns, each having waited through the other's pass). A new request's prompt
+//! goes in chunks (`PREFILL_CHUNK`) beside the others' single tokens, so running answers keep
+//! streaming while it is read; a batch takes at most
 //! the model's prompt slice of tokens in all, the rest waits for the next pass. A session
 //! that finishes or is cancelled leaves at once (its generation ends,
 //! [`Backend::end_generation`](crate::Backend::end_generation)).

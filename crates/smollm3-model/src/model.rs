@@ -373,8 +373,8 @@ impl Model {
     /// The next tokens of several sequences in one forward pass, each after what its own
     /// cache holds: the logits of each sequence's last new position, `[vocab_size]` each, in
     /// order (of every position, `[tokens, vocab_size]`, for a draft to check,
-    /// [`BatchItem::verify`]). Each weight matrix is read once for the whole batch, so while decoding (a token
-    /// a sequence) a batch of a few sequences costs little more than one
+    /// [`BatchItem::verify`]). Each weight matrix is read once for the whole batch, so while
+    /// decoding (a token a sequence) a batch of a few sequences costs little more than one
     /// ([`kernels::kquant_rows`](crate::kernels::kquant_rows)); a sequence may bring a prompt
     /// chunk while the others bring a token. Every sequence's logits are bit for bit those of
     /// [`Model::forward_last`] on that sequence alone.

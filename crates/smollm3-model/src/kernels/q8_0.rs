@@ -8,7 +8,7 @@
 //! `vec_dot_q8_0_q8_0` was 17% of all samples. `linear.rs` sends Q8_0 passes of up to 16 rows
 //! here (decode, draft checks, short prompts; a SmolLM3 Q8_0 file's every decode matmul).
 //!
-//! The bits are candle's: activations quantized as candle's `BlockQ8_0::from_float` does, and
+//! The bits are candle's: activations quantized by candle's `BlockQ8_0::from_float`, and
 //! per (weight row, activation row) the lanes, float work and final sum of its AVX2
 //! `vec_dot_q8_0_q8_0` (`sign` trick, `maddubs`, `madd` with ones, one fused multiply-add per
 //! block, `hsum_float_8`), only with the weight block's load and absolute values shared by
@@ -34,18 +34,20 @@ impl BlockQ8_0 {
     };
 }
 
-/// `row` (a multiple of 32 values) as Q8_0 blocks, by candle's `BlockQ8_0::from_float` (on
-/// x86): the largest magnitude over 127 as the scale, each value times its inverse, rounded.
+/// `row` (a multiple of 32 values) as Q8_0 blocks, by candle's own `BlockQ8_0::from_float`
+/// (the activations of its matmul), written into our blocks of the same layout.
 pub fn quantize_row(row: &[f32], out: &mut [BlockQ8_0]) {
-    for (values, block) in row.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let amax = values.iter().fold(0f32, |amax, &x| amax.max(x.abs()));
-        let d = amax / 127.0;
-        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
-        block.d = half::f16::from_f32(d);
-        for (q, &x) in block.qs.iter_mut().zip(values) {
-            *q = f32::round(x * inverse) as i8;
-        }
-    }
+    use candle_core::quantized::k_quants::{self, GgmlType};
+    const _: () = assert!(
+        std::mem::size_of::<BlockQ8_0>() == std::mem::size_of::<k_quants::BlockQ8_0>()
+            && std::mem::align_of::<k_quants::BlockQ8_0>() <= std::mem::align_of::<BlockQ8_0>()
+    );
+    // SAFETY: both are the 34-byte repr(C) block (f16 scale, 32 i8 codes; size and
+    // alignment asserted above), plain data valid for any bits.
+    let theirs = unsafe {
+        std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut k_quants::BlockQ8_0, out.len())
+    };
+    k_quants::BlockQ8_0::from_float(row, theirs);
 }
 
 /// The most activation rows one pass over a weight row takes (more go in groups, the weight
@@ -63,14 +65,9 @@ pub fn matmul(
 ) -> Option<crate::Result<()>> {
     #[cfg(target_arch = "x86_64")]
     {
-        // The portable path (`SMOLLM3_KERNELS=portable`) keeps candle's kernel.
-        if super::path().rows.is_none()
-            || !(is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c"))
-        {
-            return None;
-        }
+        // The paths with row products have AVX2, FMA and F16C; the portable path
+        // (`SMOLLM3_KERNELS=portable`) keeps candle's kernel.
+        super::path().rows?;
         let blocks = k / BLOCK;
         if !(k.is_multiple_of(BLOCK)
             && lhs.len() == m * k
@@ -101,7 +98,7 @@ pub fn matmul(
                 let w = &weights[c * blocks..(c + 1) * blocks];
                 for g in (0..m).step_by(MAX_ROWS) {
                     let group = &rows[g..(g + MAX_ROWS).min(m)];
-                    // SAFETY: AVX2, FMA and F16C checked above; every row has `blocks`
+                    // SAFETY: the path has AVX2, FMA and F16C (above); every row has `blocks`
                     // blocks; each output `r × n + c` (r < m, c < n, within `dst`, checked
                     // above) is written by exactly one work item.
                     unsafe { dot_rows(w, group, (dst_address as *mut f32).add(g * n + c), n) };
