@@ -489,6 +489,11 @@ pair_kernel!(
     gemv_q4k_pairs,
     "avx512f,avx512bw,avx2,fma,f16c"
 );
+pair_kernel!(
+    q4k_pairs_avx512_vnni,
+    gemv_q4k_pairs_vnni,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c"
+);
 
 /// The AVX-512 row products (F and BW).
 #[cfg(target_arch = "x86_64")]
@@ -496,6 +501,13 @@ pub const AVX512: RowKernels = RowKernels {
     q4k: q4k_avx512,
     q6k: q6k_avx512,
     q4k_pairs: Some(q4k_pairs_avx512),
+};
+
+/// The AVX-512 row products with VNNI (Q4_K pairs with two chunks' scales in one `madd`).
+#[cfg(target_arch = "x86_64")]
+pub const AVX512_VNNI: RowKernels = RowKernels {
+    q4k_pairs: Some(q4k_pairs_avx512_vnni),
+    ..AVX512
 };
 
 /// The AVX2 row products.

@@ -373,7 +373,11 @@ fn avx512_path(vnni: bool) -> Path {
                 ..tiles!(avx512_tile, 6 x 4, true)
             }
         },
-        rows: Some(kquant_rows::AVX512),
+        rows: Some(if vnni {
+            kquant_rows::AVX512_VNNI
+        } else {
+            kquant_rows::AVX512
+        }),
     }
 }
 
