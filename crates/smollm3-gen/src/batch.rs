@@ -12,7 +12,8 @@
 //! generation loop; its [`Backend::forward`](crate::Backend::forward) hands the tokens and
 //! its cache to the batcher and waits. The first waiting thread that finds the batch ready
 //! runs it for everyone and hands each thread its logits. The batch is ready when every
-//! session in a generation has asked (they step in lockstep), or [`GATHER`] after the oldest
+//! session in a generation has asked (they step in lockstep), or [`GATHER`] (or a
+//! [`PASS_SHARE`]th of the last pass, if longer) after the oldest
 //! request or the last pass's end, whichever is later (a session busy elsewhere, say blocked
 //! on a slow client, is not waited for longer; counted from the pass's end, or two sessions
 //! would take turns, each having waited through the other's pass). A pass that reads a new
@@ -47,6 +48,13 @@ use crate::{GenError, Result};
 /// together all ask within this; a decode step of the 3B model takes 60 ms or more.
 pub const GATHER: Duration = Duration::from_millis(4);
 
+/// Sessions still missing from a batch are waited for at least [`GATHER`] and at most this
+/// share of the last pass's time: four sessions on two cores take turns sampling,
+/// detokenizing and streaming their tokens, and the last asked 4–5 ms after a pass of the 3B
+/// file, so with a fixed 4 ms a fifth of its 4-session passes ran without one of them (that
+/// session's token a whole pass later); a sixteenth of a 120 ms pass is 7.5 ms.
+pub const PASS_SHARE: u32 = 16;
+
 /// The longest a pass that reads a new prompt waits for other requests arriving after it
 /// (see the module documentation): a few percent of a prompt pass of the 3B file.
 pub const PROMPT_GATHER: Duration = Duration::from_millis(20);
@@ -76,11 +84,14 @@ struct State {
     /// Each finished request's logits: its last row, or every row of a draft.
     done: HashMap<u64, Result<Vec<Vec<f32>>>>,
     next_id: u64,
+    /// How long the last pass took: the wait for sessions scales with it.
+    last_pass: Duration,
     /// Passes run and sequences in them, for `Batcher::stats`.
     passes: u64,
     sequences: u64,
 }
 
+#[derive(Clone)]
 struct Request {
     id: u64,
     tokens: Vec<u32>,
@@ -232,8 +243,9 @@ impl Batcher {
         let oldest = state.pending.iter().map(|r| r.since).min()?;
         let since = state.free_since.map_or(oldest, |free| free.max(oldest));
         let waited = since.elapsed();
-        if state.pending.len() < state.active.max(1) && waited < self.gather {
-            return Some(self.gather - waited);
+        let gather = self.gather.max(state.last_pass / PASS_SHARE);
+        if state.pending.len() < state.active.max(1) && waited < gather {
+            return Some(gather - waited);
         }
         // A new prompt waits for requests arriving just after it (clients starting together).
         let first_prompt = state
@@ -288,8 +300,10 @@ impl Batcher {
             batcher: self,
             ids: batch.iter().map(|r| r.id).collect(),
         };
+        let started = Instant::now();
         let results = self.pass(&batch);
         let mut state = self.lock();
+        state.last_pass = started.elapsed();
         for (request, result) in batch.iter().zip(results) {
             state.done.insert(request.id, result);
         }
@@ -425,6 +439,36 @@ mod tests {
         let alone = Batcher::new(batcher.model().clone());
         assert_eq!(first, one_prompt(&alone, &[1, 2, 3, 4]));
         assert_eq!(second, one_prompt(&alone, &[5, 6, 7]));
+    }
+
+    #[test]
+    fn missing_sessions_are_waited_for_a_share_of_the_last_pass() {
+        let batcher = Batcher::with_gather(model(), Duration::from_millis(1), PROMPT_GATHER);
+        let cache = Arc::new(Mutex::new(batcher.model().new_cache(8).unwrap()));
+        let mut state = State {
+            active: 2,
+            free_since: Some(Instant::now()),
+            last_pass: Duration::from_secs(16),
+            ..State::default()
+        };
+        state.pending.push(Request {
+            id: 0,
+            tokens: vec![1],
+            cache,
+            verify: false,
+            since: Instant::now(),
+        });
+        // One of two sessions has asked: the other gets a sixteenth of the last pass (1 s),
+        // not the 1 ms floor.
+        let wait = batcher.until_ready(&state).unwrap();
+        assert!(wait > Duration::from_millis(500), "{wait:?}");
+        // Both asked: at once.
+        let second = Request {
+            id: 1,
+            ..state.pending[0].clone()
+        };
+        state.pending.push(second);
+        assert_eq!(batcher.until_ready(&state), Some(Duration::ZERO));
     }
 
     #[test]

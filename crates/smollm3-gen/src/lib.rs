@@ -65,7 +65,7 @@ mod session;
 mod text;
 
 pub use backend::{Backend, ModelBackend, ScriptedBackend};
-pub use batch::{BatchStats, Batcher, GATHER, PROMPT_GATHER};
+pub use batch::{BatchStats, Batcher, GATHER, PASS_SHARE, PROMPT_GATHER};
 pub use cancel::CancelHandle;
 pub use engine::Engine;
 pub use error::{GenError, Result};
