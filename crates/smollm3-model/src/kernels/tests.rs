@@ -883,6 +883,42 @@ mod kquant_tests {
         check::<BlockQ6K, k_quants::BlockQ6K>(random_q6k, 34, |r| r.q6k);
     }
 
+    /// The Q6_K kernels over unsigned activations, called directly for every row count (the
+    /// matmul takes them from four rows), against candle's: the same bits.
+    #[test]
+    fn unsigned_q6k_row_products_agree_with_candles() {
+        use candle_core::quantized::k_quants;
+        let mut rng = Lcg(36);
+        for (k, n, m) in [
+            (QK_K, 5, 1),
+            (3 * QK_K, 9, 2),
+            (2 * QK_K, 7, 3),
+            (5 * QK_K, 4, 8),
+        ] {
+            let lhs: Vec<f32> = (0..m * k).map(|_| rng.float() * 2.0).collect();
+            let w: Vec<BlockQ6K> = (0..n * k / QK_K).map(|_| random_q6k(&mut rng)).collect();
+            // SAFETY: the same repr(C) layout as candle's block.
+            let theirs_w = unsafe {
+                std::slice::from_raw_parts(w.as_ptr() as *const k_quants::BlockQ6K, w.len())
+            };
+            let mut theirs = vec![0f32; m * n];
+            k_quants::matmul((m, k, n), &lhs, theirs_w, &mut theirs).unwrap();
+            let mut a = lhs.chunks_exact(k).map(quantized).collect::<Vec<_>>();
+            a.iter_mut().flatten().for_each(kquant::make_unsigned);
+            let a: Vec<&[BlockQ8K]> = a.iter().map(|row| row.as_slice()).collect();
+            for path in crate::kernels::paths_to_test() {
+                let Some(kernel) = path.rows.and_then(|r| r.q6k_unsigned) else {
+                    continue;
+                };
+                let mut ours = vec![0f32; m * n];
+                // SAFETY: a path this CPU runs; rows as long as the weight rows; `ours` m × n.
+                unsafe { kernel(&w, &a, ours.as_mut_ptr(), n) };
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&ours), bits(&theirs), "{} k {k} m {m}", path.name);
+            }
+        }
+    }
+
     /// The Q4_K kernels of activation rows in pairs, on every path that has them, against
     /// candle's: the same bits, an odd last row (paired with itself) included.
     #[test]
