@@ -341,13 +341,13 @@ pub unsafe fn gemv_q6k_avx512_vnni<const R: usize>(
             let y = a[r].get_unchecked(b);
             let d = y.d * x_d;
             let mut wide = _mm512_sub_epi32(_mm512_setzero_si512(), offset);
-            for j in 0..2 {
+            for (j, scale) in scale.iter().enumerate() {
                 let sums = |i: usize| {
                     let ys = _mm512_loadu_si512(y.qs.as_ptr().add(64 * i) as *const __m512i);
                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), ys, q[i])
                 };
                 let packed = pack(sums(2 * j), sums(2 * j + 1));
-                wide = _mm512_add_epi32(wide, _mm512_madd_epi16(packed, scale[j]));
+                wide = _mm512_add_epi32(wide, _mm512_madd_epi16(packed, *scale));
             }
             let sumi = _mm256_add_epi32(
                 _mm512_castsi512_si256(wide),
