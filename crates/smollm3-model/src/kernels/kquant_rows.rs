@@ -185,6 +185,50 @@ pub unsafe fn gemv_q4k_avx512<const R: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; R
     std::array::from_fn(|r| finish(acc[r], acc_m[r]))
 }
 
+/// Q6_K super-block `x` asked for ahead (210 bytes: four lines) and unpacked: its 256 codes
+/// (0..63) as four 64-value vectors, the 64 codes `t` of half `j` at `2j + t`, and its 16
+/// scales as i16 in both 256-bit halves.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn q6k_codes_avx512(
+    x: &BlockQ6K,
+) -> ([std::arch::x86_64::__m512i; 4], std::arch::x86_64::__m512i) {
+    use std::arch::x86_64::*;
+    prefetch_ahead(x, 4);
+    let low = _mm512_set1_epi8(0x0F);
+    let two = _mm512_set1_epi8(3);
+    // High bits of values 0..32 / 32..64 of a half: qh shifted by 0 / 2; of 64..96 / 96..128:
+    // by 4 / 6 (a 16-bit shift: the bits that cross into a byte are masked off).
+    let shifts = |lo: i16, hi: i16| {
+        let lanes: [i16; 32] = std::array::from_fn(|l| if l < 16 { lo } else { hi });
+        _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
+    };
+    let (shift_a, shift_b) = (shifts(0, 2), shifts(4, 6));
+    let scales16 = _mm512_broadcast_i64x4(_mm256_cvtepi8_epi16(_mm_loadu_si128(
+        x.scales.as_ptr() as *const __m128i
+    )));
+    let mut q = [_mm512_setzero_si512(); 4];
+    for j in 0..2 {
+        let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * j) as *const __m512i);
+        let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+            x.qh.as_ptr().add(32 * j) as *const __m256i
+        ));
+        let high = |shift: __m512i| {
+            _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), two), 4)
+        };
+        q[2 * j] = _mm512_or_si512(_mm512_and_si512(ql, low), high(shift_a));
+        q[2 * j + 1] = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16(ql, 4), low),
+            high(shift_b),
+        );
+    }
+    (q, scales16)
+}
+
 /// One Q6_K weight row · `R` Q8_K activation rows from the file's blocks, each weight byte
 /// read and unpacked once, 64 values per instruction, with the integer lanes, float work and
 /// reduction of ggml's AVX2 `vec_dot_q6_K_q8_K` for each row: candle's bits (tested).
@@ -196,16 +240,7 @@ pub unsafe fn gemv_q4k_avx512<const R: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; R
 #[inline]
 pub unsafe fn gemv_q6k_avx512<const R: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
-    let low = _mm512_set1_epi8(0x0F);
-    let two = _mm512_set1_epi8(3);
     let m32 = _mm512_set1_epi8(32);
-    // High bits of values 0..32 / 32..64 of a half: qh shifted by 0 / 2; of 64..96 / 96..128:
-    // by 4 / 6 (a 16-bit shift: the bits that cross into a byte are masked off).
-    let shifts = |lo: i16, hi: i16| {
-        let lanes: [i16; 32] = std::array::from_fn(|l| if l < 16 { lo } else { hi });
-        _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
-    };
-    let (shift_a, shift_b) = (shifts(0, 2), shifts(4, 6));
     // The 16 scales as i16 in both 256-bit halves, picked per 16 values: lane l of the
     // 64 values `t` of half `j` takes scale 8j + 4t + l / 8.
     let pick: [__m512i; 4] = std::array::from_fn(|i| {
@@ -216,32 +251,10 @@ pub unsafe fn gemv_q6k_avx512<const R: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; R
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..a[0].len() {
         let x = w.get_unchecked(b);
-        // 210 bytes: four lines.
-        prefetch_ahead(x, 4);
         let x_d = f16_to_f32(x.d);
-        let scales16 = _mm512_broadcast_i64x4(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-            x.scales.as_ptr() as *const __m128i,
-        )));
-        // The 64 codes `t` of half `j` at `2j + t`, and their scales.
-        let mut q = [_mm512_setzero_si512(); 4];
-        let mut scale = [_mm512_setzero_si512(); 4];
-        for j in 0..2 {
-            let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * j) as *const __m512i);
-            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                x.qh.as_ptr().add(32 * j) as *const __m256i
-            ));
-            let high = |shift: __m512i| {
-                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), two), 4)
-            };
-            q[2 * j] = _mm512_or_si512(_mm512_and_si512(ql, low), high(shift_a));
-            q[2 * j + 1] = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(ql, 4), low),
-                high(shift_b),
-            );
-            for t in 0..2 {
-                scale[2 * j + t] = _mm512_permutexvar_epi16(pick[2 * j + t], scales16);
-            }
-        }
+        let (q, scales16) = q6k_codes_avx512(x);
+        let scale: [__m512i; 4] =
+            std::array::from_fn(|i| _mm512_permutexvar_epi16(pick[i], scales16));
         for r in 0..R {
             let y = a[r].get_unchecked(b);
             let d = y.d * x_d;
@@ -283,15 +296,8 @@ pub unsafe fn gemv_q6k_avx512_vnni<const R: usize>(
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
     use std::arch::x86_64::*;
-    let low = _mm512_set1_epi8(0x0F);
-    let two = _mm512_set1_epi8(3);
     let m32 = _mm512_set1_epi8(32);
     let ones = _mm512_set1_epi8(1);
-    let shifts = |lo: i16, hi: i16| {
-        let lanes: [i16; 32] = std::array::from_fn(|l| if l < 16 { lo } else { hi });
-        _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
-    };
-    let (shift_a, shift_b) = (shifts(0, 2), shifts(4, 6));
     // Vectors 2j and 2j + 1 packed: lane l's low word takes vector 2j's scale for its four
     // values (8j + l / 4), its high word vector 2j + 1's (8j + 4 + l / 4).
     let pick: [__m512i; 2] = std::array::from_fn(|j| {
@@ -305,32 +311,14 @@ pub unsafe fn gemv_q6k_avx512_vnni<const R: usize>(
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..a[0].len() {
         let x = w.get_unchecked(b);
-        prefetch_ahead(x, 4);
         let x_d = f16_to_f32(x.d);
-        let scales16 = _mm512_broadcast_i64x4(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-            x.scales.as_ptr() as *const __m128i,
-        )));
-        // The 64 codes `t` of half `j` at `2j + t`, minus 32 (signed), as in
-        // `gemv_q6k_avx512`; their packed scales; and what `+ 128` adds: 128 × Σ scale ×
-        // Σ (q − 32) per lane.
-        let mut q = [_mm512_setzero_si512(); 4];
+        // The codes minus 32 (signed), their packed scales, and what `+ 128` adds:
+        // 128 × Σ scale × Σ (q − 32) per lane.
+        let (codes, scales16) = q6k_codes_avx512(x);
+        let q = codes.map(|codes| _mm512_sub_epi8(codes, m32));
         let mut scale = [_mm512_setzero_si512(); 2];
         let mut offset = _mm512_setzero_si512();
         for j in 0..2 {
-            let ql = _mm512_loadu_si512(x.ql.as_ptr().add(64 * j) as *const __m512i);
-            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                x.qh.as_ptr().add(32 * j) as *const __m256i
-            ));
-            let high = |shift: __m512i| {
-                _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), two), 4)
-            };
-            let codes_a = _mm512_or_si512(_mm512_and_si512(ql, low), high(shift_a));
-            let codes_b = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(ql, 4), low),
-                high(shift_b),
-            );
-            q[2 * j] = _mm512_sub_epi8(codes_a, m32);
-            q[2 * j + 1] = _mm512_sub_epi8(codes_b, m32);
             scale[j] = _mm512_permutexvar_epi16(pick[j], scales16);
             let sums = |q: __m512i| _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q);
             let packed = pack(sums(q[2 * j]), sums(q[2 * j + 1]));
