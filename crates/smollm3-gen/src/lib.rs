@@ -25,6 +25,10 @@
 //! [`Batcher`] (a server's sessions made by [`Engine::batched_sessions`] step together in
 //! one batched pass).
 //!
+//! [`constraint`] compiles a JSON Schema, a regular expression or a Lark grammar into a
+//! [`Constraint`] that masks the logits before each draw, so an output cannot break it
+//! (llguidance over our tokenizer; the generation loop does not use it yet).
+//!
 //! ```no_run
 //! use smollm3_chat::{ChatRequest, Message};
 //! use smollm3_gen::{Engine, Event, GenerateRequest, SamplingParams};
@@ -55,6 +59,7 @@
 mod backend;
 mod batch;
 mod cancel;
+pub mod constraint;
 pub mod draft;
 mod engine;
 mod error;
@@ -67,6 +72,7 @@ mod text;
 pub use backend::{Backend, ModelBackend, ScriptedBackend};
 pub use batch::{BatchStats, Batcher, GATHER, PASS_SHARE, PROMPT_GATHER};
 pub use cancel::CancelHandle;
+pub use constraint::{Constraint, Grammar, Grammars};
 pub use engine::Engine;
 pub use error::{GenError, Result};
 pub use events::{Completion, Event, FinishReason, Stats, ToolCallSpan};

@@ -1,0 +1,173 @@
+//! Constrained decoding over the real 128k SmolLM3 vocabulary: random logits (harsher than any
+//! model: they never write JSON by themselves) sampled at temperature 1.0 through a
+//! constraint always give an output that parses and matches; grammars the engine cannot
+//! compile are request errors that say so.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::fixture;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use smollm3_chat::Tokenizer;
+use smollm3_gen::{Constraint, GenError, Grammar, Grammars, Sampler, SamplingParams};
+
+fn tokenizer() -> Arc<Tokenizer> {
+    Arc::new(Tokenizer::from_gguf(fixture("smollm3-vocab128k-q8_0.gguf")).expect("fixture"))
+}
+
+/// Draws up to `limit` tokens from random logits through `constraint`; the text, and whether
+/// the output ended (the end token drawn, or nothing more allowed) rather than ran out.
+fn draw(
+    tokenizer: &Tokenizer,
+    mut constraint: Constraint,
+    seed: u64,
+    limit: usize,
+) -> (String, bool) {
+    let end = tokenizer.special_token("<|im_end|>").expect("end token");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut sampler = Sampler::new(&SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        top_k: 0,
+        min_p: 0.0,
+        seed: Some(seed),
+        ..SamplingParams::default()
+    })
+    .unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..limit {
+        if constraint.is_finished() {
+            return (tokenizer.decode(&tokens, false).unwrap(), true);
+        }
+        let mut logits: Vec<f32> = (0..tokenizer.vocab_size())
+            .map(|_| rng.random::<f32>() * 8.0)
+            .collect();
+        constraint.mask(&mut logits).unwrap();
+        let token = sampler.sample(&mut logits).unwrap();
+        if token == end {
+            assert!(
+                constraint.can_end(),
+                "the end token drawn before the output was complete"
+            );
+            return (tokenizer.decode(&tokens, false).unwrap(), true);
+        }
+        constraint.accept(token).unwrap();
+        tokens.push(token);
+    }
+    (tokenizer.decode(&tokens, false).unwrap(), false)
+}
+
+#[test]
+fn random_draws_through_a_schema_give_valid_json() {
+    let tokenizer = tokenizer();
+    let grammars = Grammars::new(tokenizer.clone()).unwrap();
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 6},
+            "role": {"enum": ["admin", "user", "guest"]},
+            "active": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2},
+        },
+        "required": ["name", "role", "active"],
+        "additionalProperties": false,
+    });
+    for seed in 0..12 {
+        let constraint = grammars
+            .compile(&Grammar::JsonSchema(schema.clone()))
+            .unwrap();
+        let (text, ended) = draw(&tokenizer, constraint, seed, 400);
+        assert!(ended, "seed {seed}: no end within 400 tokens: {text:?}");
+        let value: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("seed {seed}: not JSON ({e}): {text:?}"));
+        let object = value.as_object().expect("an object");
+        assert!(object
+            .keys()
+            .all(|k| ["name", "role", "active", "tags"].contains(&k.as_str())));
+        let name = object["name"].as_str().expect("name is a string");
+        assert!(name.chars().count() <= 6, "seed {seed}: {name:?}");
+        assert!(["admin", "user", "guest"].contains(&object["role"].as_str().unwrap()));
+        assert!(object["active"].is_boolean());
+        if let Some(tags) = object.get("tags") {
+            let tags = tags.as_array().expect("tags is an array");
+            assert!(tags.len() <= 2);
+            assert!(tags
+                .iter()
+                .all(|t| t.as_str().is_some_and(|t| t.chars().count() <= 3)));
+        }
+    }
+}
+
+#[test]
+fn a_regex_and_a_lark_grammar_hold_too() {
+    let tokenizer = tokenizer();
+    let grammars = Grammars::new(tokenizer.clone()).unwrap();
+    let code = regex_lite("^[a-c]{3}-[0-9]{2}$");
+    for seed in 0..8 {
+        let constraint = grammars
+            .compile(&Grammar::Regex("[a-c]{3}-[0-9]{2}".into()))
+            .unwrap();
+        let (text, ended) = draw(&tokenizer, constraint, seed, 50);
+        assert!(ended && code(&text), "seed {seed}: {text:?}");
+        let lark = r#"start: answer " because " reason
+answer: "yes" | "no"
+reason: /[a-z]{1,5}/"#;
+        let constraint = grammars.compile(&Grammar::Lark(lark.into())).unwrap();
+        let (text, ended) = draw(&tokenizer, constraint, seed, 50);
+        let (answer, reason) = text.split_once(" because ").expect("the literal");
+        assert!(
+            ended && ["yes", "no"].contains(&answer),
+            "seed {seed}: {text:?}"
+        );
+        assert!((1..=5).contains(&reason.len()) && reason.bytes().all(|b| b.is_ascii_lowercase()));
+    }
+}
+
+#[test]
+fn any_json_object_starts_and_stays_an_object() {
+    let tokenizer = tokenizer();
+    let grammars = Grammars::new(tokenizer.clone()).unwrap();
+    for seed in 0..4 {
+        let constraint = grammars.compile(&Grammar::JsonObject).unwrap();
+        let (text, ended) = draw(&tokenizer, constraint, seed, 300);
+        assert!(text.trim_start().starts_with('{'), "seed {seed}: {text:?}");
+        if ended {
+            let value: Value = serde_json::from_str(&text).expect("complete JSON");
+            assert!(value.is_object());
+        }
+    }
+}
+
+#[test]
+fn grammars_that_do_not_compile_are_request_errors_naming_the_problem() {
+    let grammars = Grammars::new(tokenizer()).unwrap();
+    let cases = [
+        (Grammar::JsonSchema(json!({"type": "strin"})), "JSON schema"),
+        (Grammar::Regex("[a-".into()), "regular expression"),
+        (Grammar::Lark("start: missing_rule".into()), "grammar"),
+    ];
+    for (grammar, kind) in cases {
+        match grammars.compile(&grammar) {
+            Err(GenError::InvalidRequest(message)) => {
+                assert!(message.contains(kind), "{message}");
+                assert!(!message.contains('\n'), "one line: {message}");
+            }
+            other => panic!("{grammar:?}: {other:?}"),
+        }
+    }
+}
+
+/// `pattern` as a matcher (the `regex` crate is not a dependency of this crate's tests; a
+/// tiny check for the one pattern used).
+fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+    assert_eq!(pattern, "^[a-c]{3}-[0-9]{2}$");
+    |s: &str| {
+        let b = s.as_bytes();
+        b.len() == 6
+            && b[..3].iter().all(|c| (b'a'..=b'c').contains(c))
+            && b[3] == b'-'
+            && b[4..].iter().all(u8::is_ascii_digit)
+    }
+}
