@@ -161,6 +161,31 @@ impl Grammar {
     }
 }
 
+/// One [`Grammars`] for sessions that share a tokenizer (a server's slots, an engine's
+/// sessions), built on the first request that asks for a constraint: building the trie of a
+/// 128k vocabulary is not free, and most requests never need it.
+#[derive(Clone, Default)]
+pub struct SharedGrammars(Arc<std::sync::Mutex<Option<Arc<Grammars>>>>);
+
+impl std::fmt::Debug for SharedGrammars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedGrammars").finish_non_exhaustive()
+    }
+}
+
+impl SharedGrammars {
+    /// The engine for `tokenizer`, built now if no session built it yet.
+    pub fn get(&self, tokenizer: &Arc<Tokenizer>) -> Result<Arc<Grammars>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(grammars) = slot.as_ref() {
+            return Ok(grammars.clone());
+        }
+        let grammars = Arc::new(Grammars::new(tokenizer.clone())?);
+        *slot = Some(grammars.clone());
+        Ok(grammars)
+    }
+}
+
 /// One output's constraint; see the module documentation.
 pub struct Constraint {
     matcher: Matcher,

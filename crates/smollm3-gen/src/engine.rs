@@ -4,7 +4,7 @@ use std::sync::Arc;
 use smollm3_chat::{ChatTemplate, Tokenizer};
 use smollm3_model::{GgufFile, LoadOptions, Model};
 
-use crate::{Batcher, ModelBackend, Result, Session};
+use crate::{Batcher, ModelBackend, Result, Session, SharedGrammars};
 
 /// Everything one GGUF file provides: the model, its tokenizer and its chat template (the
 /// official SmolLM3 template when the file has none). Cheap to clone; share it between
@@ -15,6 +15,8 @@ pub struct Engine {
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
     path: PathBuf,
+    /// Built on the first constrained request of any of its sessions.
+    grammars: SharedGrammars,
 }
 
 impl Engine {
@@ -34,6 +36,7 @@ impl Engine {
             tokenizer: Arc::new(tokenizer),
             template: Arc::new(template),
             path: path.to_path_buf(),
+            grammars: SharedGrammars::default(),
         })
     }
 
@@ -55,7 +58,8 @@ impl Engine {
                     ModelBackend::batched(&batcher, context)?,
                     self.tokenizer.clone(),
                     self.template.clone(),
-                ))
+                )
+                .with_grammars(self.grammars.clone()))
             })
             .collect::<Result<_>>()?;
         Ok((batcher, sessions))
@@ -63,11 +67,17 @@ impl Engine {
 
     /// A new conversation whose cache holds up to `context` tokens.
     pub fn session(&self, context: usize) -> Result<Session> {
-        Session::new(
+        Ok(Session::new(
             self.model.clone(),
             self.tokenizer.clone(),
             self.template.clone(),
             context,
-        )
+        )?
+        .with_grammars(self.grammars.clone()))
+    }
+
+    /// The constraint engine its sessions share, for sessions made elsewhere (a server's).
+    pub fn grammars(&self) -> SharedGrammars {
+        self.grammars.clone()
     }
 }

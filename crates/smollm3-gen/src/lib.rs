@@ -27,7 +27,7 @@
 //!
 //! [`constraint`] compiles a JSON Schema, a regular expression or a Lark grammar into a
 //! [`Constraint`] that masks the logits before each draw, so an output cannot break it
-//! (llguidance over our tokenizer; the generation loop does not use it yet).
+//! (llguidance over our tokenizer; [`GenerateRequest::grammar`] applies one to an answer).
 //!
 //! ```no_run
 //! use smollm3_chat::{ChatRequest, Message};
@@ -72,7 +72,7 @@ mod text;
 pub use backend::{Backend, ModelBackend, ScriptedBackend};
 pub use batch::{BatchStats, Batcher, GATHER, PASS_SHARE, PROMPT_GATHER};
 pub use cancel::CancelHandle;
-pub use constraint::{Constraint, Grammar, Grammars};
+pub use constraint::{Constraint, Grammar, Grammars, SharedGrammars};
 pub use engine::Engine;
 pub use error::{GenError, Result};
 pub use events::{Completion, Event, FinishReason, Stats, ToolCallSpan};

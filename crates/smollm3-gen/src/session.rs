@@ -10,6 +10,7 @@ use smollm3_chat::{
 };
 
 use crate::backend::{Backend, ModelBackend};
+use crate::constraint::{Constraint, Grammar, SharedGrammars};
 use crate::draft::DraftLength;
 use crate::events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
 use crate::sampling::{Sampler, SamplingParams};
@@ -89,6 +90,10 @@ pub struct GenerateRequest {
     /// ([`crate::draft`]): the same answer, sooner when it repeats text it has seen. On by
     /// default; backends that cannot check a draft in one pass ignore it.
     pub prompt_lookup: bool,
+    /// What the answer must match ([`crate::constraint`]): every token is drawn from the
+    /// tokens that keep it valid, and the answer ends when it is complete. The reasoning
+    /// before `</think>` stays free.
+    pub grammar: Option<Grammar>,
 }
 
 impl GenerateRequest {
@@ -103,6 +108,7 @@ impl GenerateRequest {
             overflow: ContextOverflow::Error,
             cancel: None,
             prompt_lookup: true,
+            grammar: None,
         }
     }
 
@@ -118,6 +124,7 @@ pub struct Session<B: Backend = ModelBackend> {
     template: Arc<ChatTemplate>,
     /// Exactly the tokens in the backend's cache, in order.
     history: Vec<u32>,
+    grammars: SharedGrammars,
 }
 
 impl Session<ModelBackend> {
@@ -144,7 +151,15 @@ impl<B: Backend> Session<B> {
             tokenizer,
             template,
             history: Vec::new(),
+            grammars: SharedGrammars::default(),
         }
+    }
+
+    /// This session compiles its requests' grammars with `grammars`, shared with other
+    /// sessions of the same tokenizer (built once, on first use).
+    pub fn with_grammars(mut self, grammars: SharedGrammars) -> Self {
+        self.grammars = grammars;
+        self
     }
 
     pub fn backend(&self) -> &B {
@@ -192,6 +207,10 @@ impl<B: Backend> Session<B> {
             ));
         }
         let sampler = Sampler::new(&request.sampling)?;
+        let constraint = match &request.grammar {
+            Some(grammar) => Some(self.grammars.get(&self.tokenizer)?.compile(grammar)?),
+            None => None,
+        };
         let context = self.backend.context_size();
         let vocab = self.backend.vocab_size();
 
@@ -260,6 +279,11 @@ impl<B: Backend> Session<B> {
         } else {
             Vec::new()
         };
+        // With thinking on, the answer may open with a think block, which the grammar does
+        // not cover: its first token may also be `<think>`.
+        let think_first = (constraint.is_some() && parse_reasoning && !starts_in_reasoning)
+            .then(|| self.tokenizer.special_token("<think>"))
+            .flatten();
         let eog: Vec<u32> = self.tokenizer.eog_ids();
         let tag_tokens: Vec<u32> = ["<think>", "</think>"]
             .into_iter()
@@ -304,6 +328,8 @@ impl<B: Backend> Session<B> {
             draft_pass_secs: 0.0,
             step_secs: None,
             prompt_lookup: request.prompt_lookup,
+            constraint,
+            think_first,
             events: VecDeque::new(),
             finished: false,
             started,
@@ -426,6 +452,10 @@ fn default_tool_tags(chat: &ChatRequest) -> Vec<(String, String)> {
 pub struct Generation<'s, B: Backend> {
     session: &'s mut Session<B>,
     sampler: Sampler,
+    /// The request's grammar, applied to the answer's sampled tokens.
+    constraint: Option<Constraint>,
+    /// `<think>`, allowed beside the grammar's tokens as the first token (thinking on).
+    think_first: Option<u32>,
     stop: StopMatcher,
     splitter: OutputSplitter,
     decoder: StreamDecoder,
@@ -651,11 +681,35 @@ impl<B: Backend> Generation<'_, B> {
     }
 
     fn decode_one(&mut self, mut logits: Vec<f32>) -> Result<()> {
+        // The grammar holds the answer's sampled tokens: not the reasoning, not the tokens
+        // forced after it (`</think>`, an answer prefix).
+        let constrained = self.forced.is_empty() && !self.splitter.in_reasoning();
+        let think_first = if constrained {
+            self.think_first.take()
+        } else {
+            None
+        };
         let token = match self.forced.pop_front() {
             Some(t) => t,
-            None => self.sampler.sample(&mut logits)?,
+            None => {
+                if let (Some(constraint), true) = (self.constraint.as_mut(), constrained) {
+                    let think = think_first.and_then(|t| Some((t, *logits.get(t as usize)?)));
+                    constraint.mask(&mut logits)?;
+                    if let Some((think, logit)) = think {
+                        logits[think as usize] = logit;
+                    }
+                }
+                self.sampler.sample(&mut logits)?
+            }
         };
         self.sampler.accept(token);
+        let mut grammar_complete = false;
+        if let (Some(constraint), true) = (self.constraint.as_mut(), constrained) {
+            if !self.eog.contains(&token) && think_first != Some(token) {
+                constraint.accept(token)?;
+                grammar_complete = constraint.is_finished();
+            }
+        }
         if self.first_token_at.is_none() {
             self.first_token_at = Some(Instant::now());
             self.completion.stats.time_to_first_token_ms =
@@ -686,6 +740,11 @@ impl<B: Backend> Generation<'_, B> {
         if was_reasoning && !self.splitter.in_reasoning() {
             // The reasoning just closed: the answer starts here (after any forced `</think>`).
             self.forced.extend(self.answer_prefix.drain(..));
+        }
+        if grammar_complete {
+            // Nothing may follow: the answer is complete (as if the model ended its turn).
+            self.finish(FinishReason::Stop, None, true);
+            return Ok(());
         }
         if let Some(budget) = self.reasoning_budget {
             let spent = self.completion.stats.reasoning_tokens >= budget;
