@@ -259,7 +259,8 @@ fn load_replay(args: &Args) -> Result<Scheduler<Paced>> {
                 paced,
                 engine.tokenizer.clone(),
                 engine.template.clone(),
-            ))
+            )
+            .with_grammars(engine.grammars()))
         })
         .collect::<Result<Vec<_>>>()?;
     let options = SchedulerOptions {

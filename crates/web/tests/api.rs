@@ -178,9 +178,14 @@ async fn bad_requests_get_openai_shaped_400s_naming_the_field() {
             "not one of none",
         ),
         (
-            json!({"messages": user, "response_format": {"type": "json_object"}}).to_string(),
+            json!({"messages": user, "response_format": {"type": "yaml"}}).to_string(),
             json!("response_format"),
-            "not supported yet",
+            "type \"yaml\" is not one of",
+        ),
+        (
+            json!({"messages": user, "response_format": {"type": "json_schema"}}).to_string(),
+            json!("response_format"),
+            "json_schema.schema is required",
         ),
     ] {
         let (status, text) = send(app(&["x"]), "POST", "/v1/chat/completions", &body).await;
@@ -492,4 +497,67 @@ async fn drafts_are_reported_and_can_be_turned_off() {
             .contains("prompt_lookup"),
         "{v}"
     );
+}
+
+#[tokio::test]
+async fn response_format_holds_the_answer_to_its_schema_whatever_the_model_wanted() {
+    // The scripted model wants to chat; the only answer the schema allows is `{"ok": true}`.
+    let schema = json!({"type": "object", "properties": {"ok": {"enum": [true]}},
+                        "required": ["ok"], "additionalProperties": false});
+    for format in [
+        json!({"type": "json_schema", "json_schema": {"name": "ok", "schema": schema, "strict": true}}),
+        json!({"type": "json_object", "schema": schema}),
+    ] {
+        let (status, v, text) = post_json(
+            app(&["Sure! Here you go."]),
+            json!({"messages": [{"role": "user", "content": "Hi"}], "response_format": format,
+                   "reasoning_effort": "none", "max_tokens": 40}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(
+            v["choices"][0]["message"]["content"], r#"{"ok": true}"#,
+            "{text}"
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{text}");
+    }
+    // Without it, the model's own words.
+    let (_, v, _) = post_json(
+        app(&["Sure! Here you go."]),
+        json!({"messages": [{"role": "user", "content": "Hi"}], "reasoning_effort": "none"}),
+    )
+    .await;
+    assert_eq!(v["choices"][0]["message"]["content"], "Sure! Here you go.");
+}
+
+#[tokio::test]
+async fn a_schema_the_engine_cannot_compile_is_a_400_that_says_why() {
+    let (status, v, text) = post_json(
+        app(&["x"]),
+        json!({"messages": [{"role": "user", "content": "Hi"}],
+               "response_format": {"type": "json_schema",
+                                   "json_schema": {"name": "bad", "schema": {"type": "strin"}}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{text}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("JSON schema") && message.contains("strin"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn response_format_with_tools_is_refused_for_now() {
+    let tool =
+        json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+    let (status, v, text) = post_json(
+        app(&["x"]),
+        json!({"messages": [{"role": "user", "content": "Hi"}], "tools": [tool],
+               "response_format": {"type": "json_object"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(v["error"]["param"], "response_format", "{text}");
 }

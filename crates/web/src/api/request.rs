@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use smollm3_chat::{ChatRequest, Content, Message, Role};
-use smollm3_gen::{GenerateRequest, SamplingParams};
+use smollm3_gen::{GenerateRequest, Grammar, SamplingParams};
 use smollm3_tools::{ToolCall, ToolDefinition, ToolFormat};
 
 use super::error::ApiError;
@@ -177,6 +177,44 @@ impl<'de> Deserialize<'de> for ToolChoice {
 struct ResponseFormat {
     #[serde(rename = "type")]
     kind: String,
+    /// OpenAI's `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`.
+    json_schema: Option<JsonSchemaFormat>,
+    /// llama-server's `{"type": "json_object", "schema": {...}}`.
+    schema: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct JsonSchemaFormat {
+    schema: Option<Value>,
+}
+
+impl ResponseFormat {
+    /// What the answer must match: `text` nothing, `json_object` any object (or the
+    /// `schema` llama-server accepts beside it), `json_schema` its schema. Every schema is
+    /// held strictly (as OpenAI's `strict: true`): decoding cannot break it either way.
+    fn grammar(self) -> Result<Option<Grammar>, ApiError> {
+        let field = Some("response_format");
+        match self.kind.as_str() {
+            "text" => Ok(None),
+            "json_object" => Ok(Some(
+                self.schema.map_or(Grammar::JsonObject, Grammar::JsonSchema),
+            )),
+            "json_schema" => match self.json_schema.and_then(|j| j.schema) {
+                Some(schema) => Ok(Some(Grammar::JsonSchema(schema))),
+                None => Err(ApiError::invalid(
+                    "response_format: json_schema.schema is required for type \"json_schema\"",
+                    field,
+                )),
+            },
+            other => Err(ApiError::invalid(
+                format!(
+                    "response_format: type {other:?} is not one of \"text\", \"json_object\", \"json_schema\""
+                ),
+                field,
+            )),
+        }
+    }
 }
 
 /// OpenAI's `stop`: one string or a list.
@@ -305,17 +343,10 @@ impl ChatCompletionRequest {
                 Some("n"),
             ));
         }
-        if let Some(format) = &options.response_format {
-            if format.kind != "text" {
-                return Err(ApiError::invalid(
-                    format!(
-                        "response_format: {:?} is not supported yet (only \"text\")",
-                        format.kind
-                    ),
-                    Some("response_format"),
-                ));
-            }
-        }
+        let grammar = match options.response_format {
+            Some(format) => format.grammar()?,
+            None => None,
+        };
         let kwargs = options.chat_template_kwargs.unwrap_or_default();
         let mut enable_thinking = kwargs.enable_thinking;
         match options.reasoning_effort.as_deref() {
@@ -342,6 +373,7 @@ impl ChatCompletionRequest {
             sampling,
             stop,
             prompt_lookup: options.prompt_lookup.unwrap_or(true),
+            grammar,
             ..GenerateRequest::chat(ChatRequest::default())
         };
         let offered = match (&choice, definitions.is_empty()) {
@@ -355,6 +387,13 @@ impl ChatCompletionRequest {
                     "tool_choice: a tool call is required but no tools are given",
                     Some("tool_choice"),
                 ))
+            }
+            (_, false) if request.grammar.is_some() => {
+                // Tool calls under a constraint of their own are not built yet.
+                return Err(ApiError::invalid(
+                    "response_format: a JSON response_format together with tools is not supported yet",
+                    Some("response_format"),
+                ));
             }
             (choice, false) => {
                 request.answer_prefix = forced_call_start(choice, format, &definitions)?;
