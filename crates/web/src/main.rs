@@ -255,12 +255,10 @@ fn load_replay(args: &Args) -> Result<Scheduler<Paced>> {
                 inner: backend,
                 per_token: std::time::Duration::from_millis(args.replay_token_ms),
             };
-            Ok(Session::with_backend(
-                paced,
-                engine.tokenizer.clone(),
-                engine.template.clone(),
+            Ok(
+                Session::with_backend(paced, engine.tokenizer.clone(), engine.template.clone())
+                    .with_grammars(engine.grammars()),
             )
-            .with_grammars(engine.grammars()))
         })
         .collect::<Result<Vec<_>>>()?;
     let options = SchedulerOptions {

@@ -9,7 +9,7 @@ use smollm3_gen::{Backend, CancelHandle, FinishReason, GenerateRequest, Prompt, 
 use smollm3_tools::agent::AgentFinish;
 
 use crate::answer::{answer, Answered};
-use crate::args::{AnswerArgs, ModelArgs, ToolArgs, ToolSetup};
+use crate::args::{AnswerArgs, ConstraintArgs, ModelArgs, ToolArgs, ToolSetup};
 use crate::render::{stats_line, Printer};
 use crate::replay::replay_session;
 
@@ -18,7 +18,8 @@ use crate::replay::replay_session;
   smollm3 run --model SmolLM3-3B-Q4_K_M.gguf \"Why is the sky blue?\"
   smollm3 run --model M.gguf --no-think --temperature 0 \"2+2?\"
   echo \"Summarise: ...\" | smollm3 run --model M.gguf -
-  smollm3 run --model M.gguf --json \"Hi\"     # one JSON event per line")]
+  smollm3 run --model M.gguf --json \"Hi\"     # one JSON event per line
+  smollm3 run --model M.gguf --json-schema person.schema.json \"Invent a person\"")]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -32,6 +33,8 @@ pub struct RunArgs {
     pub raw: bool,
     #[command(flatten)]
     pub tool_args: ToolArgs,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
     /// Print one JSON event per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -70,6 +73,10 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     if tools.is_some() && args.raw {
         bail!("--raw cannot be combined with tools");
     }
+    let grammar = args.constraint.grammar()?;
+    if grammar.is_some() && tools.is_some() {
+        bail!("a constraint (--json-object, --json-schema, --grammar, --regex) cannot be combined with tools yet");
+    }
     let engine = args.model.load_engine()?;
     let context = args
         .model
@@ -97,6 +104,7 @@ pub fn run(args: &RunArgs) -> Result<bool> {
         reasoning_budget: args.answer.reasoning_budget,
         cancel: Some(cancel),
         prompt_lookup: !args.answer.no_prompt_lookup,
+        grammar,
         ..GenerateRequest::new(prompt)
     };
     match &args.replay {

@@ -1,0 +1,112 @@
+//! `smollm3 run --json-object / --json-schema / --grammar / --regex`: the answer is held to
+//! the constraint whatever the model wanted (replies played back with `--replay`), and bad
+//! constraint files are one-line errors naming the file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{ok, smollm3};
+
+fn tiny() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf")
+        .display()
+        .to_string()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `smollm3 run` with the replies played back, `extra` flags, thinking off.
+fn run(dir: &Path, reply: &str, extra: &[&str]) -> std::process::Output {
+    let replies = write(
+        dir,
+        "replies.json",
+        &serde_json::to_string(&[reply]).unwrap(),
+    );
+    let (model, replies) = (tiny(), replies.display().to_string());
+    let mut args = vec!["run", "--model", &model, "--replay", &replies, "--no-think"];
+    args.extend_from_slice(extra);
+    args.push("Hi");
+    smollm3(&args)
+}
+
+#[test]
+fn the_answer_follows_the_schema_not_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = write(
+        dir.path(),
+        "ok.schema.json",
+        r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
+            "required": ["ok"], "additionalProperties": false}"#,
+    );
+    let schema = schema.display().to_string();
+    let out = run(dir.path(), "Sure! Here it is.", &["--json-schema", &schema]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"ok": true}"#
+    );
+    let out = run(dir.path(), "Sure! Here it is.", &["--regex", "(yes|no)!"]);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(answer == "yes!" || answer == "no!", "{answer:?}");
+    // Unconstrained, the model's own words.
+    let (model, replies) = (tiny(), dir.path().join("replies.json"));
+    let replies = replies.display().to_string();
+    let plain = ok(&[
+        "run",
+        "--model",
+        &model,
+        "--replay",
+        &replies,
+        "--no-think",
+        "Hi",
+    ]);
+    assert_eq!(plain.trim(), "Sure! Here it is.");
+}
+
+#[test]
+fn bad_constraints_are_one_line_errors_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = write(dir.path(), "broken.json", "{\"type\": ");
+    let bad_schema = write(dir.path(), "bad.json", r#"{"type": "strin"}"#);
+    let bad_lark = write(dir.path(), "bad.lark", "start: missing_rule");
+    let missing = dir.path().join("missing.json");
+    let cases: [(Vec<String>, &str); 4] = [
+        (
+            vec!["--json-schema".into(), not_json.display().to_string()],
+            "is not JSON",
+        ),
+        (
+            vec!["--json-schema".into(), bad_schema.display().to_string()],
+            "strin",
+        ),
+        (
+            vec!["--grammar".into(), bad_lark.display().to_string()],
+            "missing_rule",
+        ),
+        (
+            vec!["--json-schema".into(), missing.display().to_string()],
+            "missing.json",
+        ),
+    ];
+    for (flags, needle) in cases {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let out = run(dir.path(), "x", &flags);
+        assert!(!out.status.success(), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{flags:?}: {stderr}");
+    }
+    // Two constraints at once: a usage error.
+    let out = run(dir.path(), "x", &["--json-object", "--regex", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+}
