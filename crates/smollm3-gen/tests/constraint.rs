@@ -297,3 +297,112 @@ fn a_schema_that_does_not_compile_fails_the_request_before_any_event() {
         other => panic!("a bad schema was not refused: {other:?}"),
     }
 }
+
+/// Schemas from a generator (nested objects and arrays of booleans, bounded integers and
+/// strings, enums, nulls), each with a random seed: every answer drawn from random logits
+/// parses and validates (checked by [`valid`], a validator of exactly this subset).
+mod random_schemas {
+    use std::sync::{Arc, OnceLock};
+
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+    use smollm3_gen::{Grammar, Grammars};
+
+    use super::{draw, tokenizer};
+
+    fn engine() -> &'static (Arc<smollm3_chat::Tokenizer>, Grammars) {
+        static ENGINE: OnceLock<(Arc<smollm3_chat::Tokenizer>, Grammars)> = OnceLock::new();
+        ENGINE.get_or_init(|| {
+            let tokenizer = tokenizer();
+            let grammars = Grammars::new(tokenizer.clone()).unwrap();
+            (tokenizer, grammars)
+        })
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({"type": "boolean"})),
+            Just(json!({"type": "null"})),
+            (-60i64..60, 0i64..40)
+                .prop_map(|(low, span)| json!({"type": "integer", "minimum": low,
+                                               "maximum": low + span})),
+            (0u64..6).prop_map(|n| json!({"type": "string", "maxLength": n})),
+            prop::collection::vec(
+                prop_oneof![
+                    "[a-z]{1,4}".prop_map(Value::from),
+                    (-9i64..99).prop_map(Value::from)
+                ],
+                1..4
+            )
+            .prop_map(|values| json!({"enum": values})),
+        ]
+    }
+
+    fn schema() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(2, 12, 3, |inner| {
+            prop_oneof![
+                (inner.clone(), 0u64..3)
+                    .prop_map(|(items, n)| json!({"type": "array", "items": items, "maxItems": n})),
+                (prop::collection::vec(inner, 1..4), any::<u8>()).prop_map(|(fields, mask)| {
+                    let mut properties = Map::new();
+                    let mut required = Vec::new();
+                    for (i, field) in fields.into_iter().enumerate() {
+                        let key = format!("k{i}");
+                        if mask & (1 << i) != 0 {
+                            required.push(Value::from(key.clone()));
+                        }
+                        properties.insert(key, field);
+                    }
+                    json!({"type": "object", "properties": properties, "required": required,
+                           "additionalProperties": false})
+                }),
+            ]
+        })
+    }
+
+    /// `value` matches `schema` (the generator's subset only).
+    fn valid(value: &Value, schema: &Value) -> bool {
+        if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+            return values.contains(value);
+        }
+        match schema["type"].as_str() {
+            Some("boolean") => value.is_boolean(),
+            Some("null") => value.is_null(),
+            Some("integer") => value.as_i64().is_some_and(|v| {
+                v >= schema["minimum"].as_i64().unwrap() && v <= schema["maximum"].as_i64().unwrap()
+            }),
+            Some("string") => value
+                .as_str()
+                .is_some_and(|s| s.chars().count() as u64 <= schema["maxLength"].as_u64().unwrap()),
+            Some("array") => value.as_array().is_some_and(|items| {
+                items.len() as u64 <= schema["maxItems"].as_u64().unwrap()
+                    && items.iter().all(|item| valid(item, &schema["items"]))
+            }),
+            Some("object") => value.as_object().is_some_and(|object| {
+                let properties = schema["properties"].as_object().unwrap();
+                let required = schema["required"].as_array().unwrap();
+                object
+                    .iter()
+                    .all(|(k, v)| properties.get(k).is_some_and(|s| valid(v, s)))
+                    && required
+                        .iter()
+                        .all(|k| object.contains_key(k.as_str().unwrap()))
+            }),
+            other => panic!("not in the generator's subset: {other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn every_answer_parses_and_validates(schema in schema(), seed in any::<u64>()) {
+            let (tokenizer, grammars) = engine();
+            let constraint = grammars.compile(&Grammar::JsonSchema(schema.clone())).unwrap();
+            let (text, ended) = draw(tokenizer, constraint, seed, 600);
+            prop_assert!(ended, "no end within 600 tokens: {text:?} for {schema}");
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {text:?}")))?;
+            prop_assert!(valid(&value, &schema), "{text} does not match {schema}");
+        }
+    }
+}
