@@ -6,14 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ok, smollm3};
-
-fn tiny() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf")
-        .display()
-        .to_string()
-}
+use common::{ok, smollm3, tiny};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

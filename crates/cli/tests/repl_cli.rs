@@ -2,16 +2,13 @@
 //! commands. Replies are played back (`--replay`) so answers are exact; the tiny fixture
 //! model provides the real tokenizer and chat template.
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn tiny() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf")
-        .display()
-        .to_string()
-}
+use common::tiny;
 
 fn replies(dir: &Path, replies: &[&str]) -> String {
     let path = dir.join("replies.json");

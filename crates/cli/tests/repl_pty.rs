@@ -5,6 +5,10 @@
 //! written, so the chat blocks on its output until Ctrl+C has been typed: no timing races.
 #![cfg(target_os = "linux")]
 
+mod common;
+
+use common::tiny;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -150,13 +154,6 @@ impl Drop for Pty {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn tiny() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf")
-        .display()
-        .to_string()
 }
 
 /// A chat whose first answer is far more than a terminal buffers (so the chat blocks writing

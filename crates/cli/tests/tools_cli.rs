@@ -7,15 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::smollm3;
+use common::{smollm3, tiny};
 use serde_json::{json, Value};
-
-fn tiny() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf")
-        .display()
-        .to_string()
-}
 
 fn with_stdin(args: &[&str], input: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_smollm3"))

@@ -30,3 +30,12 @@ pub fn ok_with_env(args: &[&str], env: &[(&str, &str)]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The tiny SmolLM3 fixture (random weights, SmolLM3's tokens and template): for tests that
+/// play replies back or only need the tokenizer and template.
+pub fn tiny() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/gguf/smollm3-tiny-q8_0.gguf")
+        .display()
+        .to_string()
+}
