@@ -368,8 +368,12 @@ mod random_schemas {
         match schema["type"].as_str() {
             Some("boolean") => value.is_boolean(),
             Some("null") => value.is_null(),
-            Some("integer") => value.as_i64().is_some_and(|v| {
-                v >= schema["minimum"].as_i64().unwrap() && v <= schema["maximum"].as_i64().unwrap()
+            // JSON Schema counts any number with no fraction as an integer (`-0` too, which
+            // serde_json reads as a float).
+            Some("integer") => value.as_f64().is_some_and(|v| {
+                v.fract() == 0.0
+                    && v >= schema["minimum"].as_f64().unwrap()
+                    && v <= schema["maximum"].as_f64().unwrap()
             }),
             Some("string") => value
                 .as_str()
