@@ -211,3 +211,29 @@ async fn cors_preflights_are_answered_for_listed_origins_only() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test]
+async fn a_text_completion_takes_a_schema_too() {
+    let schema = json!({"type": "object", "properties": {"n": {"enum": [7]}}, "required": ["n"],
+                        "additionalProperties": false});
+    for extra in [
+        json!({"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}),
+        json!({"json_schema": schema}),
+    ] {
+        let mut body = json!({"prompt": "Data:", "max_tokens": 20});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, v, text) = complete(app(&["no json here"]), body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(v["choices"][0]["text"], r#"{"n": 7}"#, "{text}");
+    }
+    let (status, v, text) = complete(
+        app(&["x"]),
+        json!({"prompt": "Data:", "json_schema": schema,
+               "response_format": {"type": "json_object"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(v["error"]["param"], "json_schema", "{text}");
+}

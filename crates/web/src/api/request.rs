@@ -40,6 +40,10 @@ struct TextOptions {
     logprobs: Option<Value>,
     /// Ours: `false` decodes without prompt-lookup drafts.
     prompt_lookup: Option<bool>,
+    /// As in chat completions (the whole continuation is held to it).
+    response_format: Option<ResponseFormat>,
+    /// llama-server's `json_schema` for a completion.
+    json_schema: Option<Value>,
 }
 
 /// `prompt`: a string, a list of one string, or token ids (as llama-server takes them).
@@ -305,12 +309,23 @@ impl ChatCompletionRequest {
             TextPrompt::Tokens(ids) => smollm3_gen::Prompt::Tokens(ids),
         };
         let stop = options.stop.map_or_else(Vec::new, Stop::into_list);
+        let grammar = match (options.response_format, options.json_schema) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "json_schema: give either response_format or json_schema, not both",
+                    Some("json_schema"),
+                ))
+            }
+            (Some(format), None) => format.grammar()?,
+            (None, schema) => schema.map(Grammar::JsonSchema),
+        };
         Ok(ChatCompletionRequest {
             request: GenerateRequest {
                 sampling,
                 stop,
                 tool_tags: Some(Vec::new()),
                 prompt_lookup: options.prompt_lookup.unwrap_or(true),
+                grammar,
                 ..GenerateRequest::new(prompt)
             },
             model: options.model,
