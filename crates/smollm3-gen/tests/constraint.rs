@@ -415,12 +415,7 @@ mod random_schemas {
 /// and at temperature 1.0, with drafts on, every answer is a complete object of the schema.
 #[test]
 fn a_real_model_answers_the_schema() {
-    let Some(gguf) = std::env::var_os("SMOLLM2_GGUF") else {
-        assert!(
-            std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
-            "SMOLLM3_REQUIRE_SMOLLM2 is set but SMOLLM2_GGUF is not"
-        );
-        eprintln!("SKIPPED: SMOLLM2_GGUF is not set");
+    let Some(gguf) = common::smollm2_gguf() else {
         return;
     };
     let engine = smollm3_gen::Engine::load(&gguf, &smollm3_model::LoadOptions::default()).unwrap();

@@ -103,12 +103,7 @@ fn the_cache_holds_the_history_however_the_generation_ends() {
 /// logits are bit for bit those of one token at a time), and most of the quote is drafted.
 #[test]
 fn a_real_model_answers_the_same_with_drafts() {
-    let Some(gguf) = std::env::var_os("SMOLLM2_GGUF") else {
-        assert!(
-            std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
-            "SMOLLM3_REQUIRE_SMOLLM2 is set but SMOLLM2_GGUF is not"
-        );
-        eprintln!("SKIPPED: SMOLLM2_GGUF is not set");
+    let Some(gguf) = common::smollm2_gguf() else {
         return;
     };
     let engine = Engine::load(&gguf, &LoadOptions::default()).unwrap();

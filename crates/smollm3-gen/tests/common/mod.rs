@@ -62,3 +62,17 @@ pub fn texts(events: &[Event]) -> (String, String) {
     }
     (reasoning, answer)
 }
+
+/// SmolLM2-135M-Instruct's GGUF (`SMOLLM2_GGUF`); without it the test skips (says so and
+/// returns), unless `SMOLLM3_REQUIRE_SMOLLM2` is set (CI), which makes it a failure.
+pub fn smollm2_gguf() -> Option<std::ffi::OsString> {
+    let gguf = std::env::var_os("SMOLLM2_GGUF");
+    if gguf.is_none() {
+        assert!(
+            std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
+            "SMOLLM3_REQUIRE_SMOLLM2 is set but SMOLLM2_GGUF is not"
+        );
+        eprintln!("SKIPPED: SMOLLM2_GGUF is not set");
+    }
+    gguf
+}
