@@ -13,22 +13,24 @@
 //! its cache to the batcher and waits. The first waiting thread that finds the batch ready
 //! runs it for everyone and hands each thread its logits. The batch is ready when every
 //! session in a generation has asked (they step in lockstep), or [`GATHER`] (or a
-//! [`PASS_SHARE`]th of the last pass, if longer) after the oldest
-//! request or the last pass's end, whichever is later (a session busy elsewhere, say blocked
-//! on a slow client, is not waited for longer; counted from the pass's end, or two sessions
-//! would take turns, each having waited through the other's pass). A pass that reads a new
-//! prompt also waits until no request has come for [`GATHER`] (at most [`PROMPT_GATHER`]):
-//! clients that start together reach the batcher a few milliseconds apart (0.2–3.6 ms for
-//! four streaming requests here), before the later ones count as sessions in a generation,
-//! and a prompt pass run at once for the first would hold the other prompts a whole pass
-//! (0.7 s on the 3B file for a 22-token prompt) and then stall the first one's answer while
-//! they are read; read together, they start answering together (`cargo xtask bench-server`,
-//! 4 clients: the slowest stream 5.5 -> 7.1 tok/s, all first tokens within 15 ms of each
-//! other). A new request's prompt
-//! goes in chunks (`PREFILL_CHUNK`) beside the others' single tokens, so running answers keep
-//! streaming while it is read; a batch takes at most
-//! the model's prompt slice of tokens in all, the rest waits for the next pass. A session
-//! that finishes or is cancelled leaves at once (its generation ends,
+//! [`PASS_SHARE`]th of the last pass, if longer) after the oldest request or the last pass's
+//! end, whichever is later (a session busy elsewhere, say blocked on a slow client, is not
+//! waited for longer; counted from the pass's end, or two sessions would take turns, each
+//! having waited through the other's pass).
+//!
+//! A pass that reads a prompt (or a chunk of one) also waits until no request has come for
+//! [`GATHER`] (at most [`PROMPT_GATHER`]): clients that start together reach the batcher a
+//! few milliseconds apart (0.2–3.6 ms for four streaming requests here), before the later
+//! ones count as sessions in a generation, and a prompt pass run at once for the first would
+//! hold the other prompts a whole pass (0.7 s on the 3B file for a 22-token prompt) and then
+//! stall the first one's answer while they are read; read together, they start answering
+//! together (`cargo xtask bench-server`, 4 clients: the slowest stream 5.5 -> 7.1 tok/s, all
+//! first tokens within 15 ms of each other).
+//!
+//! A new request's prompt goes in chunks (`PREFILL_CHUNK`) beside the others' single tokens,
+//! so running answers keep streaming while it is read; a batch takes at most the model's
+//! prompt slice of tokens in all, the rest waits for the next pass. A session that finishes
+//! or is cancelled leaves at once (its generation ends,
 //! [`Backend::end_generation`](crate::Backend::end_generation)).
 //!
 //! Each sequence's logits are bit for bit those of its forward pass alone, so batching
@@ -91,7 +93,6 @@ struct State {
     sequences: u64,
 }
 
-#[derive(Clone)]
 struct Request {
     id: u64,
     tokens: Vec<u32>,
@@ -451,23 +452,20 @@ mod tests {
             last_pass: Duration::from_secs(16),
             ..State::default()
         };
-        state.pending.push(Request {
-            id: 0,
+        let request = |id| Request {
+            id,
             tokens: vec![1],
-            cache,
+            cache: cache.clone(),
             verify: false,
             since: Instant::now(),
-        });
+        };
+        state.pending.push(request(0));
         // One of two sessions has asked: the other gets a sixteenth of the last pass (1 s),
         // not the 1 ms floor.
         let wait = batcher.until_ready(&state).unwrap();
         assert!(wait > Duration::from_millis(500), "{wait:?}");
         // Both asked: at once.
-        let second = Request {
-            id: 1,
-            ..state.pending[0].clone()
-        };
-        state.pending.push(second);
+        state.pending.push(request(1));
         assert_eq!(batcher.until_ready(&state), Some(Duration::ZERO));
     }
 

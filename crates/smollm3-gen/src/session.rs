@@ -692,12 +692,8 @@ impl<B: Backend> Generation<'_, B> {
         let token = match self.forced.pop_front() {
             Some(t) => t,
             None => {
-                if let (Some(constraint), true) = (self.constraint.as_mut(), constrained) {
-                    let think = think_first.and_then(|t| Some((t, *logits.get(t as usize)?)));
-                    constraint.mask(&mut logits)?;
-                    if let Some((think, logit)) = think {
-                        logits[think as usize] = logit;
-                    }
+                if constrained {
+                    self.mask_answer(&mut logits, think_first)?;
                 }
                 self.sampler.sample(&mut logits)?
             }
@@ -771,6 +767,20 @@ impl<B: Backend> Generation<'_, B> {
         }
         // Fed on the next step, so its text reaches the caller before the model runs again.
         self.unfed = Some(token);
+        Ok(())
+    }
+
+    /// The request's grammar applied to `logits`, if it has one; `think_first` (`<think>`)
+    /// keeps its logit, as the answer may open with a think block the grammar does not cover.
+    fn mask_answer(&mut self, logits: &mut [f32], think_first: Option<u32>) -> Result<()> {
+        let Some(constraint) = self.constraint.as_mut() else {
+            return Ok(());
+        };
+        let think = think_first.and_then(|t| Some((t as usize, *logits.get(t as usize)?)));
+        constraint.mask(logits)?;
+        if let Some((think, logit)) = think {
+            logits[think] = logit;
+        }
         Ok(())
     }
 
