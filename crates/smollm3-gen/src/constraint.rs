@@ -43,6 +43,11 @@ pub enum Grammar {
 /// The constraint engine for one tokenizer; see the module documentation.
 pub struct Grammars {
     factory: ParserFactory,
+    /// Every end-of-generation token (`<|im_end|>`, `<|end_of_text|>`): the engine knows one
+    /// end token; the others may end a complete output as well.
+    ends: Arc<[u32]>,
+    /// The one the engine knows.
+    end: u32,
 }
 
 impl std::fmt::Debug for Grammars {
@@ -77,10 +82,10 @@ impl Grammars {
     /// constrained output.
     pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Self> {
         let vocab = tokenizer.vocab_size();
+        let ends: Arc<[u32]> = tokenizer.eog_ids().into();
         let eos = tokenizer
-            .eog_ids()
-            .first()
-            .copied()
+            .special_token("<|im_end|>")
+            .or(ends.first().copied())
             .or(tokenizer.eos_id())
             .ok_or_else(|| GenError::InvalidRequest("the tokenizer has no end token".into()))?;
         let mut words = Vec::with_capacity(vocab);
@@ -99,7 +104,11 @@ impl Grammars {
         let env: TokEnv = Arc::new(Vocabulary { trie, tokenizer });
         let factory = ParserFactory::new_simple(&env)
             .map_err(|e| GenError::Backend(format!("constraint engine: {e}")))?;
-        Ok(Grammars { factory })
+        Ok(Grammars {
+            factory,
+            ends,
+            end: eos,
+        })
     }
 
     /// `grammar` compiled for a new output; a grammar the engine cannot compile is an
@@ -129,8 +138,18 @@ impl Grammars {
         if let Some(error) = matcher.get_error() {
             return Err(refused(&error));
         }
-        Ok(Constraint { matcher })
+        Ok(Constraint {
+            matcher,
+            ends: self.ends.clone(),
+            end: self.end,
+        })
     }
+}
+
+/// `schema` as a `%json { ... }` item of a Lark grammar ([`Grammar::Lark`]), written compact
+/// as [`Grammar::JsonSchema`] writes it: how a grammar embeds JSON (a tool call's arguments).
+pub fn json_schema_lark(schema: &serde_json::Value) -> String {
+    format!("%json {}", compact(schema.clone()))
 }
 
 /// `schema` with JSON written on one line, `", "` between items and `": "` after keys,
@@ -190,6 +209,8 @@ impl SharedGrammars {
 /// One output's constraint; see the module documentation.
 pub struct Constraint {
     matcher: Matcher,
+    ends: Arc<[u32]>,
+    end: u32,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -201,14 +222,17 @@ impl std::fmt::Debug for Constraint {
 }
 
 impl Constraint {
-    /// Sets the logit of every token that would break the output to −∞ (the end-of-turn
-    /// token's too, until the output is complete). Logits past the vocabulary (a padded
-    /// output head) are masked as well.
+    /// Sets the logit of every token that would break the output to −∞ (the end tokens'
+    /// too, until the output is complete). Logits past the vocabulary (a padded output head)
+    /// are masked as well.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
         let allowed = self.matcher.compute_mask().map_err(engine_error)?;
+        let may_end = allowed.is_allowed(self.end);
         let known = allowed.len();
         for (id, logit) in logits.iter_mut().enumerate() {
-            if id >= known || !allowed.is_allowed(id as TokenId) {
+            let token = id as TokenId;
+            let end = may_end && self.ends.contains(&token);
+            if id >= known || !(allowed.is_allowed(token) || end) {
                 *logit = f32::NEG_INFINITY;
             }
         }

@@ -129,6 +129,26 @@ reason: /[a-z]{1,5}/"#;
 }
 
 #[test]
+fn every_end_token_may_end_a_complete_answer_and_none_an_incomplete_one() {
+    let tokenizer = tokenizer();
+    let grammars = Grammars::new(tokenizer.clone()).unwrap();
+    let ends = tokenizer.eog_ids();
+    assert!(ends.len() >= 2, "{ends:?}");
+    // One or more `a`s: complete after the first, and never finished.
+    let mut constraint = grammars.compile(&Grammar::Regex("a+".into())).unwrap();
+    let mut logits = vec![0.0; tokenizer.vocab_size()];
+    constraint.mask(&mut logits).unwrap();
+    assert!(ends.iter().all(|&t| logits[t as usize].is_infinite()));
+    for token in tokenizer.encode("a", true).unwrap() {
+        constraint.accept(token).unwrap();
+    }
+    let mut logits = vec![0.0; tokenizer.vocab_size()];
+    constraint.mask(&mut logits).unwrap();
+    // `<|im_end|>` (what a chat model ends its turn with) as well as `<|end_of_text|>`.
+    assert!(ends.iter().all(|&t| logits[t as usize] == 0.0), "{ends:?}");
+}
+
+#[test]
 fn any_json_object_starts_and_stays_an_object() {
     let tokenizer = tokenizer();
     let grammars = Grammars::new(tokenizer.clone()).unwrap();
