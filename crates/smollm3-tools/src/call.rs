@@ -114,6 +114,13 @@ fn write_python(value: &Value, out: &mut String) {
     write_literal(value, Literal::Python, out);
 }
 
+/// `value` written as a Python literal.
+pub(crate) fn python_text(value: &Value) -> String {
+    let mut out = String::new();
+    write_python(value, &mut out);
+    out
+}
+
 fn write_literal(value: &Value, style: Literal, out: &mut String) {
     match value {
         Value::Null if style == Literal::Python => out.push_str("None"),

@@ -7,6 +7,9 @@ use thiserror::Error;
 pub enum ToolsError {
     #[error("tool definition: {0}")]
     Definition(String),
+    /// A call grammar that cannot be built for these tools.
+    #[error("{0}")]
+    Grammar(String),
     #[error("a tool named {0:?} is already registered")]
     Duplicate(String),
     #[error(transparent)]

@@ -8,6 +8,8 @@
 //! - [`parse`]: SmolLM3's two formats, `<tool_call>{json}</tool_call>` and
 //!   `<code>tool(arg=...)</code>` (Python call syntax with literal arguments only; nothing is
 //!   ever executed).
+//! - [`grammar`]: a grammar for the answer so every call parses and matches its tool's schema
+//!   ([`call_grammar`]; `tool_choice` as [`CallChoice`]).
 //! - [`builtins`]: a calculator, the current time, and read-only files under one directory.
 //! - [`agent`]: render with tools, generate, parse, run, feed results back, repeat.
 //!
@@ -18,10 +20,12 @@ pub mod builtins;
 mod call;
 mod definition;
 mod error;
+pub mod grammar;
 pub mod parse;
 mod registry;
 
 pub use call::{ParsedCall, ToolCall, ToolFormat, ToolOutcome};
 pub use definition::ToolDefinition;
 pub use error::{Result, ToolsError};
+pub use grammar::{call_grammar, CallChoice, CallGrammar};
 pub use registry::{Registry, Tool};
