@@ -547,17 +547,3 @@ async fn a_schema_the_engine_cannot_compile_is_a_400_that_says_why() {
         "{text}"
     );
 }
-
-#[tokio::test]
-async fn response_format_with_tools_is_refused_for_now() {
-    let tool =
-        json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
-    let (status, v, text) = post_json(
-        app(&["x"]),
-        json!({"messages": [{"role": "user", "content": "Hi"}], "tools": [tool],
-               "response_format": {"type": "json_object"}}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
-    assert_eq!(v["error"]["param"], "response_format", "{text}");
-}

@@ -7,6 +7,7 @@ prints the failed check and exits 1. The model may be the random-weight fixture,
 about the protocol and the server's behaviour, not about what the text says.
 """
 
+import json
 import sys
 
 import openai
@@ -101,6 +102,64 @@ completion = client.completions.create(model="m", prompt="Once upon a time", max
 check(completion.object == "text_completion", completion.object)
 check(isinstance(completion.choices[0].text, str), completion)
 check(completion.usage.completion_tokens <= 5, completion.usage)
+
+# Tool calls: with tool_choice required or named, every call the model writes parses and
+# matches its tool's schema, whatever the weights (the fixture's are random), in SmolLM3's
+# XML format and its Python one; streamed calls reassemble to the same.
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 20},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            },
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+ASK = [{"role": "user", "content": "What is the weather in Paris for the next 3 days?"}]
+
+
+def check_call(call):
+    check(call.type == "function" and call.function.name == "get_weather", call)
+    arguments = json.loads(call.function.arguments)
+    check(set(arguments) == {"city", "days"}, arguments)
+    check(isinstance(arguments["city"], str) and len(arguments["city"]) <= 20, arguments)
+    check(isinstance(arguments["days"], int) and 1 <= arguments["days"] <= 7, arguments)
+
+
+for seed, kwargs in [(1, {}), (2, {"python_tools": True})]:
+    for choice in ["required", {"type": "function", "function": {"name": "get_weather"}}]:
+        called = client.chat.completions.create(
+            model="m", messages=ASK, tools=[WEATHER], tool_choice=choice, temperature=1.0,
+            seed=seed, max_tokens=200, parallel_tool_calls=False,
+            extra_body={"chat_template_kwargs": {"enable_thinking": False, **kwargs}},
+        )
+        answer = called.choices[0]
+        check(answer.finish_reason == "tool_calls", f"{kwargs} {choice}: {answer}")
+        check(len(answer.message.tool_calls) == 1, answer.message)
+        check_call(answer.message.tool_calls[0])
+        streamed = client.chat.completions.create(
+            model="m", messages=ASK, tools=[WEATHER], tool_choice=choice, temperature=1.0,
+            seed=seed, max_tokens=200, parallel_tool_calls=False, stream=True,
+            extra_body={"chat_template_kwargs": {"enable_thinking": False, **kwargs}},
+        )
+        pieces, finish = {}, None
+        for chunk in streamed:
+            for delta in chunk.choices[0].delta.tool_calls or []:
+                piece = pieces.setdefault(delta.index, {"name": "", "arguments": ""})
+                piece["name"] += delta.function.name or ""
+                piece["arguments"] += delta.function.arguments or ""
+            finish = chunk.choices[0].finish_reason or finish
+        check(finish == "tool_calls", finish)
+        whole = answer.message.tool_calls[0].function
+        check(pieces == {0: {"name": whole.name, "arguments": whole.arguments}},
+              f"streamed {pieces} != {whole}")
 
 # Errors arrive as the typed exceptions, with OpenAI's fields.
 try:

@@ -135,15 +135,30 @@ async fn a_streamed_tool_call_matches_the_golden_sse_bytes() {
 }
 
 #[tokio::test]
-async fn calls_that_are_malformed_or_of_unknown_tools_stay_text() {
+async fn calls_of_unknown_tools_or_malformed_ones_cannot_be_written() {
+    // The scripted model calls a tool nobody offered, then writes a call with its arguments
+    // cut off; the call grammar holds every call to the offered tools and their schemas.
     let reply = "<tool_call>\n{\"name\": \"launch_rockets\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \n</tool_call>";
-    let (_, v, text) = post_json(app(&[reply]), ask(json!({"reasoning_effort": "none"}))).await;
+    // (A city from a list and no other keys: a scripted model that lost its script would
+    // write one character forever in a free string, which no real model does.)
+    let mut body = ask(json!({"reasoning_effort": "none", "max_tokens": 300}));
+    let parameters = &mut body["tools"][0]["function"]["parameters"];
+    parameters["properties"]["city"] = json!({"enum": ["Oslo", "Paris"]});
+    parameters["additionalProperties"] = json!(false);
+    let (_, v, text) = post_json(app(&[reply]), body).await;
     let message = &v["choices"][0]["message"];
-    assert!(message.get("tool_calls").is_none(), "{text}");
-    assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    let content = message["content"].as_str().unwrap();
-    assert!(content.contains("launch_rockets"), "{content}");
-    assert!(content.contains("\"city\": \n</tool_call>"), "{content}");
+    assert!(!text.contains("launch_rockets"), "{text}");
+    let calls = message["tool_calls"].as_array().expect("calls");
+    for call in calls {
+        assert_eq!(call["function"]["name"], "get_weather", "{text}");
+        let arguments: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            ["Oslo", "Paris"].contains(&arguments["city"].as_str().unwrap()),
+            "{text}"
+        );
+    }
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{text}");
 }
 
 #[tokio::test]
@@ -189,8 +204,8 @@ async fn without_tools_or_with_tool_choice_none_tags_are_plain_text() {
 
 #[tokio::test]
 async fn a_named_tool_choice_forces_the_call_open() {
-    // The scripted model would write junk where the call must start; the server forces the
-    // opening (`<tool_call>` and the name) instead, and the model writes the arguments.
+    // The scripted model would write junk where the call must start; the call grammar
+    // allows only a call of the named tool there, and the model writes the arguments.
     let tok = tokenizer();
     let prefix = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ";
     let forced = tok.encode(prefix, true).unwrap();
@@ -339,4 +354,94 @@ async fn bad_tools_and_tool_choices_get_400s_naming_the_field() {
             "{text}"
         );
     }
+}
+
+/// A body asking for the weather with `city` one of a list and no other keys (a scripted
+/// model held to a grammar it was not scripted for writes one character forever in a free
+/// string; a real model closes it).
+fn ask_closed(extra: Value) -> Value {
+    let mut body = ask(extra);
+    let parameters = &mut body["tools"][0]["function"]["parameters"];
+    parameters["properties"]["city"] = json!({"enum": ["Oslo", "Paris"]});
+    parameters["additionalProperties"] = json!(false);
+    body
+}
+
+#[tokio::test]
+async fn a_required_call_comes_even_from_a_model_that_wanted_to_chat() {
+    for (kwargs, open) in [
+        (json!({}), "<tool_call>"),
+        (json!({"python_tools": true}), "<code>"),
+    ] {
+        let body = ask_closed(json!({
+            "tool_choice": "required",
+            "reasoning_effort": "none",
+            "chat_template_kwargs": kwargs,
+            "max_tokens": 100,
+        }));
+        let (status, v, text) = post_json(app(&["Sure, it is sunny there!"]), body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let calls = v["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .expect(&text);
+        assert!(!calls.is_empty(), "{open}: {text}");
+        for call in calls {
+            assert_eq!(call["function"]["name"], "get_weather", "{text}");
+            let arguments: Value =
+                serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            assert!(
+                ["Oslo", "Paris"].contains(&arguments["city"].as_str().unwrap()),
+                "{text}"
+            );
+        }
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{text}");
+        assert!(!text.contains("sunny"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_json_response_format_holds_the_text_answer_and_calls_stay_possible() {
+    let schema = json!({"type": "object", "properties": {"ok": {"enum": [true]}},
+                        "required": ["ok"], "additionalProperties": false});
+    let format = json!({"type": "json_schema", "json_schema": {"name": "ok", "schema": schema}});
+    let body = ask_closed(json!({"response_format": format, "reasoning_effort": "none"}));
+    // A model that chats answers in the schema...
+    let (status, v, text) = post_json(app(&["Sure! Here you go."]), body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"], r#"{"ok": true}"#,
+        "{text}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{text}");
+    // ...and a model that calls a tool still calls it.
+    let call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>";
+    let (_, v, text) = post_json(app(&[call]), body).await;
+    let calls = v["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .expect(&text);
+    assert_eq!(
+        calls[0]["function"]["arguments"], r#"{"city":"Oslo"}"#,
+        "{text}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{text}");
+}
+
+#[tokio::test]
+async fn tools_whose_schema_cannot_be_held_are_a_400_naming_them() {
+    let mut body = ask(json!({}));
+    body["tools"][0]["function"]["parameters"]["properties"]["city"] = json!({"type": "strin"});
+    let (status, v, text) = post_json(app(&["x"]), body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("strin"), "{text}");
+    let mut body = ask(json!({"chat_template_kwargs": {"python_tools": true}}));
+    body["tools"][0]["function"]["parameters"]["properties"] =
+        json!({"the-city": {"type": "string"}});
+    let (status, v, text) = post_json(app(&["x"]), body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(v["error"]["param"], "tools", "{text}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("the-city"),
+        "{text}"
+    );
 }

@@ -217,8 +217,14 @@ async fn answer<B: Backend + Send + 'static>(
     let model = parsed.model.clone().unwrap_or_else(|| app.model.clone());
     let mut parsed = parsed;
     parsed.request.prompt_lookup &= app.prompt_lookup;
+    let scheduler = app.scheduler()?;
+    if let Some(tools) = &parsed.tools {
+        // Every call the model writes is held to its tool's schema.
+        let answer = parsed.request.grammar.take();
+        parsed.request.grammar = Some(tools.grammar(answer.as_ref(), scheduler.tokenizer())?);
+    }
     let meta = Meta::new(shape, model);
-    let mut ticket = app.scheduler()?.submit(parsed.request)?;
+    let mut ticket = scheduler.submit(parsed.request)?;
     // Errors that come before any token (a prompt over the context, a template failure) are
     // answered with their HTTP status, not inside a 200 stream.
     let first = match ticket.events.recv().await {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use smollm3_chat::{ChatRequest, Content, Message, Role};
 use smollm3_gen::{GenerateRequest, Grammar, SamplingParams};
-use smollm3_tools::{ToolCall, ToolDefinition, ToolFormat};
+use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolCall, ToolDefinition, ToolFormat};
 
 use super::error::ApiError;
 
@@ -86,8 +86,33 @@ impl<'de> Deserialize<'de> for TextPrompt {
 pub struct OfferedTools {
     pub format: ToolFormat,
     pub definitions: Vec<ToolDefinition>,
-    /// `parallel_tool_calls` (default true): when false only the first call is returned.
+    /// `parallel_tool_calls` (default true): when false only the first call is returned
+    /// (and the grammar allows one).
     pub parallel: bool,
+    /// `tool_choice`: a call must come (of this tool), or the model may answer in text.
+    pub choice: CallChoice,
+}
+
+impl OfferedTools {
+    /// The grammar every answer is held to: calls that parse and match their tool's schema
+    /// (`smollm3_tools::grammar`), beside a text answer held to `answer` (a JSON
+    /// `response_format`) when the model may answer in text. `tokenizer` says which tags
+    /// are special tokens.
+    pub fn grammar(
+        &self,
+        answer: Option<&Grammar>,
+        tokenizer: &smollm3_chat::Tokenizer,
+    ) -> Result<Grammar, ApiError> {
+        let spec = CallGrammar {
+            format: self.format,
+            tools: &self.definitions,
+            choice: self.choice.clone(),
+            parallel: self.parallel,
+            answer,
+        };
+        call_grammar(&spec, &|tag| tokenizer.special_token(tag).is_some())
+            .map_err(|e| ApiError::invalid(format!("tools: {e}"), Some("tools")))
+    }
 }
 
 /// The fields that are neither messages nor sampling settings.
@@ -403,15 +428,22 @@ impl ChatCompletionRequest {
                     Some("tool_choice"),
                 ))
             }
-            (_, false) if request.grammar.is_some() => {
-                // Tool calls under a constraint of their own are not built yet.
-                return Err(ApiError::invalid(
-                    "response_format: a JSON response_format together with tools is not supported yet",
-                    Some("response_format"),
-                ));
-            }
             (choice, false) => {
-                request.answer_prefix = forced_call_start(choice, format, &definitions)?;
+                let choice = match choice {
+                    ToolChoice::Required => CallChoice::Required,
+                    ToolChoice::Named(name) => {
+                        if !definitions.iter().any(|d| &d.name == name) {
+                            return Err(ApiError::invalid(
+                                format!(
+                                    "tool_choice.function.name: no tool named {name:?} in tools"
+                                ),
+                                Some("tool_choice.function.name"),
+                            ));
+                        }
+                        CallChoice::Named(name.clone())
+                    }
+                    ToolChoice::Auto | ToolChoice::None => CallChoice::Auto,
+                };
                 let listed: Vec<Value> = definitions.iter().map(ToolDefinition::to_bare).collect();
                 let listed = minijinja::Value::from_serialize(&listed);
                 match format {
@@ -422,6 +454,7 @@ impl ChatCompletionRequest {
                     format,
                     definitions,
                     parallel: options.parallel_tool_calls.unwrap_or(true),
+                    choice,
                 })
             }
         };
@@ -511,39 +544,6 @@ fn tool_definitions(
         definitions.push(definition);
     }
     Ok((format, definitions))
-}
-
-/// What the answer must start with for `tool_choice` `required` (a call) or a named function
-/// (a call of that one). Until decoding is constrained by the tool's schema, this forces the
-/// opening of the call and the model writes the rest.
-fn forced_call_start(
-    choice: &ToolChoice,
-    format: ToolFormat,
-    definitions: &[ToolDefinition],
-) -> Result<Option<String>, ApiError> {
-    let (open, _) = format.tags();
-    match choice {
-        ToolChoice::Auto | ToolChoice::None => Ok(None),
-        ToolChoice::Required => Ok(Some(match format {
-            ToolFormat::Xml => format!("{open}\n{{\"name\": \""),
-            ToolFormat::Python => open.to_string(),
-        })),
-        ToolChoice::Named(name) => {
-            if !definitions.iter().any(|d| &d.name == name) {
-                return Err(ApiError::invalid(
-                    format!("tool_choice.function.name: no tool named {name:?} in tools"),
-                    Some("tool_choice.function.name"),
-                ));
-            }
-            Ok(Some(match format {
-                ToolFormat::Xml => {
-                    let quoted = Value::String(name.clone());
-                    format!("{open}\n{{\"name\": {quoted}, \"arguments\": ")
-                }
-                ToolFormat::Python => format!("{open}{name}("),
-            }))
-        }
-    }
 }
 
 /// Earlier assistant turns' `tool_calls` written into their `content` the way the model

@@ -84,10 +84,5 @@ pub async fn apply_template<B: Backend + Send + 'static>(
         .template()
         .render(chat)
         .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-    let mut answer = json!({ "prompt": prompt });
-    if let Some(prefix) = &parsed.request.answer_prefix {
-        // Forced at the start of the answer (`tool_choice`), after any reasoning.
-        answer["answer_prefix"] = prefix.as_str().into();
-    }
-    Ok(Json(answer))
+    Ok(Json(json!({ "prompt": prompt })))
 }
