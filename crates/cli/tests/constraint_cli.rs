@@ -103,3 +103,108 @@ fn bad_constraints_are_one_line_errors_naming_the_problem() {
     let out = run(dir.path(), "x", &["--json-object", "--regex", "a"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn with_tools_calls_stay_possible_and_a_json_constraint_holds_the_text_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = write(
+        dir.path(),
+        "ok.schema.json",
+        r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
+            "required": ["ok"], "additionalProperties": false}"#,
+    );
+    let schema = schema.display().to_string();
+    let call =
+        "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}\n</tool_call>";
+    let replies = write(
+        dir.path(),
+        "replies.json",
+        &serde_json::to_string(&[call, "It is 42."]).unwrap(),
+    );
+    let (model, replies) = (tiny(), replies.display().to_string());
+    let out = smollm3(&[
+        "run",
+        "--model",
+        &model,
+        "--replay",
+        &replies,
+        "--no-think",
+        "--builtin-tools",
+        "calculator",
+        "--json-schema",
+        &schema,
+        "6 times 7?",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("-> calculator("), "the call ran: {stderr}");
+    // The answer after the call is held to the schema, not the model's words.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"ok": true}"#
+    );
+    // A regex or a Lark grammar cannot share the answer with calls: one line saying so.
+    let out = smollm3(&[
+        "run",
+        "--model",
+        &model,
+        "--builtin-tools",
+        "calculator",
+        "--regex",
+        "a+",
+        "Hi",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--regex") && stderr.contains("tools"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn every_answer_of_a_chat_is_held_to_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = write(
+        dir.path(),
+        "ok.schema.json",
+        r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
+            "required": ["ok"], "additionalProperties": false}"#,
+    );
+    let replies = write(
+        dir.path(),
+        "replies.json",
+        &serde_json::to_string(&["Sure!", "Of course."]).unwrap(),
+    );
+    let model = tiny();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))
+        .args([
+            "chat",
+            "--model",
+            &model,
+            "--no-history",
+            "--no-think",
+            "--replay",
+        ])
+        .arg(&replies)
+        .arg("--json-schema")
+        .arg(&schema)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let _ = child.stdin.take().unwrap().write_all(b"First?\nSecond?\n");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(answers, [r#"{"ok": true}"#, r#"{"ok": true}"#], "{stdout}");
+}

@@ -11,7 +11,10 @@ use smollm3_chat::{ChatRequest, Message};
 use smollm3_gen::{Backend, Completion, Event, FinishReason, GenerateRequest, Prompt, Session};
 
 use crate::parse::parse;
-use crate::{ParsedCall, Registry, Result, ToolCall, ToolDefinition, ToolFormat, ToolOutcome};
+use crate::{
+    call_grammar, CallChoice, CallGrammar, ParsedCall, Registry, Result, ToolCall, ToolDefinition,
+    ToolFormat, ToolOutcome,
+};
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -26,6 +29,10 @@ pub struct AgentOptions {
     /// Tools the model may call that are not run here: a call to one ends the loop with
     /// [`AgentFinish::ToolCalls`] so the caller can run it (as an API client does).
     pub external: Vec<ToolDefinition>,
+    /// Every call held to its tool's schema as it is decoded ([`crate::grammar`]; the
+    /// request's own grammar, a JSON one, then holds a text answer). On by default; off, a
+    /// malformed call is sent back to the model as an error result.
+    pub hold_calls: bool,
 }
 
 impl AgentOptions {
@@ -35,6 +42,7 @@ impl AgentOptions {
             max_rounds: 6,
             request,
             external: Vec::new(),
+            hold_calls: true,
         }
     }
 }
@@ -113,6 +121,21 @@ pub fn run_agent<B: Backend>(
     }
     chat.add_generation_prompt = true;
     let (open, close) = options.format.tags();
+    let grammar = if options.hold_calls {
+        let tokenizer = session.tokenizer().clone();
+        let spec = CallGrammar {
+            format: options.format,
+            tools: &definitions,
+            choice: CallChoice::Auto,
+            parallel: true,
+            answer: options.request.grammar.as_ref(),
+        };
+        Some(call_grammar(&spec, &|tag| {
+            tokenizer.special_token(tag).is_some()
+        })?)
+    } else {
+        options.request.grammar.clone()
+    };
     let max_rounds = options.max_rounds.max(1);
     let mut stopped = false;
 
@@ -120,6 +143,7 @@ pub fn run_agent<B: Backend>(
         let request = GenerateRequest {
             prompt: Prompt::Chat(chat.clone()),
             tool_tags: Some(vec![(open.to_string(), close.to_string())]),
+            grammar: grammar.clone(),
             ..options.request.clone()
         };
         // The assistant turn as the model wrote it: answer text and raw call spans in order.

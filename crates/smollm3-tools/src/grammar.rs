@@ -82,13 +82,10 @@ pub fn call_grammar(spec: &CallGrammar<'_>, is_special: &dyn Fn(&str) -> bool) -
         }
     };
     let mut lark = Vec::new();
-    // Around the call's body: exactly the model card's newlines for XML (`to_text`'s form),
-    // either way for Python (the model card writes none, `to_text` writes them).
-    let (after_open, before_close) = match spec.format {
-        ToolFormat::Xml => (r#""\n""#, r#""\n""#),
-        ToolFormat::Python => (r#""\n"?"#, r#""\n"?"#),
-    };
-    let rest = format!("{after_open} body {before_close} {}", tag(close));
+    // Around the call's body, a newline or none, as the model likes: the model card writes
+    // them for XML and not for Python, `to_text` writes them for both, the parsers take any
+    // whitespace, and forcing one the model did not want only pushes it off its course.
+    let rest = format!(r#""\n"? body "\n"? {}"#, tag(close));
     lark.push(format!("call: {} {rest}", tag(open)));
     let more = if spec.parallel {
         r#" ("\n" call)*"#

@@ -173,7 +173,8 @@ fn python_call_with_positional_argument() {
         "<code>get_weather(\"Paris\", unit=\"celsius\")</code>",
         "Sunny.",
     ]);
-    let (outcome, events) = run(&mut s, ToolFormat::Python, |_| {});
+    // Unheld, as a model may write it (the call grammar writes keywords only).
+    let (outcome, events) = run(&mut s, ToolFormat::Python, |o| o.hold_calls = false);
     assert_eq!(outcome.finish, AgentFinish::Answered);
     assert_eq!(
         results(&events),
@@ -191,7 +192,7 @@ fn invalid_arguments_go_back_as_an_error_and_the_model_retries() {
     let bad =
         "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": 5}}\n</tool_call>";
     let mut s = session(&[bad, XML_CALL, "Done."]);
-    let (outcome, events) = run(&mut s, ToolFormat::Xml, |_| {});
+    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| o.hold_calls = false);
     assert_eq!(outcome.finish, AgentFinish::Answered);
     assert_eq!(outcome.rounds, 3);
     let r = results(&events);
@@ -211,7 +212,7 @@ fn unknown_tool_and_malformed_call_are_reported_not_dropped() {
     let broken =
         "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par\n</tool_call>";
     let mut s = session(&[&format!("{unknown}\n{broken}"), "Sorry."]);
-    let (outcome, events) = run(&mut s, ToolFormat::Xml, |_| {});
+    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| o.hold_calls = false);
     assert_eq!(outcome.finish, AgentFinish::Answered);
     let r = results(&events);
     assert_eq!(r.len(), 2);
@@ -250,7 +251,10 @@ fn external_tools_are_returned_to_the_caller() {
         "Send an email",
         json!({"type": "object", "properties": {"to": {"type": "string"}}}),
     );
-    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| o.external = vec![external]);
+    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| {
+        o.external = vec![external];
+        o.hold_calls = false;
+    });
     match outcome.finish {
         AgentFinish::ToolCalls { calls } => {
             assert_eq!(calls.len(), 1);
@@ -322,7 +326,10 @@ fn external_calls_are_validated_before_they_are_returned() {
         "Send an email",
         json!({"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}),
     );
-    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| o.external = vec![external]);
+    let (outcome, events) = run(&mut s, ToolFormat::Xml, |o| {
+        o.external = vec![external];
+        o.hold_calls = false;
+    });
     let r = results(&events);
     assert_eq!(r.len(), 1);
     assert!(
@@ -370,4 +377,63 @@ fn a_call_is_reported_when_its_closing_tag_arrives() {
         call < later_text,
         "the call waited for the end of the generation"
     );
+}
+
+/// A tool whose one argument is a choice from a list (a scripted model held to a grammar it
+/// was not scripted for would write one character forever in a free string).
+struct Pick(ToolDefinition);
+
+impl Tool for Pick {
+    fn definition(&self) -> &ToolDefinition {
+        &self.0
+    }
+    fn call(&self, arguments: &Map<String, Value>) -> Result<Value, String> {
+        Ok(json!({"picked": arguments["choice"]}))
+    }
+}
+
+#[test]
+fn held_calls_are_valid_even_from_a_model_that_writes_broken_ones() {
+    let xml = "<tool_call>\n{\"name\": \"launch_rocket\", \"arguments\": {}}\n</tool_call>\n\
+               <tool_call>\n{\"name\": \"pick\", \"arguments\": {\"choice\": 5\n</tool_call>";
+    let python = "<code>launch_rocket()\npick(choice=5</code>";
+    for (format, script) in [(ToolFormat::Xml, xml), (ToolFormat::Python, python)] {
+        let mut s = session(&[script, "Done."]);
+        let mut registry = Registry::new();
+        registry
+            .register(Arc::new(Pick(ToolDefinition::new(
+                "pick",
+                "Picks one",
+                json!({"type": "object", "properties": {"choice": {"enum": ["a", "b"]}},
+                       "required": ["choice"], "additionalProperties": false}),
+            ))))
+            .unwrap();
+        let mut events = Vec::new();
+        let outcome = run_agent(&mut s, &registry, question(), &options(format), |e| {
+            events.push(e);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            outcome.finish,
+            AgentFinish::Answered,
+            "{format:?}: {events:?}"
+        );
+        let r = results(&events);
+        assert!(!r.is_empty(), "{format:?}: {events:?}");
+        for result in r {
+            let value: Value = serde_json::from_str(&result).unwrap();
+            assert!(
+                ["a", "b"].contains(&value["picked"].as_str().unwrap()),
+                "{result}"
+            );
+        }
+        assert!(!events.iter().any(|e| matches!(
+            e,
+            AgentEvent::ToolCall {
+                call: ParsedCall::Malformed { .. },
+                ..
+            }
+        )));
+    }
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{app, app_from_tokens, post_json, send, sse_data, tokenizer};
+use common::{app, post_json, send, sse_data};
 use serde_json::{json, Value};
 
 const WEATHER_CALL: &str = "<think>\nI need the weather.\n</think>\nLet me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
@@ -203,37 +203,34 @@ async fn without_tools_or_with_tool_choice_none_tags_are_plain_text() {
 }
 
 #[tokio::test]
-async fn a_named_tool_choice_forces_the_call_open() {
-    // The scripted model would write junk where the call must start; the call grammar
-    // allows only a call of the named tool there, and the model writes the arguments.
-    let tok = tokenizer();
-    let prefix = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ";
-    let forced = tok.encode(prefix, true).unwrap();
-    let junk = tok.encode("x", true).unwrap()[0];
-    let mut reply = vec![junk; forced.len()];
-    reply.extend(
-        tok.encode("{\"city\": \"Oslo\"}}\n</tool_call>", true)
-            .unwrap(),
-    );
-    let body = ask(json!({
+async fn a_named_tool_choice_allows_calls_of_that_tool_only() {
+    // The scripted model calls another offered tool; the call grammar allows only the named
+    // one, and its arguments are held to its schema.
+    let reply = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
+    let mut body = ask_closed(json!({
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         "reasoning_effort": "none",
+        "max_tokens": 100,
     }));
-    let (_, v, text) = post_json(app_from_tokens(vec![reply.clone()]), body).await;
-    let call = &v["choices"][0]["message"]["tool_calls"][0];
-    assert_eq!(call["function"]["name"], "get_weather", "{text}");
-    assert_eq!(call["function"]["arguments"], r#"{"city":"Oslo"}"#);
+    body["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "function", "function": {"name": "get_time"}}));
+    let (status, v, text) = post_json(app(&[reply]), body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let calls = v["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .expect(&text);
+    assert!(!calls.is_empty(), "{text}");
+    for call in calls {
+        assert_eq!(call["function"]["name"], "get_weather", "{text}");
+    }
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-    // The same script without the forced opening is no call at all.
-    let (_, v, text) = post_json(
-        app_from_tokens(vec![reply]),
-        ask(json!({"reasoning_effort": "none"})),
-    )
-    .await;
-    assert!(
-        v["choices"][0]["message"].get("tool_calls").is_none(),
-        "{text}"
-    );
+    // With `auto`, the model's own call.
+    body["tool_choice"] = json!("auto");
+    let (_, v, text) = post_json(app(&[reply]), body).await;
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_time", "{text}");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! What an answer must match (constrained decoding, `smollm3_gen::constraint`): at most one
-//! of a JSON object, a JSON Schema file, a Lark grammar file or a regular expression.
+//! of a JSON object, a JSON Schema file, a Lark grammar file or a regular expression, for
+//! `smollm3 run` and every answer of `smollm3 chat`.
 
 use std::path::PathBuf;
 
@@ -44,5 +45,18 @@ impl ConstraintArgs {
             return Ok(Some(Grammar::Lark(text)));
         }
         Ok(self.regex.clone().map(Grammar::Regex))
+    }
+
+    /// [`Self::grammar`], for a model that may also call tools (`tools`): their calls are
+    /// held to their schemas, and a JSON constraint holds a text answer beside them; a Lark
+    /// grammar or a regex cannot be combined with the call grammar.
+    pub fn grammar_beside(&self, tools: bool) -> Result<Option<Grammar>> {
+        if tools && (self.grammar.is_some() || self.regex.is_some()) {
+            anyhow::bail!(
+                "--grammar and --regex cannot be combined with tools (--json-object and \
+                 --json-schema can: calls are held to their own schemas)"
+            );
+        }
+        self.grammar()
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::args::{AnswerArgs, ModelArgs, ToolArgs, ToolSetup};
+use crate::args::{AnswerArgs, ConstraintArgs, ModelArgs, ToolArgs, ToolSetup};
 use crate::repl::{Conversation, ModelInfo, Repl, ReplOptions};
 use crate::replay::replay_session;
 
@@ -18,6 +18,8 @@ pub struct ChatArgs {
     pub answer: AnswerArgs,
     #[command(flatten)]
     pub tool_args: ToolArgs,
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
     /// Start from a conversation saved with /save.
     #[arg(long, value_name = "FILE.json")]
     pub load: Option<PathBuf>,
@@ -40,6 +42,7 @@ fn after_help() -> String {
   smollm3 chat --model SmolLM3-3B-Q4_K_M.gguf
   smollm3 chat --model M.gguf --no-think --system \"Answer in French.\"
   smollm3 chat --model M.gguf --builtin-tools calculator,time
+  smollm3 chat --model M.gguf --json-schema record.json    # every answer a valid record
   printf 'Hi\\n/stats\\n' | smollm3 chat --model M.gguf     # a script on stdin
 
 Commands (type /help in the chat):
@@ -60,6 +63,7 @@ Ctrl+C while an answer is written stops it; the conversation goes on.",
 pub fn run(args: &ChatArgs) -> Result<()> {
     args.answer.sampling.params().validate()?;
     let tools = ToolSetup::from_args(&args.tool_args)?;
+    let grammar = args.constraint.grammar_beside(tools.is_some())?;
     let loaded = match &args.load {
         Some(path) => Some(Conversation::load(path)?),
         None => None,
@@ -68,6 +72,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let info = ModelInfo::new(&engine);
     let options = ReplOptions {
         answer: &args.answer,
+        grammar,
         verbose: args.verbose,
         no_history: args.no_history,
         loaded,

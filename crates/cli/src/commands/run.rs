@@ -73,10 +73,7 @@ pub fn run(args: &RunArgs) -> Result<bool> {
     if tools.is_some() && args.raw {
         bail!("--raw cannot be combined with tools");
     }
-    let grammar = args.constraint.grammar()?;
-    if grammar.is_some() && tools.is_some() {
-        bail!("a constraint (--json-object, --json-schema, --grammar, --regex) cannot be combined with tools yet");
-    }
+    let grammar = args.constraint.grammar_beside(tools.is_some())?;
     let engine = args.model.load_engine()?;
     let context = args
         .model

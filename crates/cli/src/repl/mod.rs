@@ -22,7 +22,7 @@ use anyhow::Result;
 use smollm3_chat::Message;
 use smollm3_gen::{
     Backend, CancelHandle, Completion, ContextOverflow, Engine, FinishReason, GenerateRequest,
-    SamplingParams, Session,
+    Grammar, SamplingParams, Session,
 };
 use smollm3_tools::agent::AgentFinish;
 
@@ -78,6 +78,8 @@ pub struct Repl<B: Backend> {
     prompt_lookup: bool,
     stop: Vec<String>,
     reasoning_budget: Option<usize>,
+    /// What every answer is held to (`--json-schema` and the like), if anything.
+    grammar: Option<Grammar>,
     last: Option<Completion>,
     cancel: CancelHandle,
     no_history: bool,
@@ -86,6 +88,8 @@ pub struct Repl<B: Backend> {
 /// How the chat starts.
 pub struct ReplOptions<'a> {
     pub answer: &'a AnswerArgs,
+    /// What every answer is held to.
+    pub grammar: Option<Grammar>,
     pub verbose: bool,
     pub no_history: bool,
     /// A conversation loaded with `--load`.
@@ -116,6 +120,7 @@ impl<B: Backend> Repl<B> {
             prompt_lookup: !answer.no_prompt_lookup,
             stop: answer.stop.clone(),
             reasoning_budget: answer.reasoning_budget,
+            grammar: options.grammar,
             last: None,
             cancel: CancelHandle::new(),
             no_history: options.no_history,
@@ -244,6 +249,7 @@ impl<B: Backend> Repl<B> {
             },
             overflow: ContextOverflow::DropOldestTurns,
             cancel: Some(self.cancel.clone()),
+            grammar: self.grammar.clone(),
             ..GenerateRequest::chat(chat)
         };
         let mut printer = Printer::new(false, self.hide_thinking);

@@ -96,17 +96,6 @@ pub fn sse_data(body: &str) -> Vec<&str> {
         .collect()
 }
 
-/// A router over one scripted slot whose replies are given as token ids.
-pub fn app_from_tokens(replies: Vec<Vec<u32>>) -> axum::Router {
-    let tok = tokenizer();
-    let end = tok.special_token("<|im_end|>").unwrap();
-    let backend = ScriptedBackend::new(tok.vocab_size(), 4096, end, replies);
-    let session = Session::with_backend(backend, tok, template());
-    let scheduler = Scheduler::new(vec![session], SchedulerOptions::default()).unwrap();
-    let state = AppState::new("smollm3-test", SamplingParams::greedy()).with_scheduler(scheduler);
-    router(Arc::new(state))
-}
-
 /// The real `smollm3-web` binary, killed if a test fails before it stops it.
 pub struct Server {
     pub child: std::process::Child,
