@@ -1,6 +1,7 @@
 // The web chat in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core;
-// no browser is downloaded). Run by tests/browser.rs, which starts smollm3-web with two
-// scripted replies: an answer with reasoning and a code block, then a long one to stop.
+// no browser is downloaded). Run by tests/browser.rs, which starts smollm3-web with scripted
+// replies: an answer with reasoning and a code block, long ones to stop, a short one, and
+// prose that the answer-format switch holds to a schema.
 //
 // Usage: node browser.cjs BASE_URL [SCREENSHOT.png]
 // Exits 0 when every check passes; else prints the failed check and exits 1.
@@ -187,6 +188,28 @@ function check(condition, message) {
         `the answer without JavaScript: ${plainTexts.length}`);
   check(plainTexts[1].trim().length > 0, 'an answer was written');
   await plain.close();
+
+  // The settings' answer format: a schema, and the answer is held to it whatever the model
+  // wanted to say (the scripted reply is prose).
+  await page.goto(base);
+  await page.click('#new-chat');
+  await page.waitForURL(/\/c\/[0-9a-f-]+$/);
+  await page.click('#settings-toggle');
+  await page.selectOption('#settings select[name="format"]', 'json_schema');
+  await page.fill('#settings textarea[name="schema"]',
+    '{"type": "object", "properties": {"ok": {"enum": [true]}}, "required": ["ok"], ' +
+    '"additionalProperties": false}');
+  await page.click('#settings button[type="submit"]');
+  await page.waitForFunction(() => {
+    const select = document.querySelector('#settings select[name="format"]');
+    return select && select.value === 'json_schema';
+  });
+  await page.fill('#input', 'Give me JSON');
+  await page.press('#input', 'Enter');
+  await page.waitForSelector('#live footer.stats', { timeout: 30000 });
+  await page.waitForFunction(() => !document.body.classList.contains('generating'));
+  const shaped = await page.locator('#messages .msg .content').last().innerText();
+  check(shaped.trim() === '{"ok": true}', `the answer is held to the schema: ${shaped}`);
 
   check(errors.length === 0, `console errors: ${errors.join(' | ')}`);
   check(foreign.length === 0, `requests to other hosts: ${foreign.join(' ')}`);

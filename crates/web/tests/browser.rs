@@ -5,8 +5,8 @@
 //! opens, code is highlighted, a reload while an answer is written joins the same
 //! generation, Esc stops it on the server, a closed tab cancels its answer, a reload finds
 //! the conversation, the manifest and service worker (PWA), the theme toggle, a phone-sized
-//! drawer, sending and reading with JavaScript off, no console errors and no request to any
-//! other host. With
+//! drawer, sending and reading with JavaScript off, the settings' answer format holding an
+//! answer to a JSON schema, no console errors and no request to any other host. With
 //! `SMOLLM3_SCREENSHOT=PATH` it also saves a screenshot of the finished answer.
 
 mod common;
@@ -48,6 +48,7 @@ fn the_web_chat_works_in_headless_chromium() {
             counting.as_str(),
             counting.as_str(),
             "A short answer, written before the page came back.",
+            "Sure! Here is some prose, not JSON.",
         ])
         .unwrap(),
     )

@@ -505,3 +505,48 @@ async fn a_full_queue_and_a_full_context_are_clear_banners() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn the_answer_format_switch_holds_the_answers_to_a_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = chat_app(dir.path(), &["Sure! Here you go.", "Sure! Here you go."]);
+    let id = open(&app).await;
+    let page = call_page(&app, &id).await;
+    assert!(
+        page.contains("name=\"format\"") && page.contains("name=\"schema\""),
+        "{page}"
+    );
+    // A schema that is not JSON is named, and nothing is saved.
+    let r = call_form(
+        &app,
+        &format!("/c/{id}/settings"),
+        &[("format", "json_schema"), ("schema", "{\"type\": ")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("JSON schema: not JSON"), "{}", r.body);
+    let schema = r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
+                     "required": ["ok"], "additionalProperties": false}"#;
+    let r = call_form(
+        &app,
+        &format!("/c/{id}/settings"),
+        &[("format", "json_schema"), ("schema", schema)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = call_page(&app, &id).await;
+    assert!(
+        page.contains("value=\"json_schema\" selected"),
+        "the switch shows it"
+    );
+    let r = call_form(&app, &format!("/c/{id}/send"), &[("content", "Hi")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let turns = Store::open(dir.path()).unwrap().load(&id).unwrap().turns;
+    assert_eq!(turns[1].content, r#"{"ok": true}"#, "held to the schema");
+    // Back to text: the model's own words.
+    let r = call_form(&app, &format!("/c/{id}/settings"), &[("format", "text")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    call_form(&app, &format!("/c/{id}/send"), &[("content", "Again")]).await;
+    let turns = Store::open(dir.path()).unwrap().load(&id).unwrap().turns;
+    assert_eq!(turns[3].content, "Sure! Here you go.");
+}

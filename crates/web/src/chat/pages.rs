@@ -13,10 +13,10 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use smollm3_chat::ChatRequest;
 use smollm3_gen::{Backend, CancelHandle, GenerateRequest, SETTINGS};
 
-use smollm3_tools::ToolDefinition;
+use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolDefinition, ToolFormat};
 
 use super::live::{Agent, Live, Started};
-use super::store::{Conversation, Store, StoreError, Turn};
+use super::store::{AnswerFormat, Conversation, Store, StoreError, Turn};
 use super::view::{self, PageParts};
 use crate::api::AppState;
 use crate::SubmitError;
@@ -198,29 +198,39 @@ fn request_for<B: Backend + Send + 'static>(
     conversation: &Conversation,
     thinking: bool,
     cancel: &CancelHandle,
-) -> GenerateRequest {
+) -> Result<GenerateRequest, PageError> {
     let mut chat = ChatRequest {
         messages: conversation.messages(),
         add_generation_prompt: true,
         enable_thinking: Some(thinking),
         ..Default::default()
     };
+    let mut grammar = conversation.format.grammar();
     if conversation.tools && !app.chat.tools.is_empty() {
-        let listed: Vec<serde_json::Value> = app
-            .chat
-            .tools
-            .definitions()
-            .iter()
-            .map(ToolDefinition::to_bare)
-            .collect();
+        let definitions = app.chat.tools.definitions();
+        let listed: Vec<serde_json::Value> =
+            definitions.iter().map(ToolDefinition::to_bare).collect();
         chat.xml_tools = Some(minijinja::Value::from_serialize(&listed));
+        // Calls held to their tools' schemas; the answer format holds a text answer.
+        let tokenizer = app.scheduler()?.tokenizer().clone();
+        let spec = CallGrammar {
+            format: ToolFormat::Xml,
+            tools: &definitions,
+            choice: CallChoice::Auto,
+            parallel: true,
+            answer: grammar.as_ref(),
+        };
+        let calls = call_grammar(&spec, &|tag| tokenizer.special_token(tag).is_some())
+            .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        grammar = Some(calls);
     }
-    GenerateRequest {
+    Ok(GenerateRequest {
         sampling: conversation.sampling.clone(),
         cancel: Some(cancel.clone()),
         prompt_lookup: app.prompt_lookup,
+        grammar,
         ..GenerateRequest::chat(chat)
-    }
+    })
 }
 
 fn busy(e: SubmitError) -> PageError {
@@ -243,14 +253,14 @@ fn start<B: Backend + Send + 'static>(
     thinking: bool,
 ) -> Result<Arc<Live>, PageError> {
     let cancel = CancelHandle::default();
-    let request = request_for(app, conversation, thinking, &cancel);
+    let request = request_for(app, conversation, thinking, &cancel)?;
     let ticket = app.scheduler()?.submit(request).map_err(busy)?;
     let agent = (conversation.tools && !app.chat.tools.is_empty()).then(|| {
         let (app, cancel) = (Arc::clone(app), cancel.clone());
         Agent {
             registry: Arc::clone(&app.chat.tools),
             resubmit: Box::new(move |c: &Conversation| {
-                let request = request_for(&app, c, thinking, &cancel);
+                let request = request_for(&app, c, thinking, &cancel).map_err(|e| e.message)?;
                 let scheduler = app.scheduler().map_err(|e| e.message)?;
                 scheduler.submit(request).map_err(|e| busy(e).message)
             }),
@@ -528,11 +538,35 @@ pub async fn settings<B: Backend + Send + 'static>(
     conversation.sampling = sampling;
     conversation.system = form.get("system").cloned().unwrap_or_default();
     conversation.thinking = form.contains_key("thinking");
+    conversation.format = answer_format(&form)?;
     store.save(&conversation)?;
     if is_htmx(&headers) {
         return respond(&app, &conversation, &headers, None);
     }
     Ok(Redirect::to(&format!("/c/{id}")).into_response())
+}
+
+/// The panel's answer format: `format` (`text`, `json_object`, `json_schema`) and, for a
+/// schema, `schema`, which must be a JSON object.
+fn answer_format(form: &HashMap<String, String>) -> Result<AnswerFormat, PageError> {
+    let bad = |message: String| PageError::new(StatusCode::BAD_REQUEST, message);
+    match form.get("format").map(String::as_str) {
+        None | Some("text") => Ok(AnswerFormat::Text),
+        Some("json_object") => Ok(AnswerFormat::JsonObject),
+        Some("json_schema") => {
+            let schema = form.get("schema").map_or("", |s| s.trim());
+            match serde_json::from_str::<serde_json::Value>(schema) {
+                Ok(serde_json::Value::Object(_)) => Ok(AnswerFormat::JsonSchema {
+                    schema: schema.to_string(),
+                }),
+                Ok(_) => Err(bad("JSON schema: a schema is a JSON object".into())),
+                Err(e) => Err(bad(format!("JSON schema: not JSON ({e})"))),
+            }
+        }
+        Some(other) => Err(bad(format!(
+            "answer format: {other:?} is not one of text, json_object, json_schema"
+        ))),
+    }
 }
 
 /// `GET /login`: with `--api-key`, a browser gives the key once; it is kept in a cookie.

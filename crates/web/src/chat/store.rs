@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use smollm3_chat::Message;
-use smollm3_gen::{SamplingParams, Stats};
+use smollm3_gen::{Grammar, SamplingParams, Stats};
 
 /// What can go wrong with the conversation files.
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +136,47 @@ pub struct Conversation {
     /// The server's built-in tools (calculator, time, files) are offered and run.
     #[serde(default)]
     pub tools: bool,
+    /// What the answers must be: free text, any JSON object, or JSON of a schema (held as
+    /// they are decoded).
+    #[serde(default)]
+    pub format: AnswerFormat,
     #[serde(default)]
     pub turns: Vec<Turn>,
+}
+
+/// A conversation's answer format (the settings panel's switch).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnswerFormat {
+    #[default]
+    Text,
+    JsonObject,
+    /// The schema as the user wrote it (checked to be JSON when saved).
+    JsonSchema {
+        schema: String,
+    },
+}
+
+impl AnswerFormat {
+    /// The panel's name for it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnswerFormat::Text => "text",
+            AnswerFormat::JsonObject => "json_object",
+            AnswerFormat::JsonSchema { .. } => "json_schema",
+        }
+    }
+
+    /// The grammar the answers are held to, if any.
+    pub fn grammar(&self) -> Option<Grammar> {
+        match self {
+            AnswerFormat::Text => None,
+            AnswerFormat::JsonObject => Some(Grammar::JsonObject),
+            AnswerFormat::JsonSchema { schema } => {
+                serde_json::from_str(schema).ok().map(Grammar::JsonSchema)
+            }
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -171,6 +210,7 @@ impl Conversation {
             sampling,
             thinking: true,
             tools: false,
+            format: AnswerFormat::Text,
             turns: Vec::new(),
         }
     }

@@ -9,7 +9,7 @@ use smollm3_gen::{SamplingParams, SETTINGS};
 
 use super::live::LiveState;
 use super::markdown;
-use super::store::{Conversation, Turn, TurnStats};
+use super::store::{AnswerFormat, Conversation, Turn, TurnStats};
 
 /// The assets' version in their URLs: a hash of their bytes, so a changed file gets a new
 /// URL and the old one can be cached for a year.
@@ -288,6 +288,11 @@ fn context_for(conversation: &Conversation, parts: &PageParts) -> Value {
             title => conversation.title.clone(),
             system => conversation.system.clone(),
             thinking => conversation.thinking,
+            format => conversation.format.kind(),
+            schema => match &conversation.format {
+                AnswerFormat::JsonSchema { schema } => schema.clone(),
+                _ => String::new(),
+            },
         },
         conversations => list_items(parts.list, Some(&conversation.id)),
         turns => turns,
