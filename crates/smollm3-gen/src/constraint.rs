@@ -125,12 +125,10 @@ impl Grammars {
             Grammar::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
         };
         let refused = |e: &dyn std::fmt::Display| {
-            // One line: the engine's messages quote the regex parser's, which span several.
-            let words: Vec<String> = e.to_string().split_whitespace().map(String::from).collect();
             GenError::InvalidRequest(format!(
                 "the {} does not compile: {}",
                 grammar.kind(),
-                words.join(" ")
+                one_line(e)
             ))
         };
         let parser = self.factory.create_parser(top).map_err(|e| refused(&e))?;
@@ -256,5 +254,13 @@ impl Constraint {
 }
 
 fn engine_error(e: impl std::fmt::Display) -> GenError {
-    GenError::Backend(format!("constraint engine: {e}"))
+    GenError::Backend(format!("constraint engine: {}", one_line(&e)))
+}
+
+/// The engine's message on one line: it quotes the regex parser's, which span several, and
+/// a panic inside the engine (which it catches and returns as an error) carries a backtrace.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let text = text.split("<backtrace>").next().unwrap_or_default();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

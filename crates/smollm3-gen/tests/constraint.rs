@@ -339,7 +339,7 @@ mod random_schemas {
         })
     }
 
-    fn leaf() -> impl Strategy<Value = Value> {
+    pub(super) fn leaf() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(json!({"type": "boolean"})),
             Just(json!({"type": "null"})),
@@ -358,7 +358,7 @@ mod random_schemas {
         ]
     }
 
-    fn schema() -> impl Strategy<Value = Value> {
+    pub(super) fn schema() -> impl Strategy<Value = Value> {
         leaf().prop_recursive(2, 12, 3, |inner| {
             prop_oneof![
                 (inner.clone(), 0u64..3)
@@ -381,7 +381,7 @@ mod random_schemas {
     }
 
     /// `value` matches `schema` (the generator's subset only).
-    fn valid(value: &Value, schema: &Value) -> bool {
+    pub(super) fn valid(value: &Value, schema: &Value) -> bool {
         if let Some(values) = schema.get("enum").and_then(Value::as_array) {
             return values.contains(value);
         }
@@ -427,6 +427,90 @@ mod random_schemas {
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {text:?}")))?;
             prop_assert!(valid(&value, &schema), "{text} does not match {schema}");
+        }
+    }
+}
+
+/// The same random schemas and seeds through models at temperature 1.0: the 128k fixture
+/// (random weights) with thinking on (a budget of 8 reasoning tokens) and off, and SmolLM2
+/// (trained; `SMOLLM2_GGUF`). Every answer ends (`stop`: the schemas are bounded), parses
+/// and validates.
+mod random_schemas_through_models {
+    use std::sync::{Mutex, OnceLock};
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use smollm3_gen::{FinishReason, Session};
+
+    use super::random_schemas::{schema, valid};
+    use super::{constrained, engine};
+
+    fn answer(
+        session: &Mutex<Session>,
+        schema: &Value,
+        thinking: bool,
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let mut session = session.lock().unwrap_or_else(|e| e.into_inner());
+        let mut request = constrained(schema, thinking, seed, 400);
+        // A random model seldom closes its reasoning by itself: `</think>` after 8 tokens.
+        request.reasoning_budget = thinking.then_some(8);
+        let done = session.generate(&request).unwrap().complete().unwrap();
+        prop_assert_eq!(
+            done.finish_reason,
+            FinishReason::Stop,
+            "{:?} for {}",
+            done.answer,
+            schema
+        );
+        let value: Value = serde_json::from_str(&done.answer)
+            .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {:?}", done.answer)))?;
+        prop_assert!(
+            valid(&value, schema),
+            "{} does not match {}",
+            done.answer,
+            schema
+        );
+        Ok(())
+    }
+
+    fn fixture_session() -> &'static Mutex<Session> {
+        static SESSION: OnceLock<Mutex<Session>> = OnceLock::new();
+        SESSION.get_or_init(|| Mutex::new(engine().session(512).unwrap()))
+    }
+
+    fn smollm2_session() -> Option<&'static Mutex<Session>> {
+        static SESSION: OnceLock<Option<Mutex<Session>>> = OnceLock::new();
+        SESSION
+            .get_or_init(|| {
+                let gguf = super::common::smollm2_gguf()?;
+                let engine =
+                    smollm3_gen::Engine::load(&gguf, &smollm3_model::LoadOptions::default())
+                        .unwrap();
+                Some(Mutex::new(engine.session(2048).unwrap()))
+            })
+            .as_ref()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_fixture_model_answers_every_schema(
+            schema in schema(),
+            thinking in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            answer(fixture_session(), &schema, thinking, seed)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn smollm2_answers_every_schema(schema in schema(), seed in any::<u64>()) {
+            if let Some(session) = smollm2_session() {
+                answer(session, &schema, false, seed)?;
+            }
         }
     }
 }

@@ -415,7 +415,7 @@ mod random_tools {
                "additionalProperties": false})
     }
 
-    fn parameters() -> impl Strategy<Value = Value> {
+    pub(super) fn parameters() -> impl Strategy<Value = Value> {
         let value = leaf().prop_recursive(2, 12, 3, |inner| {
             prop_oneof![
                 (inner.clone(), 0u64..3)
@@ -517,4 +517,145 @@ fn python_arguments_hold_lengths_ranges_and_list_sizes() {
     );
     assert!(!ok("<code>f(flags=[true"), "JSON's true is not Python");
     assert!(!ok("<code>g("), "g is no tool");
+}
+
+/// Random tools through models at temperature 1.0, `tool_choice: required`, both formats:
+/// the 128k fixture (random weights) and SmolLM2 (trained; `SMOLLM2_GGUF`). Every answer
+/// ends in calls, and every call parses and validates.
+mod random_tools_through_models {
+    use std::sync::{Mutex, OnceLock};
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use smollm3_chat::{ChatRequest, Message};
+    use smollm3_gen::{Engine, FinishReason, GenerateRequest, SamplingParams, Session};
+    use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolDefinition, ToolFormat};
+
+    use super::random_tools::parameters;
+    use super::{fixture, valid_calls};
+
+    /// `list`: the tools are shown in the prompt (the fixture's 512-token context has no
+    /// room for them, and its random weights do not read them anyway).
+    fn calls(
+        session: &Mutex<Session>,
+        tools: &[ToolDefinition],
+        format: ToolFormat,
+        seed: u64,
+        list: bool,
+    ) -> Result<(), TestCaseError> {
+        let mut session = session.lock().unwrap_or_else(|e| e.into_inner());
+        let listed: Vec<Value> = tools.iter().map(ToolDefinition::to_bare).collect();
+        let listed = minijinja::Value::from_serialize(&listed);
+        let mut chat = ChatRequest {
+            messages: vec![Message::user("Call a tool.")],
+            add_generation_prompt: true,
+            enable_thinking: Some(false),
+            ..Default::default()
+        };
+        match format {
+            _ if !list => {}
+            ToolFormat::Xml => chat.xml_tools = Some(listed),
+            ToolFormat::Python => chat.python_tools = Some(listed),
+        }
+        let tokenizer = session.tokenizer().clone();
+        let (open, close) = format.tags();
+        let spec = CallGrammar {
+            format,
+            tools,
+            choice: CallChoice::Required,
+            parallel: false,
+            answer: None,
+        };
+        let grammar = call_grammar(&spec, &|t| tokenizer.special_token(t).is_some()).unwrap();
+        let request = GenerateRequest {
+            sampling: SamplingParams {
+                temperature: 1.0,
+                seed: Some(seed),
+                max_tokens: Some(400),
+                ..SamplingParams::default()
+            },
+            grammar: Some(grammar),
+            tool_tags: Some(vec![(open.to_string(), close.to_string())]),
+            ..GenerateRequest::chat(chat)
+        };
+        let done = session.generate(&request).unwrap().complete().unwrap();
+        prop_assert_eq!(
+            done.finish_reason,
+            FinishReason::ToolCalls,
+            "{:?}",
+            done.tool_calls
+        );
+        let text: Vec<&str> = done.tool_calls.iter().map(|c| c.raw.as_str()).collect();
+        prop_assert_eq!(
+            valid_calls(&text.join("\n"), format, tools).len(),
+            1,
+            "{:?}",
+            text
+        );
+        Ok(())
+    }
+
+    fn session(path: std::path::PathBuf, context: usize) -> Mutex<Session> {
+        let engine = Engine::load(path, &Default::default()).unwrap();
+        Mutex::new(engine.session(context).unwrap())
+    }
+
+    fn fixture_session() -> &'static Mutex<Session> {
+        static SESSION: OnceLock<Mutex<Session>> = OnceLock::new();
+        SESSION.get_or_init(|| session(fixture("smollm3-vocab128k-q8_0.gguf"), 512))
+    }
+
+    fn smollm2_session() -> Option<&'static Mutex<Session>> {
+        static SESSION: OnceLock<Option<Mutex<Session>>> = OnceLock::new();
+        SESSION
+            .get_or_init(|| {
+                let Some(gguf) = std::env::var_os("SMOLLM2_GGUF") else {
+                    assert!(
+                        std::env::var_os("SMOLLM3_REQUIRE_SMOLLM2").is_none(),
+                        "SMOLLM3_REQUIRE_SMOLLM2 is set but SMOLLM2_GGUF is not"
+                    );
+                    eprintln!("SKIPPED: SMOLLM2_GGUF is not set");
+                    return None;
+                };
+                Some(session(gguf.into(), 2048))
+            })
+            .as_ref()
+    }
+
+    fn tools(first: Value, second: Value) -> [ToolDefinition; 2] {
+        [
+            ToolDefinition::new("first", "The first tool", first),
+            ToolDefinition::new("second", "The second tool", second),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn the_fixture_model_calls_every_tool_validly(
+            first in parameters(),
+            second in parameters(),
+            python in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let format = if python { ToolFormat::Python } else { ToolFormat::Xml };
+            calls(fixture_session(), &tools(first, second), format, seed, false)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn smollm2_calls_every_tool_validly(
+            first in parameters(),
+            second in parameters(),
+            python in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            if let Some(session) = smollm2_session() {
+                let format = if python { ToolFormat::Python } else { ToolFormat::Xml };
+                calls(session, &tools(first, second), format, seed, true)?;
+            }
+        }
+    }
 }
