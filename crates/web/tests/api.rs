@@ -547,3 +547,25 @@ async fn a_schema_the_engine_cannot_compile_is_a_400_that_says_why() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_lark_grammar_holds_a_chat_answer_and_only_one_constraint_is_taken() {
+    let user = json!([{"role": "user", "content": "Yes or no?"}]);
+    let (status, v, text) = post_json(
+        app(&["Well, it depends."]),
+        json!({"messages": user, "grammar": "start: \"yes\" | \"no\"",
+               "reasoning_effort": "none"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer == "yes" || answer == "no", "{text}");
+    let (status, v, text) = post_json(
+        app(&["x"]),
+        json!({"messages": user, "grammar": "start: \"yes\"",
+               "response_format": {"type": "json_object"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(v["error"]["param"], "grammar", "{text}");
+}

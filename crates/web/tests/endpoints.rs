@@ -219,6 +219,9 @@ async fn a_text_completion_takes_a_schema_too() {
     for extra in [
         json!({"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}),
         json!({"json_schema": schema}),
+        // llama-server's `grammar`, in Lark (with llama.cpp's llguidance marker or without).
+        json!({"grammar": "start: \"{\\\"n\\\": 7}\""}),
+        json!({"grammar": "%llguidance {}\nstart: \"{\\\"n\\\": 7}\""}),
     ] {
         let mut body = json!({"prompt": "Data:", "max_tokens": 20});
         body.as_object_mut()
@@ -236,4 +239,16 @@ async fn a_text_completion_takes_a_schema_too() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert_eq!(v["error"]["param"], "json_schema", "{text}");
+    // GBNF, llama.cpp's own grammar language, is refused by name.
+    let (status, v, text) = complete(
+        app(&["x"]),
+        json!({"prompt": "Data:", "grammar": "root ::= \"yes\" | \"no\""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(v["error"]["param"], "grammar", "{text}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("GBNF"),
+        "{text}"
+    );
 }

@@ -44,6 +44,8 @@ struct TextOptions {
     response_format: Option<ResponseFormat>,
     /// llama-server's `json_schema` for a completion.
     json_schema: Option<Value>,
+    /// llama-server's `grammar`, in Lark (llguidance's dialect; GBNF is refused by name).
+    grammar: Option<String>,
 }
 
 /// `prompt`: a string, a list of one string, or token ids (as llama-server takes them).
@@ -130,6 +132,8 @@ struct Options {
     tool_choice: Option<ToolChoice>,
     parallel_tool_calls: Option<bool>,
     response_format: Option<ResponseFormat>,
+    /// llama-server's `grammar`, in Lark (llguidance's dialect; GBNF is refused by name).
+    grammar: Option<String>,
     /// Ours: `false` decodes without prompt-lookup drafts.
     prompt_lookup: Option<bool>,
 }
@@ -334,16 +338,11 @@ impl ChatCompletionRequest {
             TextPrompt::Tokens(ids) => smollm3_gen::Prompt::Tokens(ids),
         };
         let stop = options.stop.map_or_else(Vec::new, Stop::into_list);
-        let grammar = match (options.response_format, options.json_schema) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid(
-                    "json_schema: give either response_format or json_schema, not both",
-                    Some("json_schema"),
-                ))
-            }
-            (Some(format), None) => format.grammar()?,
-            (None, schema) => schema.map(Grammar::JsonSchema),
-        };
+        let grammar = constraint(
+            options.response_format,
+            options.json_schema,
+            options.grammar,
+        )?;
         Ok(ChatCompletionRequest {
             request: GenerateRequest {
                 sampling,
@@ -383,10 +382,7 @@ impl ChatCompletionRequest {
                 Some("n"),
             ));
         }
-        let grammar = match options.response_format {
-            Some(format) => format.grammar()?,
-            None => None,
-        };
+        let grammar = constraint(options.response_format, None, options.grammar)?;
         let kwargs = options.chat_template_kwargs.unwrap_or_default();
         let mut enable_thinking = kwargs.enable_thinking;
         match options.reasoning_effort.as_deref() {
@@ -466,6 +462,44 @@ impl ChatCompletionRequest {
             include_usage: options.stream_options.is_some_and(|o| o.include_usage),
             tools: offered,
         })
+    }
+}
+
+/// What the answer is held to: `response_format` (OpenAI's), `json_schema` (llama-server's,
+/// completions only) or `grammar` (llama-server's field, in Lark: llguidance's dialect, which
+/// llama.cpp also takes when a grammar starts with `%llguidance`); at most one of them.
+fn constraint(
+    response_format: Option<ResponseFormat>,
+    json_schema: Option<Value>,
+    grammar: Option<String>,
+) -> Result<Option<Grammar>, ApiError> {
+    let given = [
+        response_format.is_some().then_some("response_format"),
+        json_schema.is_some().then_some("json_schema"),
+        grammar.is_some().then_some("grammar"),
+    ];
+    let given: Vec<&str> = given.into_iter().flatten().collect();
+    if let [_, second, ..] = given.as_slice() {
+        return Err(ApiError::invalid(
+            format!("{second}: give one of {}, not several", given.join(", ")),
+            Some(second),
+        ));
+    }
+    if let Some(format) = response_format {
+        return format.grammar();
+    }
+    if let Some(schema) = json_schema {
+        return Ok(Some(Grammar::JsonSchema(schema)));
+    }
+    match grammar {
+        Some(text) if text.contains("::=") => Err(ApiError::invalid(
+            "grammar: GBNF grammars are not supported; write it in Lark (llguidance's dialect, \
+             as llama.cpp's %llguidance grammars), or give a json_schema or response_format",
+            Some("grammar"),
+        )),
+        Some(text) if text.trim().is_empty() => Ok(None),
+        Some(text) => Ok(Some(Grammar::Lark(text))),
+        None => Ok(None),
     }
 }
 
