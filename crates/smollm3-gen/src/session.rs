@@ -694,6 +694,14 @@ impl<B: Backend> Generation<'_, B> {
             None => {
                 if constrained {
                     self.mask_answer(&mut logits, think_first)?;
+                } else if self.constraint.is_some() {
+                    // In the reasoning of a constrained answer: it may not end the turn
+                    // there, or the answer the grammar holds would never be written.
+                    for &end in &self.eog {
+                        if let Some(logit) = logits.get_mut(end as usize) {
+                            *logit = f32::NEG_INFINITY;
+                        }
+                    }
                 }
                 self.sampler.sample(&mut logits)?
             }

@@ -287,6 +287,34 @@ fn the_reasoning_stays_free_and_the_answer_is_constrained() {
 }
 
 #[test]
+fn a_model_cannot_end_its_turn_inside_the_reasoning_of_a_held_answer() {
+    // The scripted model thinks, then ends its turn without closing the reasoning: the end
+    // is refused there, so the turn goes on (to the token limit here: a scripted model
+    // does not close it either) instead of stopping with no answer passed off as complete.
+    let tok = common::tokenizer();
+    let backend = ScriptedBackend::from_texts(&tok, 2048, &["<think>\nHmm"]).unwrap();
+    let mut session = Session::with_backend(backend, tok, common::template());
+    let mut request = constrained(&user_schema(), true, 1, 30);
+    request.sampling = SamplingParams {
+        max_tokens: Some(30),
+        ..SamplingParams::greedy()
+    };
+    let done = session.generate(&request).unwrap().complete().unwrap();
+    assert_eq!(done.finish_reason, FinishReason::Length, "{done:?}");
+    assert!(done.reasoning.starts_with("Hmm"), "{:?}", done.reasoning);
+    // With a reasoning budget, `</think>` comes and the answer is held: complete and valid.
+    let backend =
+        ScriptedBackend::from_texts(&common::tokenizer(), 2048, &["<think>\nHmm"]).unwrap();
+    let mut session = Session::with_backend(backend, common::tokenizer(), common::template());
+    let mut request = constrained(&user_schema(), true, 1, 200);
+    request.sampling.temperature = 0.0;
+    request.reasoning_budget = Some(4);
+    let done = session.generate(&request).unwrap().complete().unwrap();
+    assert_eq!(done.finish_reason, FinishReason::Stop, "{done:?}");
+    assert_valid_user(&done.answer, "after a budget");
+}
+
+#[test]
 fn an_answer_cut_by_max_tokens_says_length_and_is_left_as_it_is() {
     let e = engine();
     let mut session = e.session(512).unwrap();

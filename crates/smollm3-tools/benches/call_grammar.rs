@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use smollm3_chat::{ChatRequest, Message, Tokenizer};
 use smollm3_gen::{Engine, GenerateRequest, Grammar, Grammars, Sampler, SamplingParams, Session};
-use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolDefinition, ToolFormat};
+use smollm3_tools::{CallChoice, CallGrammar, ToolDefinition, ToolFormat};
 
 fn tokenizer() -> Arc<Tokenizer> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +58,7 @@ fn grammar(choice: CallChoice, tokenizer: &Tokenizer) -> Grammar {
         parallel: true,
         answer: None,
     };
-    call_grammar(&spec, &|t| tokenizer.special_token(t).is_some()).expect("grammar")
+    spec.build(tokenizer).expect("grammar")
 }
 
 const TEXT: &str = "The weather in Paris this week looks mild: highs around eighteen degrees, \

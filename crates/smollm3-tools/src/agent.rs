@@ -12,8 +12,8 @@ use smollm3_gen::{Backend, Completion, Event, FinishReason, GenerateRequest, Pro
 
 use crate::parse::parse;
 use crate::{
-    call_grammar, CallChoice, CallGrammar, ParsedCall, Registry, Result, ToolCall, ToolDefinition,
-    ToolFormat, ToolOutcome,
+    CallChoice, CallGrammar, ParsedCall, Registry, Result, ToolCall, ToolDefinition, ToolFormat,
+    ToolOutcome,
 };
 
 /// How the loop runs.
@@ -122,7 +122,6 @@ pub fn run_agent<B: Backend>(
     chat.add_generation_prompt = true;
     let (open, close) = options.format.tags();
     let grammar = if options.hold_calls {
-        let tokenizer = session.tokenizer().clone();
         let spec = CallGrammar {
             format: options.format,
             tools: &definitions,
@@ -130,9 +129,7 @@ pub fn run_agent<B: Backend>(
             parallel: true,
             answer: options.request.grammar.as_ref(),
         };
-        Some(call_grammar(&spec, &|tag| {
-            tokenizer.special_token(tag).is_some()
-        })?)
+        Some(spec.build(session.tokenizer())?)
     } else {
         options.request.grammar.clone()
     };

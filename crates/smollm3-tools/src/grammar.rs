@@ -11,10 +11,10 @@
 //!   then the optional ones, each skippable), literals of the declared types (`"str"`, `int`,
 //!   `float`, `True` / `False`, `None`, lists, dicts with the declared keys), `enum` /
 //!   `const` as their literals, `anyOf` / `oneOf` / type lists as alternatives, local
-//!   `$ref`s (recursive ones too), string lengths, integer ranges of up to 256 values,
-//!   `maxItems` up to 16; anything else any literal. Other bounds (wide or fractional
-//!   ranges, `pattern`, `minItems`, ...) are not held here; the [`crate::Registry`] still
-//!   checks them before a tool runs.
+//!   `$ref`s (recursive ones too), string lengths up to 4096, integer ranges of up to 256
+//!   values, `maxItems` up to 16; anything else any literal. Other bounds (wider ones,
+//!   fractional ranges, `pattern`, `minItems`, ...) are not held here; the
+//!   [`crate::Registry`] still checks them before a tool runs.
 //! - [`CallChoice`]: `Required` or `Named`: the answer is calls and nothing else. `Auto`: the
 //!   answer is free text, or text then calls, and nothing is constrained until the model
 //!   opens a call; with an `answer` grammar (a JSON `response_format`) the answer is either
@@ -25,6 +25,7 @@
 //! free text, so a call can never open unconstrained.
 
 use serde_json::{json, Value};
+use smollm3_chat::Tokenizer;
 use smollm3_gen::constraint::json_schema_lark;
 use smollm3_gen::Grammar;
 
@@ -51,6 +52,14 @@ pub struct CallGrammar<'a> {
     pub parallel: bool,
     /// With [`CallChoice::Auto`]: what a text answer must match (JSON only).
     pub answer: Option<&'a Grammar>,
+}
+
+impl CallGrammar<'_> {
+    /// The grammar for a model with `tokenizer` ([`call_grammar`] asking it which tags are
+    /// special tokens).
+    pub fn build(&self, tokenizer: &Tokenizer) -> Result<Grammar> {
+        call_grammar(self, &|tag| tokenizer.special_token(tag).is_some())
+    }
 }
 
 /// The grammar for `spec`; `is_special(tag)` says whether a tag's text is one special token
@@ -201,6 +210,9 @@ PY_NUM: /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/
 /// ones are any integer.
 const SMALL_RANGE: i64 = 256;
 
+/// String lengths up to this are held; longer bounds are not.
+const LONG_STRING: u64 = 4096;
+
 /// Lists of up to this many items are held to their `maxItems`; longer bounds are not.
 const SMALL_LIST: u64 = 16;
 
@@ -286,6 +298,8 @@ impl PythonRules {
                 let bound = |key| schema.get(key).and_then(Value::as_u64);
                 match (bound("minLength"), bound("maxLength")) {
                     (None, None) => "py_str".into(),
+                    // Longer bounds would make a large automaton for little gain.
+                    (min, max) if min.max(max).is_some_and(|n| n > LONG_STRING) => "py_str".into(),
                     (min, max) => {
                         let max = max.map_or(String::new(), |m| m.to_string());
                         let min = min.unwrap_or(0);
@@ -296,7 +310,11 @@ impl PythonRules {
             "integer" => {
                 let bound = |key| schema.get(key).and_then(Value::as_i64);
                 match (bound("minimum"), bound("maximum")) {
-                    (Some(min), Some(max)) if min <= max && max - min < SMALL_RANGE => {
+                    (Some(min), Some(max))
+                        if max
+                            .checked_sub(min)
+                            .is_some_and(|d| (0..SMALL_RANGE).contains(&d)) =>
+                    {
                         let literals: Vec<String> =
                             (min..=max).map(|n| quoted(&n.to_string())).collect();
                         format!("({})", literals.join(" | "))

@@ -166,7 +166,7 @@ fn grammar(
         parallel,
         answer: None,
     };
-    call_grammar(&spec, &|tag| tokenizer.special_token(tag).is_some()).expect("grammar")
+    spec.build(tokenizer).expect("grammar")
 }
 
 #[test]
@@ -299,7 +299,7 @@ fn a_json_answer_format_holds_the_text_answer_beside_the_calls() {
         parallel: false,
         answer: Some(&answer),
     };
-    let grammar = call_grammar(&spec, &|t| tokenizer.special_token(t).is_some()).unwrap();
+    let grammar = spec.build(&tokenizer).unwrap();
     let (mut answers, mut calls) = (0, 0);
     for seed in 0..16 {
         let (text, ended) = draw(&tokenizer, &grammars, &grammar, seed);
@@ -369,7 +369,7 @@ mod random_tools {
     use serde_json::{json, Map, Value};
     use smollm3_chat::Tokenizer;
     use smollm3_gen::Grammars;
-    use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolDefinition, ToolFormat};
+    use smollm3_tools::{CallChoice, CallGrammar, ToolDefinition, ToolFormat};
 
     use super::{draw, tokenizer, valid_calls};
 
@@ -450,7 +450,7 @@ mod random_tools {
                 parallel: false,
                 answer: None,
             };
-            let grammar = call_grammar(&spec, &|t| tokenizer.special_token(t).is_some()).unwrap();
+            let grammar = spec.build(tokenizer).unwrap();
             let (text, ended) = draw(tokenizer, grammars, &grammar, seed);
             prop_assert!(ended, "no end within 400 tokens: {text:?}");
             prop_assert_eq!(valid_calls(&text, format, &tools).len(), 1, "{:?}", text);
@@ -529,7 +529,7 @@ mod random_tools_through_models {
     use serde_json::Value;
     use smollm3_chat::{ChatRequest, Message};
     use smollm3_gen::{Engine, FinishReason, GenerateRequest, SamplingParams, Session};
-    use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolDefinition, ToolFormat};
+    use smollm3_tools::{CallChoice, CallGrammar, ToolDefinition, ToolFormat};
 
     use super::random_tools::parameters;
     use super::{fixture, valid_calls};
@@ -566,7 +566,7 @@ mod random_tools_through_models {
             parallel: false,
             answer: None,
         };
-        let grammar = call_grammar(&spec, &|t| tokenizer.special_token(t).is_some()).unwrap();
+        let grammar = spec.build(&tokenizer).unwrap();
         let request = GenerateRequest {
             sampling: SamplingParams {
                 temperature: 1.0,
@@ -658,4 +658,32 @@ mod random_tools_through_models {
             }
         }
     }
+}
+
+#[test]
+fn extreme_bounds_in_a_python_schema_build_a_grammar_without_trouble() {
+    let tokenizer = tokenizer();
+    let grammars = Grammars::new(tokenizer.clone()).unwrap();
+    let tools = [ToolDefinition::new(
+        "f",
+        "",
+        json!({"type": "object", "properties": {
+            "wide": {"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX},
+            "long": {"type": "string", "maxLength": u64::MAX},
+            "upside_down": {"type": "integer", "minimum": 5, "maximum": -5},
+            "many": {"type": "array", "items": {"type": "boolean"}, "maxItems": 1_000_000}
+        }, "required": ["wide", "long", "upside_down", "many"]}),
+    )];
+    let spec = CallGrammar {
+        format: ToolFormat::Python,
+        tools: &tools,
+        choice: CallChoice::Required,
+        parallel: false,
+        answer: None,
+    };
+    let grammar = call_grammar(&spec, &|_| false).unwrap();
+    let ok = |text: &str| allows(&grammars, &grammar, &tokenizer, text);
+    assert!(ok(
+        "<code>f(wide=-99999999999, long=\"a long string\", upside_down=3, many=[True])</code>"
+    ));
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use smollm3_chat::{ChatRequest, Content, Message, Role};
 use smollm3_gen::{GenerateRequest, Grammar, SamplingParams};
-use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolCall, ToolDefinition, ToolFormat};
+use smollm3_tools::{CallChoice, CallGrammar, ToolCall, ToolDefinition, ToolFormat};
 
 use super::error::ApiError;
 
@@ -112,7 +112,7 @@ impl OfferedTools {
             parallel: self.parallel,
             answer,
         };
-        call_grammar(&spec, &|tag| tokenizer.special_token(tag).is_some())
+        spec.build(tokenizer)
             .map_err(|e| ApiError::invalid(format!("tools: {e}"), Some("tools")))
     }
 }

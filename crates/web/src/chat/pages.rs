@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use smollm3_chat::ChatRequest;
 use smollm3_gen::{Backend, CancelHandle, GenerateRequest, SETTINGS};
 
-use smollm3_tools::{call_grammar, CallChoice, CallGrammar, ToolDefinition, ToolFormat};
+use smollm3_tools::{CallChoice, CallGrammar, ToolDefinition, ToolFormat};
 
 use super::live::{Agent, Live, Started};
 use super::store::{AnswerFormat, Conversation, Store, StoreError, Turn};
@@ -220,7 +220,8 @@ fn request_for<B: Backend + Send + 'static>(
             parallel: true,
             answer: grammar.as_ref(),
         };
-        let calls = call_grammar(&spec, &|tag| tokenizer.special_token(tag).is_some())
+        let calls = spec
+            .build(&tokenizer)
             .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
         grammar = Some(calls);
     }
