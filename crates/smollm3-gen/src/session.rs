@@ -92,7 +92,8 @@ pub struct GenerateRequest {
     pub prompt_lookup: bool,
     /// What the answer must match ([`crate::constraint`]): every token is drawn from the
     /// tokens that keep it valid, and the answer ends when it is complete. The reasoning
-    /// before `</think>` stays free.
+    /// before `</think>` stays free, except that it may not end the turn (the answer would
+    /// never be written).
     pub grammar: Option<Grammar>,
 }
 
