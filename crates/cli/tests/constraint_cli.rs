@@ -14,12 +14,17 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// `smollm3 run` with the replies played back, `extra` flags, thinking off.
+/// `smollm3 run` with `reply` played back, `extra` flags, thinking off.
 fn run(dir: &Path, reply: &str, extra: &[&str]) -> std::process::Output {
+    run_replies(dir, &[reply], extra)
+}
+
+/// [`run`] with several replies (one per generation: a tool loop's rounds).
+fn run_replies(dir: &Path, replies: &[&str], extra: &[&str]) -> std::process::Output {
     let replies = write(
         dir,
         "replies.json",
-        &serde_json::to_string(&[reply]).unwrap(),
+        &serde_json::to_string(replies).unwrap(),
     );
     let (model, replies) = (tiny(), replies.display().to_string());
     let mut args = vec!["run", "--model", &model, "--replay", &replies, "--no-think"];
@@ -116,25 +121,11 @@ fn with_tools_calls_stay_possible_and_a_json_constraint_holds_the_text_answer() 
     let schema = schema.display().to_string();
     let call =
         "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}\n</tool_call>";
-    let replies = write(
+    let out = run_replies(
         dir.path(),
-        "replies.json",
-        &serde_json::to_string(&[call, "It is 42."]).unwrap(),
+        &[call, "It is 42."],
+        &["--builtin-tools", "calculator", "--json-schema", &schema],
     );
-    let (model, replies) = (tiny(), replies.display().to_string());
-    let out = smollm3(&[
-        "run",
-        "--model",
-        &model,
-        "--replay",
-        &replies,
-        "--no-think",
-        "--builtin-tools",
-        "calculator",
-        "--json-schema",
-        &schema,
-        "6 times 7?",
-    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("-> calculator("), "the call ran: {stderr}");
@@ -144,16 +135,11 @@ fn with_tools_calls_stay_possible_and_a_json_constraint_holds_the_text_answer() 
         r#"{"ok": true}"#
     );
     // A regex or a Lark grammar cannot share the answer with calls: one line saying so.
-    let out = smollm3(&[
-        "run",
-        "--model",
-        &model,
-        "--builtin-tools",
-        "calculator",
-        "--regex",
-        "a+",
-        "Hi",
-    ]);
+    let out = run(
+        dir.path(),
+        "x",
+        &["--builtin-tools", "calculator", "--regex", "a+"],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

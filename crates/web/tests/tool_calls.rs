@@ -139,26 +139,10 @@ async fn calls_of_unknown_tools_or_malformed_ones_cannot_be_written() {
     // The scripted model calls a tool nobody offered, then writes a call with its arguments
     // cut off; the call grammar holds every call to the offered tools and their schemas.
     let reply = "<tool_call>\n{\"name\": \"launch_rockets\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \n</tool_call>";
-    // (A city from a list and no other keys: a scripted model that lost its script would
-    // write one character forever in a free string, which no real model does.)
-    let mut body = ask(json!({"reasoning_effort": "none", "max_tokens": 300}));
-    let parameters = &mut body["tools"][0]["function"]["parameters"];
-    parameters["properties"]["city"] = json!({"enum": ["Oslo", "Paris"]});
-    parameters["additionalProperties"] = json!(false);
+    let body = ask_closed(json!({"reasoning_effort": "none", "max_tokens": 300}));
     let (_, v, text) = post_json(app(&[reply]), body).await;
-    let message = &v["choices"][0]["message"];
     assert!(!text.contains("launch_rockets"), "{text}");
-    let calls = message["tool_calls"].as_array().expect("calls");
-    for call in calls {
-        assert_eq!(call["function"]["name"], "get_weather", "{text}");
-        let arguments: Value =
-            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-        assert!(
-            ["Oslo", "Paris"].contains(&arguments["city"].as_str().unwrap()),
-            "{text}"
-        );
-    }
-    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{text}");
+    assert_weather_calls(&v, &text);
 }
 
 #[tokio::test]
@@ -364,6 +348,25 @@ fn ask_closed(extra: Value) -> Value {
     body
 }
 
+/// The answer is calls of `get_weather` only (at least one), each with a city of
+/// [`ask_closed`]'s list, and says so in `finish_reason`.
+fn assert_weather_calls(v: &Value, text: &str) {
+    let calls = v["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .expect(text);
+    assert!(!calls.is_empty(), "{text}");
+    for call in calls {
+        assert_eq!(call["function"]["name"], "get_weather", "{text}");
+        let arguments: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            ["Oslo", "Paris"].contains(&arguments["city"].as_str().unwrap()),
+            "{text}"
+        );
+    }
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{text}");
+}
+
 #[tokio::test]
 async fn a_required_call_comes_even_from_a_model_that_wanted_to_chat() {
     for (kwargs, open) in [
@@ -377,21 +380,8 @@ async fn a_required_call_comes_even_from_a_model_that_wanted_to_chat() {
             "max_tokens": 100,
         }));
         let (status, v, text) = post_json(app(&["Sure, it is sunny there!"]), body).await;
-        assert_eq!(status, StatusCode::OK, "{text}");
-        let calls = v["choices"][0]["message"]["tool_calls"]
-            .as_array()
-            .expect(&text);
-        assert!(!calls.is_empty(), "{open}: {text}");
-        for call in calls {
-            assert_eq!(call["function"]["name"], "get_weather", "{text}");
-            let arguments: Value =
-                serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-            assert!(
-                ["Oslo", "Paris"].contains(&arguments["city"].as_str().unwrap()),
-                "{text}"
-            );
-        }
-        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{text}");
+        assert_eq!(status, StatusCode::OK, "{open}: {text}");
+        assert_weather_calls(&v, &text);
         assert!(!text.contains("sunny"), "{text}");
     }
 }
