@@ -33,16 +33,17 @@ fn run_replies(dir: &Path, replies: &[&str], extra: &[&str]) -> std::process::Ou
     smollm3(&args)
 }
 
+/// A schema whose only value is `{"ok": true}`, written into `dir`; its path.
+fn ok_schema(dir: &Path) -> String {
+    let schema = r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
+                     "required": ["ok"], "additionalProperties": false}"#;
+    write(dir, "ok.schema.json", schema).display().to_string()
+}
+
 #[test]
 fn the_answer_follows_the_schema_not_the_model() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = write(
-        dir.path(),
-        "ok.schema.json",
-        r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
-            "required": ["ok"], "additionalProperties": false}"#,
-    );
-    let schema = schema.display().to_string();
+    let schema = ok_schema(dir.path());
     let out = run(dir.path(), "Sure! Here it is.", &["--json-schema", &schema]);
     assert!(
         out.status.success(),
@@ -112,13 +113,7 @@ fn bad_constraints_are_one_line_errors_naming_the_problem() {
 #[test]
 fn with_tools_calls_stay_possible_and_a_json_constraint_holds_the_text_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = write(
-        dir.path(),
-        "ok.schema.json",
-        r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
-            "required": ["ok"], "additionalProperties": false}"#,
-    );
-    let schema = schema.display().to_string();
+    let schema = ok_schema(dir.path());
     let call =
         "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"6*7\"}}\n</tool_call>";
     let out = run_replies(
@@ -152,12 +147,7 @@ fn with_tools_calls_stay_possible_and_a_json_constraint_holds_the_text_answer() 
 #[test]
 fn every_answer_of_a_chat_is_held_to_the_schema() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = write(
-        dir.path(),
-        "ok.schema.json",
-        r#"{"type": "object", "properties": {"ok": {"enum": [true]}},
-            "required": ["ok"], "additionalProperties": false}"#,
-    );
+    let schema = ok_schema(dir.path());
     let replies = write(
         dir.path(),
         "replies.json",
