@@ -126,7 +126,9 @@ pub fn run_agent<B: Backend>(
             format: options.format,
             tools: &definitions,
             choice: CallChoice::Auto,
-            parallel: true,
+            // One call a round: the loop goes on anyway, and a small model allowed another
+            // call after a call tends to repeat it.
+            parallel: false,
             answer: options.request.grammar.as_ref(),
         };
         Some(spec.build(session.tokenizer())?)

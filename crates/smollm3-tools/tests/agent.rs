@@ -355,7 +355,8 @@ fn a_call_is_reported_when_its_closing_tag_arrives() {
         &format!("Checking.\n{XML_CALL}\nOne moment please."),
         "Done.",
     ]);
-    let (_, events) = run(&mut s, ToolFormat::Xml, |_| {});
+    // Unheld: the call grammar ends the answer at the call, with no text after it.
+    let (_, events) = run(&mut s, ToolFormat::Xml, |o| o.hold_calls = false);
     let call = events
         .iter()
         .position(|e| matches!(e, AgentEvent::ToolCall { .. }))

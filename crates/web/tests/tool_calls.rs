@@ -218,22 +218,28 @@ async fn a_named_tool_choice_allows_calls_of_that_tool_only() {
 }
 
 #[tokio::test]
-async fn parallel_calls_are_all_returned_unless_turned_off() {
+async fn parallel_calls_come_only_when_asked_for() {
     let two = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>";
-    let (_, v, text) = post_json(app(&[two]), ask(json!({"reasoning_effort": "none"}))).await;
+    let (_, v, text) = post_json(
+        app(&[two]),
+        ask(json!({"reasoning_effort": "none", "parallel_tool_calls": true})),
+    )
+    .await;
     let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2, "{text}");
     assert_ne!(calls[0]["id"], calls[1]["id"]);
     assert_eq!(calls[1]["function"]["arguments"], r#"{"city":"Rome"}"#);
     assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
-    let (_, v, text) = post_json(
-        app(&[two]),
-        ask(json!({"reasoning_effort": "none", "parallel_tool_calls": false})),
-    )
-    .await;
+    // By default (as llama-server), one call: the answer ends after it, and says so.
+    let (_, v, text) = post_json(app(&[two]), ask(json!({"reasoning_effort": "none"}))).await;
     let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 1, "{text}");
     assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{text}");
+    assert!(
+        !text.contains("Rome"),
+        "the second call was never written: {text}"
+    );
 }
 
 #[tokio::test]

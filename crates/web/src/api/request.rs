@@ -88,8 +88,10 @@ impl<'de> Deserialize<'de> for TextPrompt {
 pub struct OfferedTools {
     pub format: ToolFormat,
     pub definitions: Vec<ToolDefinition>,
-    /// `parallel_tool_calls` (default true): when false only the first call is returned
-    /// (and the grammar allows one).
+    /// `parallel_tool_calls`: several calls in one answer. Off unless asked for, as in
+    /// llama-server: a small model that may call again after a call tends to repeat the same
+    /// call until the token limit (SmolLM2 did, three identical calls in 60 tokens); off, the
+    /// call grammar ends the answer after one call.
     pub parallel: bool,
     /// `tool_choice`: a call must come (of this tool), or the model may answer in text.
     pub choice: CallChoice,
@@ -449,7 +451,7 @@ impl ChatCompletionRequest {
                 Some(OfferedTools {
                     format,
                     definitions,
-                    parallel: options.parallel_tool_calls.unwrap_or(true),
+                    parallel: options.parallel_tool_calls.unwrap_or(false),
                     choice,
                 })
             }

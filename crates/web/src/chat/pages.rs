@@ -217,7 +217,8 @@ fn request_for<B: Backend + Send + 'static>(
             format: ToolFormat::Xml,
             tools: &definitions,
             choice: CallChoice::Auto,
-            parallel: true,
+            // One call a round, as in the CLI's loop (`smollm3_tools::agent`).
+            parallel: false,
             answer: grammar.as_ref(),
         };
         let calls = spec
