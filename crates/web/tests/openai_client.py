@@ -105,7 +105,8 @@ check(completion.usage.completion_tokens <= 5, completion.usage)
 
 # Tool calls: with tool_choice required or named, every call the model writes parses and
 # matches its tool's schema, whatever the weights (the fixture's are random), in SmolLM3's
-# XML format and its Python one; streamed calls reassemble to the same.
+# XML format and its Python one; one call by default (no parallel_tool_calls), and the
+# answer ends there; streamed calls reassemble to the same.
 WEATHER = {
     "type": "function",
     "function": {
@@ -137,7 +138,7 @@ for seed, kwargs in [(1, {}), (2, {"python_tools": True})]:
     for choice in ["required", {"type": "function", "function": {"name": "get_weather"}}]:
         called = client.chat.completions.create(
             model="m", messages=ASK, tools=[WEATHER], tool_choice=choice, temperature=1.0,
-            seed=seed, max_tokens=200, parallel_tool_calls=False,
+            seed=seed, max_tokens=200,
             extra_body={"chat_template_kwargs": {"enable_thinking": False, **kwargs}},
         )
         answer = called.choices[0]
@@ -146,7 +147,7 @@ for seed, kwargs in [(1, {}), (2, {"python_tools": True})]:
         check_call(answer.message.tool_calls[0])
         streamed = client.chat.completions.create(
             model="m", messages=ASK, tools=[WEATHER], tool_choice=choice, temperature=1.0,
-            seed=seed, max_tokens=200, parallel_tool_calls=False, stream=True,
+            seed=seed, max_tokens=200, stream=True,
             extra_body={"chat_template_kwargs": {"enable_thinking": False, **kwargs}},
         )
         pieces, finish = {}, None
