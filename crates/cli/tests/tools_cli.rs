@@ -41,6 +41,27 @@ const WEATHER_TOOLS: &str = r#"[{"type": "function", "function": {"name": "get_w
   "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}}}]"#;
 
 #[test]
+fn parse_tool_calls_reads_a_tag_inside_a_string_as_text() {
+    // Issue 16's example: the tag's text inside a JSON string argument.
+    let text =
+        r#"<tool_call>{"name": "search", "arguments": {"q": "rust <tool_call> tags"}}</tool_call>"#;
+    let out = with_stdin(&["parse-tool-calls"], text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = lines(&out);
+    assert_eq!(
+        calls,
+        [
+            json!({"status": "ok", "call": {"name": "search", "arguments": {"q": "rust <tool_call> tags"}},
+                "raw": text})
+        ]
+    );
+}
+
+#[test]
 fn parse_tool_calls_prints_each_call() {
     let text = "Sure.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": 1}}\n</tool_call>\n\
                 <tool_call>{\"name\": \"b\", \"arguments\": \"{\\\"y\\\": [true, null]}\"}</tool_call>";

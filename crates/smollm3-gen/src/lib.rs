@@ -79,4 +79,4 @@ pub use events::{Completion, Event, FinishReason, Stats, ToolCallSpan};
 pub use params::{Setting, SETTINGS};
 pub use sampling::{Sampler, SamplingParams};
 pub use session::{ContextOverflow, GenerateRequest, Generation, Prompt, Session, PREFILL_CHUNK};
-pub use text::{OutputSplitter, Piece, StopMatcher, StopOutcome};
+pub use text::{OutputSplitter, Piece, QuoteTracker, StopMatcher, StopOutcome};

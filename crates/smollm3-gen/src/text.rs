@@ -175,6 +175,9 @@ pub struct OutputSplitter {
     ws_hold: String,
     /// Raw text of the open tool-call span (opening tag included).
     span: String,
+    /// Where the open span's text is in a quoted string (its closing tag does not count
+    /// there).
+    quotes: QuoteTracker,
     /// Tool-call tag pairs, both non-empty.
     tool_tags: Vec<(String, String)>,
 }
@@ -196,6 +199,7 @@ impl OutputSplitter {
             pending: String::new(),
             ws_hold: String::new(),
             span: String::new(),
+            quotes: QuoteTracker::default(),
             tool_tags: tool_tags
                 .iter()
                 .filter(|(open, close)| !open.is_empty() && !close.is_empty())
@@ -219,12 +223,28 @@ impl OutputSplitter {
         self.process(true, &mut out);
         // Trailing whitespace at the end of the reasoning is dropped.
         self.ws_hold.clear();
-        if let Mode::Tool { .. } = self.mode {
-            let raw = std::mem::take(&mut self.span);
+        if let Mode::Tool { tag } = self.mode {
+            let mut raw = std::mem::take(&mut self.span);
+            // The quotes could not be followed (an unterminated or multi-line string): the
+            // first closing tag, quoted or not, ends the call after all.
+            let close = self
+                .tool_tags
+                .get(tag)
+                .map_or("", |(_, close)| close.as_str());
+            let open_len = self.tool_tags.get(tag).map_or(0, |(open, _)| open.len());
+            let closed = raw
+                .get(open_len..)
+                .and_then(|body| body.find(close))
+                .filter(|_| !close.is_empty())
+                .map(|at| open_len + at + close.len());
+            let after = closed.map(|end| raw.split_off(end));
             out.push(Piece::ToolCall {
                 raw,
-                complete: false,
+                complete: closed.is_some(),
             });
+            if let Some(after) = after.filter(|a| !a.is_empty()) {
+                push_piece(&mut out, Piece::Answer(after));
+            }
             self.mode = Mode::Answer { at_start: false };
         }
         out
@@ -293,6 +313,7 @@ impl OutputSplitter {
                         match match_tags(rest, &opens, at_end) {
                             TagMatch::Full(tag) => {
                                 self.span = opens[tag].to_string();
+                                self.quotes = QuoteTracker::default();
                                 pos += opens[tag].len();
                                 self.mode = Mode::Tool { tag };
                                 continue;
@@ -320,7 +341,8 @@ impl OutputSplitter {
                             continue;
                         }
                     };
-                    if let Some(k) = rest.find(close) {
+                    let mut quotes = self.quotes.clone();
+                    if let Some((k, _)) = quotes.find(rest, &[close]) {
                         let end = k + close.len();
                         self.span.push_str(&rest[..end]);
                         out.push(Piece::ToolCall {
@@ -336,6 +358,7 @@ impl OutputSplitter {
                         } else {
                             partial_suffix_start(rest, &[close])
                         };
+                        self.quotes.advance(&rest[..keep]);
                         self.span.push_str(&rest[..keep]);
                         pos += keep;
                         break;
@@ -372,6 +395,49 @@ impl OutputSplitter {
         }
         push_piece(out, Piece::Reasoning(emitted));
         at_start
+    }
+}
+
+/// Finds tags in a tool call's text outside its quoted strings: a JSON or Python string
+/// argument may hold a tag's own text (`{"q": "rust <tool_call> tags"}`), which must neither
+/// close the call nor open another. Strings are `"..."` or `'...'` with backslash escapes; a
+/// quote still open at the end of a line ends there (JSON strings and one-line Python
+/// strings cannot span lines), so a stray apostrophe hides a tag for one line at most.
+#[derive(Debug, Clone, Default)]
+pub struct QuoteTracker {
+    quote: Option<char>,
+    escaped: bool,
+}
+
+impl QuoteTracker {
+    /// The byte offset in `text` of the first of `tags` that starts outside a string, and
+    /// which tag it is; the state moves over the text before it (all of it when none).
+    pub fn find(&mut self, text: &str, tags: &[&str]) -> Option<(usize, usize)> {
+        for (i, c) in text.char_indices() {
+            if self.quote.is_none() {
+                if let Some(tag) = tags.iter().position(|t| text[i..].starts_with(t)) {
+                    return Some((i, tag));
+                }
+            }
+            self.step(c);
+        }
+        None
+    }
+
+    /// Moves the state over `text`.
+    pub fn advance(&mut self, text: &str) {
+        text.chars().for_each(|c| self.step(c));
+    }
+
+    fn step(&mut self, c: char) {
+        match self.quote {
+            Some(_) if self.escaped => self.escaped = false,
+            Some(_) if c == '\\' => self.escaped = true,
+            Some(q) if c == q || c == '\n' => self.quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => self.quote = Some(c),
+            None => {}
+        }
     }
 }
 
@@ -954,6 +1020,37 @@ mod tests {
         let refs: Vec<&str> = chars.iter().map(String::as_str).collect();
         let mut sp = OutputSplitter::new(false, false, &tags);
         assert_eq!(run(&mut sp, &refs), expected);
+    }
+
+    #[test]
+    fn tags_inside_a_calls_strings_are_text() {
+        // A JSON argument holding the tags' own text, then a Python one; whole and char by char.
+        let text = "<tool_call>{\"q\": \"rust <tool_call> and </tool_call> tags\", \
+                    \"r\": \"it\\\"s </tool_call>\"}</tool_call> done";
+        let raw = &text[..text.len() - " done".len()];
+        check(false, false, text, &[call(raw, true), a(" done")]);
+        let tags = vec![("<code>".to_string(), "</code>".to_string())];
+        let text = "<code>search(q='a </code> b', r=\"c</code>\")</code>!";
+        let mut sp = OutputSplitter::new(false, false, &tags);
+        let mut pieces = sp.push(text);
+        pieces.extend(sp.finish());
+        assert_eq!(pieces, [call(&text[..text.len() - 1], true), a("!")]);
+        // A stray apostrophe hides a tag until the end of its line only, and at the end of
+        // the output an unfollowable quote gives way to the first closing tag.
+        let text = "<tool_call>it's\n</tool_call>x";
+        check(
+            false,
+            false,
+            text,
+            &[call("<tool_call>it's\n</tool_call>", true), a("x")],
+        );
+        let text = "<tool_call>{\"a\": \"b</tool_call> c";
+        check(
+            false,
+            false,
+            text,
+            &[call("<tool_call>{\"a\": \"b</tool_call>", true), a(" c")],
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@
 mod python;
 mod xml;
 
+use smollm3_gen::QuoteTracker;
+
 use crate::{ParsedCall, ToolDefinition, ToolFormat};
 
 /// Every `<tool_call>...</tool_call>` span in `text` (an unclosed one at the end included).
@@ -120,6 +122,10 @@ struct Span<'a> {
     unclosed: Option<String>,
 }
 
+/// Every `open ... close` span of `text`. Inside a span, tags in quoted strings are text
+/// (a JSON or Python string may hold them: `{"q": "rust <tool_call> tags"}`), as the
+/// generation's streaming splitter reads them ([`QuoteTracker`]); when no tag is found
+/// outside quotes, the first one anywhere (an unterminated string then gets its own error).
 fn find_spans<'a>(text: &'a str, (open, close): (&str, &str)) -> Vec<Span<'a>> {
     let mut spans = Vec::new();
     let mut pos = 0;
@@ -127,15 +133,14 @@ fn find_spans<'a>(text: &'a str, (open, close): (&str, &str)) -> Vec<Span<'a>> {
         let start = pos + found;
         let content = start + open.len();
         let rest = text.get(content..).unwrap_or("");
-        let next_open = rest.find(open).map(|i| content + i);
-        // Only up to the next opening tag: keeps the whole search linear.
-        let close_at = text
-            .get(content..next_open.unwrap_or(text.len()))
-            .and_then(|r| r.find(close))
-            .map(|i| content + i);
-        match (close_at, next_open) {
-            (Some(c), _) => {
-                let end = c + close.len();
+        // Where the quotes cannot be followed (an unterminated or multi-line string), the
+        // first tag in the text, quoted or not, as before quotes were read.
+        let next = QuoteTracker::default()
+            .find(rest, &[close, open])
+            .or_else(|| first_tag(rest, &[close, open]));
+        match next {
+            Some((i, 0)) => {
+                let (c, end) = (content + i, content + i + close.len());
                 spans.push(Span {
                     raw: text.get(start..end).unwrap_or(""),
                     inner: text.get(content..c).unwrap_or(""),
@@ -143,7 +148,8 @@ fn find_spans<'a>(text: &'a str, (open, close): (&str, &str)) -> Vec<Span<'a>> {
                 });
                 pos = end;
             }
-            (_, Some(n)) => {
+            Some((i, _)) => {
+                let n = content + i;
                 spans.push(Span {
                     raw: text.get(start..n).unwrap_or("").trim_end(),
                     inner: text.get(content..n).unwrap_or(""),
@@ -153,7 +159,7 @@ fn find_spans<'a>(text: &'a str, (open, close): (&str, &str)) -> Vec<Span<'a>> {
                 });
                 pos = n;
             }
-            (_, None) => {
+            None => {
                 spans.push(Span {
                     raw: text.get(start..).unwrap_or(""),
                     inner: rest,
@@ -166,6 +172,14 @@ fn find_spans<'a>(text: &'a str, (open, close): (&str, &str)) -> Vec<Span<'a>> {
         }
     }
     spans
+}
+
+/// The first of `tags` in `text`: its byte offset and which tag.
+fn first_tag(text: &str, tags: &[&str]) -> Option<(usize, usize)> {
+    tags.iter()
+        .enumerate()
+        .filter_map(|(which, tag)| text.find(tag).map(|at| (at, which)))
+        .min()
 }
 
 #[cfg(test)]
@@ -191,6 +205,37 @@ mod tests {
         assert_eq!(spans[2].inner, "z");
         assert_eq!(spans[3].raw, "<tool_call>w");
         assert!(spans[3].unclosed.as_deref().unwrap().contains("truncated"));
+    }
+
+    #[test]
+    fn tags_inside_an_arguments_strings_are_text() {
+        // The issue's example, then a closing tag in a string, then Python's quotes.
+        let text = r#"<tool_call>{"name": "search", "arguments": {"q": "rust <tool_call> tags"}}</tool_call>"#;
+        match parse_xml(text).as_slice() {
+            [ParsedCall::Ok { call, raw }] => {
+                assert_eq!(call.arguments["q"], "rust <tool_call> tags");
+                assert_eq!(raw, text);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = "<tool_call>\n{\"name\": \"s\", \"arguments\": {\"q\": \"</tool_call>\"}}\n</tool_call>";
+        assert!(matches!(
+            parse_xml(text).as_slice(),
+            [ParsedCall::Ok { .. }]
+        ));
+        let tools = [ToolDefinition::new(
+            "s",
+            "",
+            serde_json::json!({"type": "object"}),
+        )];
+        let text = "<code>s(q='</code>', r=\"<code>\")</code>";
+        match parse_python(text, &tools).as_slice() {
+            [ParsedCall::Ok { call, .. }] => {
+                assert_eq!(call.arguments["q"], "</code>");
+                assert_eq!(call.arguments["r"], "<code>");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
