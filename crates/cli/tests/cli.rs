@@ -206,6 +206,25 @@ fn bad_inputs_fail_with_a_named_error() {
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
     let err = fails(&["logits", "--model", cut.to_str().unwrap(), "--tokens", "1"]);
     assert!(err.contains("truncated or corrupt"), "{err}");
+    // `info` still shows what a truncated download holds, names the first tensor past its
+    // end, and fails (one line on stderr even with RUST_BACKTRACE=1).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3"))
+        .args(["info", "--model", cut.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("architecture  smollm3") && stdout.contains("BROKEN"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs bytes") && stderr.contains("the file ends at"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
     let text = temp("notes.txt");
     std::fs::write(&text, "hello").unwrap();

@@ -287,17 +287,53 @@ impl GgufFile {
                 actual: shape,
             });
         }
+        let (start, len) = self.tensor_range(name, dtype, &shape)?;
+        Ok((
+            dtype,
+            TensorBytes {
+                mmap: self.mmap.clone(),
+                start: start as usize,
+                len: len as usize,
+            },
+        ))
+    }
+
+    /// Checks that every tensor's bytes lie inside the file, whole blocks and aligned: what
+    /// loading the model checks tensor by tensor, for a whole file at once (`smollm3 info`
+    /// on a truncated download). Reads no tensor data.
+    pub fn check_tensor_data(&self) -> Result<()> {
+        let mut names: Vec<&String> = self.content.tensor_infos.keys().collect();
+        names.sort_by_key(|n| self.content.tensor_infos[*n].offset);
+        for name in names {
+            let (dtype, shape) = self.tensor_info(name)?;
+            self.tensor_range(name, dtype, &shape)?;
+        }
+        Ok(())
+    }
+
+    /// Where tensor `name` of `dtype` and `shape` lies in the file: (start, length), checked
+    /// against the file's length and the block type (no arithmetic on the file's numbers
+    /// can overflow).
+    fn tensor_range(&self, name: &str, dtype: GgmlDType, shape: &[usize]) -> Result<(u64, u64)> {
         let corrupt = |detail: String| ModelError::Corrupt {
             path: self.path.clone(),
             detail,
         };
-        let elems: usize = shape.iter().product();
-        if !elems.is_multiple_of(dtype.block_size()) {
+        let elems = shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "tensor {name:?} has shape {shape:?}: too many elements"
+                ))
+            })?;
+        let block = dtype.block_size() as u64;
+        if !elems.is_multiple_of(block) {
             return Err(corrupt(format!(
                 "tensor {name:?} has {elems} elements, not a whole number of {dtype:?} blocks"
             )));
         }
-        let len = (elems / dtype.block_size()) as u64 * dtype.type_size() as u64;
+        let len = (elems / block).saturating_mul(dtype.type_size() as u64);
         let start = self
             .content
             .tensor_data_offset
@@ -316,14 +352,7 @@ impl GgufFile {
                 "tensor {name:?} starts at byte {start}, not aligned to {align} bytes"
             )));
         }
-        Ok((
-            dtype,
-            TensorBytes {
-                mmap: self.mmap.clone(),
-                start: start as usize,
-                len: len as usize,
-            },
-        ))
+        Ok((start, len))
     }
 }
 

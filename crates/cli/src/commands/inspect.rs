@@ -78,9 +78,12 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         "padding": token_text("tokenizer.ggml.padding_token_id"),
         "chat_template": gguf.get_string("tokenizer.chat_template").ok().flatten().is_some(),
     });
+    // A truncated download still shows its metadata, and says what is wrong with its data.
+    let data_error = gguf.check_tensor_data().err().map(|e| e.to_string());
     let report = json!({
         "file": path.display().to_string(),
         "file_bytes": gguf.file_len(),
+        "data_error": data_error,
         "name": gguf.get_string("general.name").ok().flatten(),
         "architecture": config.architecture.gguf_name(),
         "parameters": parameters,
@@ -91,9 +94,14 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         "tokenizer": tokenizer,
     });
     let mut out = std::io::stdout().lock();
+    // After the report, so what the file holds is shown; the exit status says it is broken.
+    let broken = || match &data_error {
+        Some(e) => Err(anyhow::anyhow!("{e}")),
+        None => Ok(()),
+    };
     if as_json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-        return Ok(());
+        return broken();
     }
     let c = &config;
     writeln!(
@@ -177,7 +185,17 @@ pub fn info(args: &InfoArgs) -> Result<()> {
             "no"
         }
     )?;
-    Ok(())
+    writeln!(
+        out,
+        "tensor data   {}",
+        if data_error.is_some() {
+            "BROKEN (see the error)"
+        } else {
+            "every tensor inside the file"
+        }
+    )?;
+    drop(out);
+    broken()
 }
 
 /// `smollm3 logits`: the top logits at every position, one JSON object per line.
