@@ -569,3 +569,48 @@ async fn a_lark_grammar_holds_a_chat_answer_and_only_one_constraint_is_taken() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert_eq!(v["error"]["param"], "grammar", "{text}");
 }
+
+#[tokio::test]
+async fn a_client_cannot_exceed_the_limits_on_stops_messages_and_tools() {
+    let mut state = common::state(&["x"]);
+    state.body_limit = 4 << 20;
+    let app = router(Arc::new(state));
+    let user = json!([{"role": "user", "content": "Hi"}]);
+    let tool = |i: usize| json!({"type": "function", "function": {"name": format!("t{i}")}});
+    let cases = [
+        (
+            json!({"messages": user, "stop": vec!["s"; 17]}),
+            "stop",
+            "at most 16",
+        ),
+        (
+            json!({"messages": user, "stop": "x".repeat(513)}),
+            "stop",
+            "at most 512",
+        ),
+        (
+            json!({"messages": vec![json!({"role": "user", "content": ""}); 4097]}),
+            "messages",
+            "at most 4096",
+        ),
+        (
+            json!({"messages": user, "tools": (0..129).map(tool).collect::<Vec<_>>()}),
+            "tools",
+            "at most 128",
+        ),
+    ];
+    for (body, param, words) in cases {
+        let (status, v, text) = post_json(app.clone(), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{param}: {text}");
+        assert_eq!(v["error"]["param"], param, "{text}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(words),
+            "{text}"
+        );
+    }
+    // At the limit, accepted (128 tools would not fit this fixture's context: 8 here).
+    let body = json!({"messages": user, "stop": vec!["s"; 16], "max_tokens": 1,
+                      "tools": (0..8).map(tool).collect::<Vec<_>>()});
+    let (status, _, text) = post_json(app, body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+}

@@ -261,13 +261,42 @@ enum Stop {
 }
 
 impl Stop {
-    fn into_list(self) -> Vec<String> {
-        match self {
+    /// The stop strings, within [`MAX_STOPS`] and [`MAX_STOP_BYTES`] (each is matched
+    /// against every token's text: unbounded, a client could make every token slow).
+    fn into_list(self) -> Result<Vec<String>, ApiError> {
+        let list = match self {
             Stop::One(s) => vec![s],
             Stop::Many(list) => list,
+        };
+        if list.len() > MAX_STOPS {
+            return Err(ApiError::invalid(
+                format!("stop: {} strings, at most {MAX_STOPS}", list.len()),
+                Some("stop"),
+            ));
         }
+        if let Some(long) = list.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::invalid(
+                format!(
+                    "stop: a string of {} bytes, at most {MAX_STOP_BYTES}",
+                    long.len()
+                ),
+                Some("stop"),
+            ));
+        }
+        Ok(list)
     }
 }
+
+/// Most stop strings a request may give (OpenAI takes 4).
+pub const MAX_STOPS: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 512;
+/// Most messages in a chat request (its prompt must fit the context anyway; this bounds the
+/// work of rendering one that does not).
+pub const MAX_MESSAGES: usize = 4096;
+/// Most tools a request may offer (OpenAI's limit): each one is shown to the model and
+/// compiled into the call grammar.
+pub const MAX_TOOLS: usize = 128;
 
 /// A JSON body read into `T`, or a 400 (413 over the size limit) naming the field.
 pub fn read_body<T: serde::de::DeserializeOwned>(
@@ -339,7 +368,7 @@ impl ChatCompletionRequest {
             TextPrompt::Text(text) => smollm3_gen::Prompt::Text(text),
             TextPrompt::Tokens(ids) => smollm3_gen::Prompt::Tokens(ids),
         };
-        let stop = options.stop.map_or_else(Vec::new, Stop::into_list);
+        let stop = options.stop.map_or(Ok(Vec::new()), Stop::into_list)?;
         let grammar = constraint(
             options.response_format,
             options.json_schema,
@@ -376,6 +405,15 @@ impl ChatCompletionRequest {
                 Some("messages"),
             ));
         }
+        if messages.len() > MAX_MESSAGES {
+            return Err(ApiError::invalid(
+                format!(
+                    "messages: {} messages, at most {MAX_MESSAGES}",
+                    messages.len()
+                ),
+                Some("messages"),
+            ));
+        }
         let sampling = sampling(&fields, defaults)?;
         let options: Options = read(Value::Object(fields), "body")?;
         if options.n.is_some_and(|n| n != 1) {
@@ -406,7 +444,7 @@ impl ChatCompletionRequest {
             enable_thinking,
             ..Default::default()
         };
-        let stop = options.stop.map_or_else(Vec::new, Stop::into_list);
+        let stop = options.stop.map_or(Ok(Vec::new()), Stop::into_list)?;
         let mut request = GenerateRequest {
             sampling,
             stop,
@@ -566,6 +604,12 @@ fn tool_definitions(
                     .map(|(i, t)| (format!("chat_template_kwargs.{name}[{i}]"), t)),
             );
         }
+    }
+    if listed.len() > MAX_TOOLS {
+        return Err(ApiError::invalid(
+            format!("tools: {} tools, at most {MAX_TOOLS}", listed.len()),
+            Some("tools"),
+        ));
     }
     let mut definitions: Vec<ToolDefinition> = Vec::with_capacity(listed.len());
     for (param, value) in listed {
