@@ -9,6 +9,7 @@ mod bench_lookup;
 mod bench_server;
 mod bench_wall;
 mod fetch;
+mod fuzz;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,11 @@ enum Command {
     /// Download a SmolLM3 GGUF (default: SmolLM3-3B Q4_K_M) into the Hugging Face cache and
     /// print where it is; a file already in the cache is not downloaded again.
     FetchWeights(fetch::FetchArgs),
+    /// Build the cargo-fuzz targets of fuzz/ and run each for a bounded time; fails on a crash
+    /// and prints where its reproducer is (docs/reliability.md, "Fuzzing").
+    Fuzz(fuzz::FuzzArgs),
+    /// Regenerate the GGUF seeds of the gguf fuzz target (fuzz/seeds/gguf/).
+    FuzzSeeds,
     /// One measured run in a fresh process (spawned by `bench`).
     #[command(hide = true)]
     BenchChild(bench_child::ChildArgs),
@@ -96,6 +102,8 @@ fn main() -> std::process::ExitCode {
         }
         Command::Spin => bench_busy::spin(),
         Command::FetchWeights(args) => fetch::run(args),
+        Command::Fuzz(args) => fuzz::run(args, &workspace_root()),
+        Command::FuzzSeeds => fuzz::write_seeds(&workspace_root()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
