@@ -18,6 +18,7 @@ use xtask::fixtures::{self, FixtureSpec, QuantScheme, VocabChoice};
 /// Every target in `fuzz/fuzz_targets/`.
 pub const TARGETS: &[&str] = &[
     "gguf",
+    "gguf_header",
     "tokenizer",
     "tool_calls",
     "chat_request",
@@ -170,10 +171,19 @@ fn files_in(dir: &Path) -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The directory of `fuzz/seeds/` a target starts from.
+fn seed_dir(target: &str) -> &str {
+    match target {
+        "gguf_header" => "gguf",
+        other => other,
+    }
+}
+
 fn run_target(root: &Path, target: &str, seconds: u64, sanitizer: &str) -> Result<Outcome> {
     let fuzz = root.join("fuzz");
     let corpus = fuzz.join("corpus").join(target);
-    let seeds = fuzz.join("seeds").join(target);
+    // The header target starts from the whole target's GGUFs (no second copy committed).
+    let seeds = fuzz.join("seeds").join(seed_dir(target));
     let artifacts = fuzz.join("artifacts").join(target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     std::fs::create_dir_all(&seeds)?;

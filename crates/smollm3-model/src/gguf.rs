@@ -246,7 +246,13 @@ impl GgufFile {
         let mut parameters = 0u64;
         for (_, dtype, shape) in self.tensor_infos() {
             *types.entry(format!("{dtype:?}")).or_default() += 1;
-            parameters += shape.iter().product::<usize>() as u64;
+            // A hostile file's dimensions can overflow any integer: the count saturates (its
+            // data is checked against the file's size elsewhere, `check_tensor_data`).
+            let elements = shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+                .unwrap_or(u64::MAX);
+            parameters = parameters.saturating_add(elements);
         }
         let mut tensor_types: Vec<_> = types.into_iter().collect();
         tensor_types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -300,3 +300,38 @@ fn options_with_slice_one_work(path: &std::path::Path) {
     assert_eq!(logits.dims(), &[3, 96]);
     assert_eq!(cache.len(), 3);
 }
+
+/// A GGUF v3 file with no metadata and one F32 tensor of shape `dims` at offset 0, no data.
+fn one_tensor_gguf(dims: &[u64]) -> Vec<u8> {
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // tensors
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // metadata
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.push(b't');
+    bytes.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+    for d in dims {
+        bytes.extend_from_slice(&d.to_le_bytes());
+    }
+    bytes.extend_from_slice(&0u32.to_le_bytes()); // F32
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // offset
+    bytes.resize(bytes.len().next_multiple_of(32), 0);
+    bytes
+}
+
+#[test]
+fn dimensions_whose_product_overflows_are_counted_without_a_panic() {
+    // Found by the gguf_header fuzz target: the parameter count overflowed (a panic with
+    // overflow checks, a wrong count without).
+    let dir = temp_dir("overflow");
+    let path = dir.join("overflow.gguf");
+    std::fs::write(
+        &path,
+        one_tensor_gguf(&[1 << 20, 1 << 20, 1 << 20, 1 << 20]),
+    )
+    .unwrap();
+    let gguf = smollm3_model::GgufFile::open(&path).expect("the header itself is readable");
+    assert_eq!(gguf.weight_summary().parameters, u64::MAX);
+    let e = gguf.check_tensor_data().unwrap_err();
+    assert!(e.to_string().contains("too many elements"), "{e}");
+}
