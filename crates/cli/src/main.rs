@@ -99,6 +99,7 @@ fn version_text() -> String {
 
 fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    smollm3_flags::explain_bus_errors();
     smollm3_model::candle_pool::shorten_idle_spin();
     smollm3_model::allocator::keep_freed_tensor_memory();
     let matches = Cli::command().version(version_text()).get_matches();

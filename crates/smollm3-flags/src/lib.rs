@@ -7,6 +7,8 @@
 //! - [`SamplingArgs`]: `--temperature`, `--top-p`, ..., `-n/--max-tokens`, generated from
 //!   `smollm3_gen::SETTINGS`.
 //! - [`error_line`]: any error as one `error: ...` line, whatever `RUST_BACKTRACE` says.
+//! - [`explain_bus_errors`]: a model file truncated under its mapping ends the process with
+//!   one line saying so, not "Bus error (core dumped)".
 //!
 //! For binaries: unlike the library crates, this one draws progress on stderr.
 //!
@@ -25,9 +27,11 @@
 //! assert_eq!((params.top_p, params.max_tokens, params.temperature), (0.5, Some(64), 0.6));
 //! ```
 
+mod bus_error;
 mod model;
 mod sampling;
 
+pub use bus_error::explain_bus_errors;
 pub use model::{parse_tokens, ModelArgs, ModelSource, RopeScalingKind};
 pub use sampling::SamplingArgs;
 

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use smollm3_chat::{ChatTemplate, Tokenizer};
-use smollm3_model::{GgufFile, LoadOptions, Model};
+use smollm3_model::{FileIdentity, GgufFile, LoadOptions, Model};
 
 use crate::{Batcher, ModelBackend, Result, Session, SharedGrammars};
 
@@ -15,6 +15,7 @@ pub struct Engine {
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
     path: PathBuf,
+    file: FileIdentity,
     /// Built on the first constrained request of any of its sessions.
     grammars: SharedGrammars,
 }
@@ -36,12 +37,19 @@ impl Engine {
             tokenizer: Arc::new(tokenizer),
             template: Arc::new(template),
             path: path.to_path_buf(),
+            file: gguf.identity().clone(),
             grammars: SharedGrammars::default(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The GGUF file as it was loaded: the weights are read from its mapping, so a server
+    /// asks [`FileIdentity::changed_in_place`] before each request.
+    pub fn file(&self) -> &FileIdentity {
+        &self.file
     }
 
     /// `count` conversations whose forward passes run together when they ask at the same

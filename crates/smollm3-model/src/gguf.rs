@@ -22,6 +22,67 @@ pub struct GgufFile {
     content: Content,
     mmap: Arc<Mmap>,
     file_len: u64,
+    identity: FileIdentity,
+}
+
+/// What a file was when it was opened, to tell later whether the bytes behind its mapping
+/// changed: a server keeps a model mapped for days, and a file overwritten in place (`cp`
+/// over it, a download into the same path) would give garbage weights, or kill the process
+/// with SIGBUS where it was truncated. Replacing the file by a rename (what downloaders do)
+/// or deleting it leaves the mapped bytes as they were, so that is not a change.
+#[derive(Debug, Clone)]
+pub struct FileIdentity {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Device and inode: the same file, not another one at the same path.
+    #[cfg(unix)]
+    inode: (u64, u64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path, metadata: &std::fs::Metadata) -> Self {
+        FileIdentity {
+            path: path.to_path_buf(),
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            #[cfg(unix)]
+            inode: {
+                use std::os::unix::fs::MetadataExt;
+                (metadata.dev(), metadata.ino())
+            },
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How the file was changed in place since it was opened (one line), or `None` while it
+    /// is as it was, or when the path now names another file or none (the opened one, still
+    /// mapped, is intact). One `stat`: cheap enough to ask before every request.
+    pub fn changed_in_place(&self) -> Option<String> {
+        let now = std::fs::metadata(&self.path).ok()?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if (now.dev(), now.ino()) != self.inode {
+                return None;
+            }
+        }
+        let path = self.path.display();
+        if now.len() < self.len {
+            return Some(format!(
+                "{path} was truncated from {} to {} bytes while in use",
+                self.len,
+                now.len()
+            ));
+        }
+        if now.len() != self.len || now.modified().ok() != self.modified {
+            return Some(format!("{path} was overwritten while in use"));
+        }
+        None
+    }
 }
 
 /// The bytes of one tensor inside a memory-mapped GGUF file.
@@ -69,7 +130,9 @@ impl GgufFile {
             source,
         };
         let mut file = File::open(path).map_err(open_err)?;
-        let file_len = file.metadata().map_err(open_err)?.len();
+        let metadata = file.metadata().map_err(open_err)?;
+        let file_len = metadata.len();
+        let identity = FileIdentity::of(path, &metadata);
         let mut magic = [0u8; 4];
         if let Err(e) = file.read_exact(&mut magic) {
             return Err(ModelError::Corrupt {
@@ -105,7 +168,13 @@ impl GgufFile {
             content,
             mmap: Arc::new(mmap),
             file_len,
+            identity,
         })
+    }
+
+    /// The file as it was opened, to notice later that it was changed under the mapping.
+    pub fn identity(&self) -> &FileIdentity {
+        &self.identity
     }
 
     /// The parsed header (metadata and tensor index), e.g. to build a tokenizer from it

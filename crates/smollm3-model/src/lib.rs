@@ -67,7 +67,7 @@ pub use config::{
     Architecture, Config, RopeScaling, SMOLLM3_NOPE_INTERVAL, SUPPORTED_ARCHITECTURES,
 };
 pub use error::{ModelError, Result};
-pub use gguf::{GgufFile, MetadataValue, WeightSummary};
+pub use gguf::{FileIdentity, GgufFile, MetadataValue, WeightSummary};
 pub use model::{BatchItem, LoadOptions, Model, DEFAULT_PROMPT_SLICE};
 pub use rope::RopeTables;
 

@@ -335,3 +335,64 @@ fn dimensions_whose_product_overflows_are_counted_without_a_panic() {
     let e = gguf.check_tensor_data().unwrap_err();
     assert!(e.to_string().contains("too many elements"), "{e}");
 }
+
+/// A GGUF v3 header with no tensors and one metadata entry `key` of type `value_type`
+/// (GGUF's numbering) whose value starts with `value`; nothing follows.
+fn one_key_gguf(key: &str, value_type: u32, value: &[u8]) -> Vec<u8> {
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // metadata
+    bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(key.as_bytes());
+    bytes.extend_from_slice(&value_type.to_le_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+#[test]
+fn metadata_lengths_are_checked_against_the_file_before_anything_is_allocated() {
+    // A string, an array and the header's tensor count each claiming far more than the file
+    // holds: 2^29 (half a gigabyte of string) is refused as more than the bytes left, 2^40 (a
+    // terabyte) as more than any GGUF may hold (llama.cpp's caps); both before an allocation
+    // of that size, which would abort the process instead of returning an error.
+    const STRING: u32 = 8;
+    const ARRAY: u32 = 9;
+    const U8: u32 = 0;
+    let dir = temp_dir("claims");
+    for (claim, why) in [(1u64 << 29, "remaining"), (1u64 << 40, "max")] {
+        let mut array = U8.to_le_bytes().to_vec();
+        array.extend_from_slice(&claim.to_le_bytes());
+        let mut counts = b"GGUF".to_vec();
+        counts.extend_from_slice(&3u32.to_le_bytes());
+        counts.extend_from_slice(&claim.to_le_bytes()); // tensors
+        counts.extend_from_slice(&0u64.to_le_bytes());
+        let cases = [
+            (
+                "string",
+                one_key_gguf("general.name", STRING, &claim.to_le_bytes()),
+            ),
+            (
+                "array",
+                one_key_gguf("tokenizer.ggml.tokens", ARRAY, &array),
+            ),
+            ("tensor count", counts),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.join("claim.gguf");
+            std::fs::write(&path, &bytes).unwrap();
+            let Err(e) = smollm3_model::GgufFile::open(&path) else {
+                panic!(
+                    "{name}: a file of {} bytes claiming {claim} was opened",
+                    bytes.len()
+                );
+            };
+            let message = e.to_string();
+            assert!(matches!(e, ModelError::Corrupt { .. }), "{name}: {message}");
+            assert!(
+                message.contains(&claim.to_string()) && message.contains(why),
+                "{name}: the claim and why it is refused ({why}) are named: {message}"
+            );
+        }
+    }
+}

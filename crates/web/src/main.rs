@@ -52,6 +52,15 @@ struct Args {
     /// Requests that may wait for a free slot; more get a 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 16)]
     queue: usize,
+    /// Longest a request may wait for a slot, in seconds (0: no limit); then it gets a 503
+    /// with Retry-After.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    queue_timeout: u64,
+    /// Seconds a client may leave its answer unread (connection open, nothing read, a few
+    /// hundred tokens waiting) before its generation is stopped and its slot freed.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    stall_timeout: u64,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health.
     #[arg(
         long,
@@ -82,9 +91,14 @@ struct Args {
     /// Testing: with --replay, wait this long per token, as a real model would.
     #[arg(long, value_name = "MS", hide = true, default_value_t = 0)]
     replay_token_ms: u64,
+    /// Testing: with --replay, read the prompt at this many milliseconds a token (a cancel
+    /// is seen between tokens, as the model sees it between layers).
+    #[arg(long, value_name = "MS", hide = true, default_value_t = 0)]
+    replay_prefill_ms: u64,
 }
 
 fn main() -> ExitCode {
+    smollm3_flags::explain_bus_errors();
     smollm3_model::candle_pool::shorten_idle_spin();
     smollm3_model::allocator::keep_freed_tensor_memory();
     let args = Args::parse();
@@ -131,7 +145,7 @@ fn run(mut args: Args) -> Result<()> {
 async fn serve<B: Backend + Send + 'static>(
     args: Args,
     defaults: smollm3_gen::SamplingParams,
-    load: fn(&Args) -> Result<Scheduler<B>>,
+    load: fn(&Args) -> Result<Loaded<B>>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
@@ -179,7 +193,8 @@ async fn serve<B: Backend + Send + 'static>(
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let loading = state.clone();
     tokio::task::spawn_blocking(move || match load(&args) {
-        Ok(scheduler) => {
+        Ok((scheduler, file)) => {
+            loading.set_model_file(file);
             loading.set_scheduler(scheduler);
             eprintln!("model loaded; serving");
         }
@@ -211,8 +226,11 @@ async fn serve<B: Backend + Send + 'static>(
     }
 }
 
+/// A loaded model's slots, and its file as it was loaded (checked before each request).
+type Loaded<B> = (Scheduler<B>, smollm3_model::FileIdentity);
+
 /// Resolves and loads the model, and starts one session per `--parallel` slot.
-fn load(args: &Args) -> Result<Scheduler<ModelBackend>> {
+fn load(args: &Args) -> Result<Loaded<ModelBackend>> {
     let engine = args.model.load_engine()?;
     let context = args
         .model
@@ -226,16 +244,24 @@ fn load(args: &Args) -> Result<Scheduler<ModelBackend>> {
     } else {
         engine.batched_sessions(args.parallel, context)?.1
     };
-    let options = SchedulerOptions {
+    let scheduler = Scheduler::new(sessions, scheduler_options(args))?;
+    Ok((scheduler, engine.file().clone()))
+}
+
+/// The queue's bounds and the stalled-client timeout from the flags.
+fn scheduler_options(args: &Args) -> SchedulerOptions {
+    SchedulerOptions {
         queue_limit: args.queue,
+        queue_timeout: (args.queue_timeout > 0)
+            .then(|| std::time::Duration::from_secs(args.queue_timeout)),
+        stall_timeout: std::time::Duration::from_secs(args.stall_timeout),
         ..SchedulerOptions::default()
-    };
-    Ok(Scheduler::new(sessions, options)?)
+    }
 }
 
 /// `--replay`: scripted sessions that play back the given replies, paced by
 /// `--replay-token-ms` (for browser tests, which need an answer that takes its time).
-fn load_replay(args: &Args) -> Result<Scheduler<Paced>> {
+fn load_replay(args: &Args) -> Result<Loaded<Paced>> {
     let path = args.replay.as_deref().context("--replay is not set")?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("--replay {}", path.display()))?;
@@ -254,6 +280,7 @@ fn load_replay(args: &Args) -> Result<Scheduler<Paced>> {
             let paced = Paced {
                 inner: backend,
                 per_token: std::time::Duration::from_millis(args.replay_token_ms),
+                per_prompt_token: std::time::Duration::from_millis(args.replay_prefill_ms),
             };
             Ok(
                 Session::with_backend(paced, engine.tokenizer.clone(), engine.template.clone())
@@ -261,17 +288,16 @@ fn load_replay(args: &Args) -> Result<Scheduler<Paced>> {
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let options = SchedulerOptions {
-        queue_limit: args.queue,
-        ..SchedulerOptions::default()
-    };
-    Ok(Scheduler::new(sessions, options)?)
+    let scheduler = Scheduler::new(sessions, scheduler_options(args))?;
+    Ok((scheduler, engine.file().clone()))
 }
 
-/// A scripted backend that takes `per_token` for each decoded token.
+/// A scripted backend that takes `per_token` for each decoded token and `per_prompt_token`
+/// for each token of a prompt chunk.
 struct Paced {
     inner: ScriptedBackend,
     per_token: std::time::Duration,
+    per_prompt_token: std::time::Duration,
 }
 
 impl Backend for Paced {
@@ -292,6 +318,24 @@ impl Backend for Paced {
             std::thread::sleep(self.per_token);
         }
         self.inner.forward(tokens)
+    }
+    fn forward_interruptible(
+        &mut self,
+        tokens: &[u32],
+        interrupt: &dyn Fn() -> bool,
+    ) -> smollm3_gen::Result<Option<Vec<f32>>> {
+        if tokens.len() > 1 {
+            for _ in tokens {
+                if interrupt() {
+                    return Ok(None);
+                }
+                std::thread::sleep(self.per_prompt_token);
+            }
+        }
+        if interrupt() {
+            return Ok(None);
+        }
+        self.forward(tokens).map(Some)
     }
     fn start_generation(&mut self, prompt_len: usize) {
         self.inner.start_generation(prompt_len);

@@ -4,7 +4,14 @@
 //!
 //! - **Order and bounds.** Requests start in the order they came; at most `queue_limit` wait,
 //!   beyond that [`Scheduler::submit`] says [`SubmitError::QueueFull`] at once (the HTTP layer
-//!   answers 503 with `Retry-After`), so a burst never piles up unseen.
+//!   answers 503 with `Retry-After`), so a burst never piles up unseen. One that waits longer
+//!   than `queue_timeout` is answered [`SubmitError::QueueTimeout`] (a load balancer can try
+//!   another server instead of waiting on this one forever).
+//! - **Clients that stop reading.** A slot hands its events to a bounded channel; a client
+//!   that takes none of them for `stall_timeout` once the channel is full (it stopped reading
+//!   while keeping its connection open) loses the slot: the generation is cancelled and the
+//!   client, should it read again, finds [`SubmitError::Stalled`] after what was buffered.
+//!   Without this, a few such clients would hold every slot for good.
 //! - **Prompt cache.** A conversation's next turn goes to the idle slot that holds its earlier
 //!   turns, so only the new tokens are processed; a new conversation prefers an empty slot
 //!   over someone else's cache, then the slot sharing the longest prefix (the system prompt
@@ -24,26 +31,40 @@ use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use smollm3_gen::{Backend, CancelHandle, Event, GenError, GenerateRequest, Session};
 use tokio::sync::mpsc;
 
 /// What a request's channel carries: the generation's events, ending with
 /// [`Event::Done`], or one error if the request failed (before any event, e.g. a prompt over
-/// the context, or during generation, e.g. a backend failure).
+/// the context, or during generation, e.g. a backend failure), or was dropped by the
+/// scheduler (it waited too long in the queue, or its client stopped reading).
 #[derive(Debug)]
 pub enum JobEvent {
     Event(Event),
     Failed(GenError),
+    Dropped(SubmitError),
 }
 
-/// Why a request was not queued.
+/// Why a request was not queued ([`Scheduler::submit`]) or was dropped by the scheduler
+/// ([`JobEvent::Dropped`]).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
     #[error("the server is busy: {limit} requests are already waiting; retry shortly")]
     QueueFull { limit: usize },
     #[error("the server is shutting down")]
     Closed,
+    #[error(
+        "the server is busy: this request waited {waited_secs} s for a free slot, the most a \
+         request may wait; retry later"
+    )]
+    QueueTimeout { waited_secs: u64 },
+    #[error(
+        "the answer was stopped: this client read none of it for {secs} s, so its slot went \
+         to other requests"
+    )]
+    Stalled { secs: u64 },
 }
 
 /// A queued request: its receiver of events and where it stood in the queue.
@@ -74,6 +95,7 @@ pub struct SchedulerStatus {
 
 struct Job {
     request: GenerateRequest,
+    queued_at: Instant,
     /// The prompt's tokens, to find the slot with the longest cached prefix.
     prompt_ids: Vec<u32>,
     events: mpsc::Sender<JobEvent>,
@@ -99,7 +121,9 @@ struct Shared<B: Backend> {
     /// Signalled when a job is queued, a slot becomes idle, or the scheduler closes.
     changed: Condvar,
     queue_limit: usize,
+    queue_timeout: Option<Duration>,
     event_buffer: usize,
+    stall_timeout: Duration,
 }
 
 impl<B: Backend> Shared<B> {
@@ -124,15 +148,26 @@ pub struct SchedulerOptions {
     /// Most requests waiting for a slot (llama-server's `--parallel` slots, Ollama's
     /// `OLLAMA_MAX_QUEUE`).
     pub queue_limit: usize,
+    /// Longest a request may wait for a slot (`None`: for ever); then it gets
+    /// [`SubmitError::QueueTimeout`].
+    pub queue_timeout: Option<Duration>,
     /// Events buffered per request before the generation waits for a slow client.
     pub event_buffer: usize,
+    /// Longest the generation waits for a client to take an event once `event_buffer` are
+    /// waiting; then it is cancelled and the client gets [`SubmitError::Stalled`].
+    pub stall_timeout: Duration,
 }
 
 impl Default for SchedulerOptions {
+    /// 16 waiting for at most 10 minutes (llama-server's default HTTP timeout), 256 events
+    /// buffered (a few hundred tokens: far more than a client that reads at all falls
+    /// behind), a minute for a client that stopped reading.
     fn default() -> Self {
         SchedulerOptions {
             queue_limit: 16,
+            queue_timeout: Some(Duration::from_secs(600)),
             event_buffer: 256,
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -165,9 +200,11 @@ impl<B: Backend + Send + 'static> Scheduler<B> {
             }),
             changed: Condvar::new(),
             queue_limit: options.queue_limit,
+            queue_timeout: options.queue_timeout,
             event_buffer: options.event_buffer.max(1),
+            stall_timeout: options.stall_timeout,
         });
-        let workers = (0..n)
+        let mut workers = (0..n)
             .map(|i| {
                 let shared = shared.clone();
                 std::thread::Builder::new()
@@ -175,7 +212,15 @@ impl<B: Backend + Send + 'static> Scheduler<B> {
                     .spawn(move || work(&shared))
                     .map_err(|e| GenError::Backend(format!("starting a generation thread: {e}")))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        if shared.queue_timeout.is_some() {
+            let shared = shared.clone();
+            let janitor = std::thread::Builder::new()
+                .name("smollm3-queue-timer".into())
+                .spawn(move || expire_waiting(&shared))
+                .map_err(|e| GenError::Backend(format!("starting the queue timer: {e}")))?;
+            workers.push(janitor);
+        }
         Ok(Scheduler {
             shared,
             tokenizer,
@@ -193,7 +238,9 @@ impl<B: Backend + Send + 'static> Scheduler<B> {
             .prompt
             .encode(&self.tokenizer, &self.template)
             .unwrap_or_default();
-        let (events, receiver) = mpsc::channel(self.shared.event_buffer);
+        // One place more than the buffer: the last is kept for a final message (see
+        // `hand_over`).
+        let (events, receiver) = mpsc::channel(self.shared.event_buffer + 1);
         let mut state = self.shared.lock();
         if state.closed {
             return Err(SubmitError::Closed);
@@ -207,6 +254,7 @@ impl<B: Backend + Send + 'static> Scheduler<B> {
         let queue_position = state.queue.len();
         state.queue.push_back(Job {
             request,
+            queued_at: Instant::now(),
             prompt_ids,
             events,
         });
@@ -342,7 +390,7 @@ fn work<B: Backend>(shared: &Shared<B>) {
             (job, slot, cancel)
         };
 
-        run(&job, &mut slot.session, cancel);
+        run(&job, &mut slot.session, cancel, shared.stall_timeout);
 
         let mut state = shared.lock();
         state.cached[slot.id] = slot.session.cached_tokens().len();
@@ -353,21 +401,123 @@ fn work<B: Backend>(shared: &Shared<B>) {
     }
 }
 
-/// Runs one request on `session`, forwarding its events; a closed channel cancels it.
-fn run<B: Backend>(job: &Job, session: &mut Session<B>, cancel: CancelHandle) {
+/// The queue's timer: answers [`SubmitError::QueueTimeout`] to requests that waited longer
+/// than `queue_timeout` (a thread of its own: when every slot is busy, no worker looks at
+/// the queue until one ends, which can be minutes).
+fn expire_waiting<B: Backend>(shared: &Shared<B>) {
+    let Some(limit) = shared.queue_timeout else {
+        return;
+    };
+    let mut state = shared.lock();
+    loop {
+        if state.closed && state.queue.is_empty() {
+            return;
+        }
+        let before = state.queue.len();
+        state.queue.retain(|job| {
+            let waited = job.queued_at.elapsed();
+            if waited < limit {
+                return true;
+            }
+            let waited_secs = waited.as_secs();
+            let dropped = SubmitError::QueueTimeout { waited_secs };
+            let _ = job.events.try_send(JobEvent::Dropped(dropped));
+            false
+        });
+        if state.queue.len() != before {
+            shared.changed.notify_all();
+        }
+        // The queue is in arrival order: its first job expires first.
+        let next = state
+            .queue
+            .front()
+            .map(|job| limit.saturating_sub(job.queued_at.elapsed()));
+        state = match next {
+            Some(wait) => {
+                let wait = wait.max(Duration::from_millis(1));
+                shared
+                    .changed
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+}
+
+/// What became of an event handed to a client.
+#[derive(Debug, PartialEq, Eq)]
+enum Handover {
+    Sent,
+    /// The client dropped its receiver (it disconnected).
+    Gone,
+    /// The channel stayed full for the stall timeout.
+    Stalled,
+}
+
+/// How often a generation looks again at a full channel.
+const FULL_CHANNEL_POLL: Duration = Duration::from_millis(2);
+
+/// Sends `event`, waiting at most `stall` while the channel is full. The channel's last
+/// place is never used here, so a final message (an error, [`SubmitError::Stalled`]) always
+/// fits.
+fn hand_over(events: &mpsc::Sender<JobEvent>, event: JobEvent, stall: Duration) -> Handover {
+    let deadline = Instant::now() + stall;
+    loop {
+        if events.is_closed() {
+            return Handover::Gone;
+        }
+        // One sender per channel (this thread), so the places counted here are still free.
+        if events.capacity() > 1 {
+            return match events.try_send(event) {
+                Ok(()) => Handover::Sent,
+                Err(_) => Handover::Gone,
+            };
+        }
+        if Instant::now() >= deadline {
+            return Handover::Stalled;
+        }
+        std::thread::sleep(FULL_CHANNEL_POLL);
+    }
+}
+
+/// Runs one request on `session`, forwarding its events; a closed channel cancels it, and so
+/// does a client that takes no event for the stall timeout.
+fn run<B: Backend>(job: &Job, session: &mut Session<B>, cancel: CancelHandle, stall: Duration) {
     let request = GenerateRequest {
         cancel: Some(cancel),
         ..job.request.clone()
     };
+    let mut ended = false;
     let result = session.generate_with(&request, |event| {
-        match job.events.blocking_send(JobEvent::Event(event)) {
-            Ok(()) => ControlFlow::Continue(()),
+        if ended {
+            return ControlFlow::Break(());
+        }
+        match hand_over(&job.events, JobEvent::Event(event), stall) {
+            Handover::Sent => ControlFlow::Continue(()),
             // The client is gone: stop before the next token.
-            Err(_) => ControlFlow::Break(()),
+            Handover::Gone => {
+                ended = true;
+                ControlFlow::Break(())
+            }
+            Handover::Stalled => {
+                ended = true;
+                let secs = stall.as_secs();
+                let _ = job
+                    .events
+                    .try_send(JobEvent::Dropped(SubmitError::Stalled { secs }));
+                ControlFlow::Break(())
+            }
         }
     });
     if let Err(e) = result {
-        let _ = job.events.blocking_send(JobEvent::Failed(e));
+        if !ended {
+            let _ = job.events.try_send(JobEvent::Failed(e));
+        }
     }
 }
 

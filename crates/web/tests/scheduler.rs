@@ -39,6 +39,7 @@ fn finish(mut ticket: Ticket) -> (String, Completion) {
             Some(JobEvent::Event(Event::Done(done))) => return (answer, *done),
             Some(JobEvent::Event(_)) => {}
             Some(JobEvent::Failed(e)) => panic!("generation failed: {e}"),
+            Some(JobEvent::Dropped(e)) => panic!("dropped by the scheduler: {e}"),
             None => panic!("the channel closed before Done"),
         }
     }
@@ -56,11 +57,29 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
     }
 }
 
+/// The ticket's next event, waiting at most 10 s (a test fails rather than hangs).
+fn next_event(ticket: &mut Ticket) -> Option<JobEvent> {
+    let start = Instant::now();
+    loop {
+        match ticket.events.try_recv() {
+            Ok(event) => return Some(event),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no event within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn requests_run_in_order_and_the_queue_is_bounded() {
     let options = SchedulerOptions {
         queue_limit: 2,
         event_buffer: 1,
+        ..SchedulerOptions::default()
     };
     let s = scheduler(1, &["first", "second", "third", "fourth"], options);
     // Nobody reads A's events yet: its slot stays busy (the generation waits on the client).
@@ -90,6 +109,7 @@ fn a_dropped_receiver_cancels_and_frees_the_slot() {
     let options = SchedulerOptions {
         queue_limit: 4,
         event_buffer: 1,
+        ..SchedulerOptions::default()
     };
     let s = scheduler(1, &[long.as_str(), "next", "after"], options);
     let mut a = s.submit(chat("S", &["a"])).unwrap();
@@ -170,6 +190,7 @@ fn closing_refuses_new_requests_and_cancels_running_ones() {
     let options = SchedulerOptions {
         queue_limit: 4,
         event_buffer: 1,
+        ..SchedulerOptions::default()
     };
     let s = scheduler(1, &[long.as_str()], options);
     let a = s.submit(chat("S", &["a"])).unwrap();
@@ -185,4 +206,65 @@ fn closing_refuses_new_requests_and_cancels_running_ones() {
     assert!(answer.len() < long.len(), "{answer}");
     // Dropping the scheduler joins its threads (this returns).
     drop(s);
+}
+
+#[test]
+fn a_request_that_waits_too_long_for_a_slot_is_answered_busy() {
+    let options = SchedulerOptions {
+        queue_limit: 4,
+        queue_timeout: Some(Duration::from_millis(300)),
+        event_buffer: 1,
+        ..SchedulerOptions::default()
+    };
+    let s = scheduler(1, &["first", "second", "third"], options);
+    // Nobody reads A's events: the only slot stays busy.
+    let a = s.submit(chat("S", &["a"])).unwrap();
+    eventually("A running", || s.status().slots[0].busy);
+    let mut b = s.submit(chat("S", &["b"])).unwrap();
+    match next_event(&mut b) {
+        Some(JobEvent::Dropped(SubmitError::QueueTimeout { .. })) => {}
+        other => panic!("expected a queue timeout, got {other:?}"),
+    }
+    assert!(b.events.blocking_recv().is_none(), "nothing after it");
+    assert_eq!(s.status().queued, 0, "B left the queue");
+    // A was not disturbed, and B's place went to the next request.
+    assert_eq!(finish(a).0, "first");
+    assert_eq!(finish(s.submit(chat("S", &["c"])).unwrap()).0, "second");
+}
+
+#[test]
+fn a_client_that_stops_reading_loses_its_slot_and_is_told_why() {
+    let long = "word ".repeat(300);
+    let options = SchedulerOptions {
+        queue_limit: 4,
+        event_buffer: 4,
+        stall_timeout: Duration::from_millis(200),
+        ..SchedulerOptions::default()
+    };
+    let s = scheduler(1, &[long.as_str(), "next"], options);
+    // A reads nothing; B waits behind it and is answered once A's slot is given up.
+    let mut a = s.submit(chat("S", &["a"])).unwrap();
+    let mut b = s.submit(chat("S", &["b"])).unwrap();
+    let mut answer = String::new();
+    loop {
+        match next_event(&mut b) {
+            Some(JobEvent::Event(Event::Answer { text })) => answer.push_str(&text),
+            Some(JobEvent::Event(Event::Done(_))) => break,
+            Some(JobEvent::Event(_)) => {}
+            other => panic!("B: {other:?}"),
+        }
+    }
+    assert_eq!(answer, "next");
+    // A, reading at last, finds what was buffered, then why its answer stopped.
+    let mut buffered = 0;
+    loop {
+        match next_event(&mut a) {
+            Some(JobEvent::Event(Event::Done(_))) => panic!("A was not stopped"),
+            Some(JobEvent::Event(_)) => buffered += 1,
+            Some(JobEvent::Dropped(SubmitError::Stalled { .. })) => break,
+            other => panic!("A: {other:?}"),
+        }
+    }
+    assert!(buffered <= 4, "{buffered} events buffered past the limit");
+    assert!(next_event(&mut a).is_none(), "nothing after it");
 }

@@ -17,7 +17,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use smollm3_gen::{Backend, Completion, Event, FinishReason, Stats};
+use smollm3_gen::{Backend, CancelHandle, Completion, Event, FinishReason, Stats};
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
@@ -224,12 +224,17 @@ async fn answer<B: Backend + Send + 'static>(
         parsed.request.grammar = Some(tools.grammar(answer.as_ref(), scheduler.tokenizer())?);
     }
     let meta = Meta::new(shape, model);
+    // Held until the answer is out: a client that goes away while its prompt is read stops
+    // the model within a layer, not after the chunk or the whole prompt.
+    let cancel = CancelOnDrop::new();
+    parsed.request.cancel = Some(cancel.0.clone());
     let mut ticket = scheduler.submit(parsed.request)?;
     // Errors that come before any token (a prompt over the context, a template failure) are
     // answered with their HTTP status, not inside a 200 stream.
     let first = match ticket.events.recv().await {
-        Some(JobEvent::Failed(e)) => return Err(e.into()),
         Some(JobEvent::Event(event)) => event,
+        Some(JobEvent::Failed(e)) => return Err(e.into()),
+        Some(JobEvent::Dropped(e)) => return Err(e.into()),
         None => return Err(ApiError::from(crate::SubmitError::Closed)),
     };
     let reply = Reply::new(parsed.tools, &meta.id);
@@ -243,10 +248,39 @@ async fn answer<B: Backend + Send + 'static>(
             first,
             ticket.events,
             parsed.include_usage,
+            cancel,
         );
         Ok(stream.into_response())
     } else {
         collect(meta, reply, outcome, first, ticket.events).await
+    }
+}
+
+/// Cancels a request's generation when dropped: the handler's future (a client that hung up
+/// before the first token) or the stream (one that hung up during the answer).
+struct CancelOnDrop(CancelHandle);
+
+impl CancelOnDrop {
+    fn new() -> Self {
+        CancelOnDrop(CancelHandle::new())
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The error that ends an answer cut short by the server's shutdown (its generation was
+/// cancelled while the client was still reading): never passed off as a complete answer.
+fn cut_short(completion: &Completion) -> ApiError {
+    ApiError {
+        message: format!(
+            "the server is shutting down: the answer was cut short after {} tokens",
+            completion.stats.generated_tokens
+        ),
+        ..ApiError::from(crate::SubmitError::Closed)
     }
 }
 
@@ -277,12 +311,17 @@ async fn collect(
         next = match events.recv().await {
             Some(JobEvent::Event(event)) => Some(event),
             Some(JobEvent::Failed(e)) => return Err(fail(&mut outcome, e.into())),
+            Some(JobEvent::Dropped(e)) => return Err(fail(&mut outcome, e.into())),
             None => {
                 let closed = ApiError::from(crate::SubmitError::Closed);
                 return Err(fail(&mut outcome, closed));
             }
         };
     };
+    if completion.finish_reason == FinishReason::Cancelled {
+        outcome.finished(finish_reason, &completion);
+        return Err(cut_short(&completion));
+    }
     outcome.finished(finish_reason, &completion);
     let (object, choice) = match meta.shape {
         Shape::Text => (
@@ -341,6 +380,8 @@ struct StreamState {
     out: VecDeque<String>,
     include_usage: bool,
     done: bool,
+    /// Cancels the generation when the stream is dropped (the client went away).
+    _cancel: CancelOnDrop,
 }
 
 /// The answer as `chat.completion.chunk`s: a first chunk with the role, one per text delta, a
@@ -353,6 +394,7 @@ fn stream(
     first: Event,
     events: mpsc::Receiver<JobEvent>,
     include_usage: bool,
+    cancel: CancelOnDrop,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let mut out = VecDeque::new();
     if meta.shape == Shape::Chat {
@@ -370,6 +412,7 @@ fn stream(
         out,
         include_usage,
         done: false,
+        _cancel: cancel,
     };
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         loop {
@@ -384,6 +427,12 @@ fn stream(
                 None => match state.events.recv().await {
                     Some(JobEvent::Event(event)) => event,
                     Some(JobEvent::Failed(e)) => {
+                        let error = fail(&mut state.outcome, e.into());
+                        state.out.push_back(error.body().to_string());
+                        state.done = true;
+                        continue;
+                    }
+                    Some(JobEvent::Dropped(e)) => {
                         let error = fail(&mut state.outcome, e.into());
                         state.out.push_back(error.body().to_string());
                         state.done = true;
@@ -416,6 +465,13 @@ impl StreamState {
                     completion,
                 } => {
                     self.outcome.finished(finish_reason, &completion);
+                    self.done = true;
+                    if completion.finish_reason == FinishReason::Cancelled {
+                        // No finish chunk, no [DONE]: the client must not take it as whole.
+                        self.out
+                            .push_back(cut_short(&completion).body().to_string());
+                        return;
+                    }
                     let mut last = self.meta.chunk(json!({}), Some(finish_reason));
                     last["timings"] = timings(&completion.stats);
                     self.out.push_back(last.to_string());
@@ -426,7 +482,6 @@ impl StreamState {
                         self.out.push_back(usage_chunk.to_string());
                     }
                     self.out.push_back("[DONE]".to_string());
-                    self.done = true;
                     return;
                 }
             };

@@ -32,6 +32,9 @@ const FINGERPRINT: &str = concat!("smollm3-rs-", env!("CARGO_PKG_VERSION"));
 /// answers 503 until [`AppState::set_scheduler`]).
 pub struct AppState<B: Backend + Send + 'static> {
     scheduler: OnceLock<Scheduler<B>>,
+    /// The model's GGUF as loaded: its weights are read from the file's mapping, so every
+    /// request first checks that nobody changed the file in place.
+    model_file: OnceLock<smollm3_model::FileIdentity>,
     /// The model's name in `/v1/models` and in responses to requests that name none.
     pub model: String,
     /// Sampling settings for fields a request leaves out (SmolLM3's defaults, or the server's
@@ -58,6 +61,7 @@ impl<B: Backend + Send + 'static> AppState<B> {
     pub fn new(model: impl Into<String>, defaults: SamplingParams) -> Self {
         AppState {
             scheduler: OnceLock::new(),
+            model_file: OnceLock::new(),
             model: model.into(),
             defaults,
             body_limit: 8 << 20,
@@ -80,15 +84,31 @@ impl<B: Backend + Send + 'static> AppState<B> {
         let _ = self.scheduler.set(scheduler);
     }
 
-    /// The scheduler, or a 503 while the model loads.
+    /// Checks the model's file before each request from now on (a second call is ignored).
+    pub fn set_model_file(&self, file: smollm3_model::FileIdentity) {
+        let _ = self.model_file.set(file);
+    }
+
+    /// The scheduler; a 503 while the model loads, and once its file was changed in place
+    /// (truncated or overwritten: the weights read from it would be garbage, or the process
+    /// would die of SIGBUS touching a truncated page), so `/health` takes the server out of a
+    /// load balancer's rotation and every request is told to restart it.
     pub fn scheduler(&self) -> Result<&Scheduler<B>, ApiError> {
-        self.scheduler.get().ok_or_else(|| ApiError {
+        let unavailable = |message: String| ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "unavailable_error",
-            message: "Loading model".into(),
+            message,
             param: None,
             extra: Vec::new(),
-        })
+        };
+        if let Some(change) = self.model_file.get().and_then(|f| f.changed_in_place()) {
+            return Err(unavailable(format!(
+                "the model file {change}: restart the server with a complete file"
+            )));
+        }
+        self.scheduler
+            .get()
+            .ok_or_else(|| unavailable("Loading model".into()))
     }
 
     /// Stops taking requests; with `cancel`, running generations stop at their next token.

@@ -17,7 +17,7 @@ use smollm3_tools::parse::parse_xml;
 use smollm3_tools::Registry;
 
 use super::store::{Conversation, Store, Turn, TurnStats};
-use crate::{JobEvent, Ticket};
+use crate::{JobEvent, SubmitError, Ticket};
 
 /// Most generations of one answer when tools are on (each may call tools).
 pub const MAX_TOOL_ROUNDS: usize = 6;
@@ -284,6 +284,18 @@ async fn one_round(live: &Live, ticket: &mut Ticket) -> Option<(Turn, FinishReas
                          message to continue from there."
                     ),
                     other => format!("The model failed: {other}"),
+                };
+                live.update(|s| s.error = Some(message));
+                return None;
+            }
+            Some(JobEvent::Dropped(e)) => {
+                // Waited past the queue's limit (this reader never stalls).
+                let message = match e {
+                    SubmitError::QueueTimeout { waited_secs } => format!(
+                        "The server is busy: this answer waited {waited_secs} s for a free slot. \
+                         Try again in a moment."
+                    ),
+                    other => format!("The answer was stopped: {other}."),
                 };
                 live.update(|s| s.error = Some(message));
                 return None;

@@ -236,7 +236,7 @@ fn request_for<B: Backend + Send + 'static>(
 }
 
 fn busy(e: SubmitError) -> PageError {
-    match e {
+    match &e {
         SubmitError::QueueFull { limit } => PageError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("The server is busy ({limit} requests are waiting): try again in a moment."),
@@ -245,6 +245,10 @@ fn busy(e: SubmitError) -> PageError {
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is shutting down.",
         ),
+        // Only ever sent on a ticket's channel, never by `submit`.
+        SubmitError::QueueTimeout { .. } | SubmitError::Stalled { .. } => {
+            PageError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     }
 }
 

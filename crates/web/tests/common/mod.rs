@@ -109,6 +109,12 @@ impl Server {
     /// Starts the binary on a free loopback port with `model` and `args`, and waits until
     /// `/health` says it can serve (503 "Loading model" until then).
     pub fn start(model: &Path, args: &[&str]) -> Server {
+        Self::start_with_stderr(model, args, std::process::Stdio::inherit())
+    }
+
+    /// [`Server::start`] with the server's stderr going to `stderr` (e.g. piped, to read what
+    /// it said when it died).
+    pub fn start_with_stderr(model: &Path, args: &[&str], stderr: std::process::Stdio) -> Server {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         use std::time::{Duration, Instant};
@@ -119,7 +125,7 @@ impl Server {
             .arg(data_dir.path())
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
