@@ -11,6 +11,8 @@
 //!   generation thread, behind one bounded FIFO queue; a request goes to the idle slot that
 //!   already holds the longest prefix of its prompt, and a dropped [`Ticket`] receiver cancels
 //!   its generation. [`SchedulerStatus`] feeds `/slots` and `/metrics`.
+//! - [`serve`] ([`ServeOptions`]): the HTTP/1.1 accept loop, with deadlines on request heads
+//!   and on the shutdown.
 //!
 //! ```
 //! # use smollm3_web::{JobEvent, Scheduler, SchedulerOptions};
@@ -46,8 +48,10 @@
 mod api;
 pub mod chat;
 mod scheduler;
+mod serve;
 
 pub use api::{router, ApiError, AppState, Metrics};
+pub use serve::{serve, ServeOptions};
 
 pub use scheduler::{
     JobEvent, Scheduler, SchedulerOptions, SchedulerStatus, SlotStatus, SubmitError, Ticket,

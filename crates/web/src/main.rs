@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use smollm3_flags::{error_line, ModelArgs, SamplingArgs};
 use smollm3_gen::{Backend, ModelBackend, ScriptedBackend, Session};
-use smollm3_web::{router, AppState, Scheduler, SchedulerOptions};
+use smollm3_web::{router, AppState, Scheduler, SchedulerOptions, ServeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -188,6 +188,7 @@ async fn serve<B: Backend + Send + 'static>(
     state.prompt_lookup = !args.no_prompt_lookup;
     state.cors_origins = args.cors.clone();
     let state = Arc::new(state);
+    let state_for_router = state.clone();
 
     // Load on a blocking thread while /health answers 503; a failure ends the server.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
@@ -211,15 +212,19 @@ async fn serve<B: Backend + Send + 'static>(
         let _ = stop_tx.send(reason);
     });
     let (reason_tx, reason_rx) = tokio::sync::oneshot::channel();
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async move {
-            let reason = stop_rx.await.ok().flatten();
-            // Running generations stop at their next token, so their streams end.
-            state.close(true);
-            let _ = reason_tx.send(reason);
-        })
-        .await
-        .context("serving")?;
+    let shutdown = async move {
+        let reason = stop_rx.await.ok().flatten();
+        // Running generations stop at their next token, so their streams end.
+        state.close(true);
+        let _ = reason_tx.send(reason);
+    };
+    smollm3_web::serve(
+        listener,
+        router(state_for_router),
+        shutdown,
+        ServeOptions::default(),
+    )
+    .await;
     match reason_rx.await.ok().flatten() {
         Some(e) => Err(e),
         None => Ok(()),

@@ -614,3 +614,75 @@ async fn a_client_cannot_exceed_the_limits_on_stops_messages_and_tools() {
     let (status, _, text) = post_json(app, body).await;
     assert_eq!(status, StatusCode::OK, "{text}");
 }
+
+/// A request whose body yields `first` (if any) and then nothing, for ever.
+fn stalled_request(content_length: Option<u64>, first: Option<&'static str>) -> Request<Body> {
+    use futures_util::StreamExt;
+    let head = futures_util::stream::iter(first.map(|s| Ok::<_, std::io::Error>(s.as_bytes())));
+    let body = Body::from_stream(head.chain(futures_util::stream::pending()));
+    let mut request = Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("content-type", "application/json");
+    if let Some(length) = content_length {
+        request = request.header("content-length", length);
+    }
+    request.body(body).unwrap()
+}
+
+/// The status and body of `request`, failing (not hanging) after 10 s.
+async fn within_10_s(app: axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    use http_body_util::BodyExt;
+    let answer = async {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("no answer within 10 s")
+}
+
+#[tokio::test]
+async fn bodies_that_never_come_and_wrong_methods_get_openai_shaped_errors_at_once() {
+    // Claims 9 MB and sends none of it: refused on the claim, not after waiting for it.
+    let (status, error) = within_10_s(app(&["x"]), stalled_request(Some(9 << 20), None)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("9437184 bytes, more than the limit"),
+        "{error}"
+    );
+    // Starts a body, then goes quiet: 408 once it has paused for the body timeout.
+    let mut state = common::state(&["x"]);
+    state.body_timeout = std::time::Duration::from_millis(200);
+    let quick = router(Arc::new(state));
+    let request = stalled_request(Some(100), Some("{\"messages\": "));
+    let (status, error) = within_10_s(quick, request).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopped arriving"),
+        "{error}"
+    );
+    // A method an endpoint does not take: 405 in OpenAI's shape, not an empty body.
+    let (status, text) = send(app(&["x"]), "GET", "/v1/chat/completions", "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], 405, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/chat/completions does not take GET"),
+        "{error}"
+    );
+}

@@ -245,3 +245,17 @@ fn a_model_file_replaced_by_a_rename_keeps_serving_and_a_fault_under_it_is_one_l
         "{stderr}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_client_stuck_halfway_through_its_headers_does_not_hold_up_sigterm() {
+    let mut server = Server::start(&fixture(), &["--parallel", "1"]);
+    let mut socket = TcpStream::connect(&server.address).unwrap();
+    write!(socket, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    // Before: axum::serve's graceful shutdown waited for that head for ever.
+    assert!(exit_status(&mut server).success());
+    drop(socket);
+}

@@ -34,8 +34,19 @@ impl ApiError {
         }
     }
 
-    /// A body that could not be read: too large (413) or not readable.
+    /// A body that could not be read: too large (413), paused past the body timeout (408),
+    /// or not readable.
     pub fn from_rejection(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+        while let Some(e) = cause {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    ..ApiError::invalid("the request body stopped arriving before its end", None)
+                };
+            }
+            cause = e.source();
+        }
         ApiError {
             status: rejection.status(),
             ..ApiError::invalid(rejection.body_text(), None)

@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use smollm3_gen::{Backend, SamplingParams};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct AppState<B: Backend + Send + 'static> {
     pub defaults: SamplingParams,
     /// Largest request body in bytes (413 above it).
     pub body_limit: usize,
+    /// Longest a request body may pause between two pieces (408 then).
+    pub body_timeout: std::time::Duration,
     /// When set, every endpoint but `/health` needs `Authorization: Bearer KEY` (else 401).
     pub api_key: Option<String>,
     /// Origins whose pages may call the API from a browser (`--cors`); `*` for any. Empty:
@@ -65,6 +68,7 @@ impl<B: Backend + Send + 'static> AppState<B> {
             model: model.into(),
             defaults,
             body_limit: 8 << 20,
+            body_timeout: std::time::Duration::from_secs(30),
             api_key: None,
             cors_origins: Vec::new(),
             prompt_lookup: true,
@@ -139,14 +143,40 @@ pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
         .route("/props", get(props::<B>))
         .merge(crate::chat::routes::<B>())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_key::<B>,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(limit, refuse_oversized))
+        // A body that stops arriving (a client gone quiet mid-upload, or one holding a
+        // connection open on purpose) ends in a 408, not a handler waiting for ever.
+        .layer(RequestBodyTimeoutLayer::new(state.body_timeout))
         // Outermost, so that browsers' preflight requests are answered without a key.
         .layer(cors(&state.cors_origins))
         .with_state(state)
+}
+
+/// A body whose `Content-Length` is over the limit gets its 413 at once, before any of it is
+/// read (the body-limit layer alone would wait for bytes that a client claiming gigabytes may
+/// never send).
+async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..ApiError::invalid(
+                format!("the request body is {length} bytes, more than the limit of {limit}"),
+                None,
+            )
+        }
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// `--cors`: which origins' pages may read the API's answers (tower-http's `CorsLayer`).
@@ -300,6 +330,14 @@ async fn slots<B: Backend + Send + 'static>(
         })
         .collect();
     Ok(Json(Value::Array(slots)))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        kind: "invalid_request_error",
+        ..ApiError::invalid(format!("{} does not take {method}", uri.path()), None)
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
