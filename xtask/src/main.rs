@@ -10,6 +10,7 @@ mod bench_server;
 mod bench_wall;
 mod fetch;
 mod fuzz;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,10 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Regenerate the GGUF seeds of the gguf fuzz target (fuzz/seeds/gguf/).
     FuzzSeeds,
+    /// Run the real server under mixed, hostile load from many clients for a bounded time and
+    /// report what it served, its errors, time to first token and memory
+    /// (docs/reliability.md, "Load").
+    Soak(soak::SoakArgs),
     /// One measured run in a fresh process (spawned by `bench`).
     #[command(hide = true)]
     BenchChild(bench_child::ChildArgs),
@@ -104,6 +109,7 @@ fn main() -> std::process::ExitCode {
         Command::FetchWeights(args) => fetch::run(args),
         Command::Fuzz(args) => fuzz::run(args, &workspace_root()),
         Command::FuzzSeeds => fuzz::write_seeds(&workspace_root()),
+        Command::Soak(args) => soak::run(args, &workspace_root()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
