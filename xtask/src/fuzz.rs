@@ -1,10 +1,11 @@
 //! `cargo xtask fuzz`: builds the cargo-fuzz targets of `fuzz/` and runs each for a bounded
 //! time (docs/reliability.md, "Fuzzing"); `cargo xtask fuzz-seeds` writes the GGUF seeds.
 //!
-//! Corpus layout: the committed seeds are in `fuzz/seeds/<target>/` and are only read; what a
-//! run finds goes to `fuzz/corpus/<target>/` (git-ignored, kept between local runs). Crash
+//! Corpus layout: the committed corpus is `fuzz/corpus/<target>/` (cargo-fuzz's place for it)
+//! and is only read; what a run finds goes to `fuzz/found/<target>/` (git-ignored, kept between
+//! local runs), so a run leaves the committed files as they are. Crash
 //! reproducers go to `fuzz/artifacts/<target>/` (git-ignored; a reproducer worth keeping is
-//! copied into `fuzz/seeds/<target>/` by hand).
+//! copied into `fuzz/corpus/<target>/` by hand).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -171,7 +172,7 @@ fn files_in(dir: &Path) -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
-/// The directory of `fuzz/seeds/` a target starts from.
+/// The directory of `fuzz/corpus/` a target starts from.
 fn seed_dir(target: &str) -> &str {
     match target {
         "gguf_header" => "gguf",
@@ -181,9 +182,9 @@ fn seed_dir(target: &str) -> &str {
 
 fn run_target(root: &Path, target: &str, seconds: u64, sanitizer: &str) -> Result<Outcome> {
     let fuzz = root.join("fuzz");
-    let corpus = fuzz.join("corpus").join(target);
+    let corpus = fuzz.join("found").join(target);
     // The header target starts from the whole target's GGUFs (no second copy committed).
-    let seeds = fuzz.join("seeds").join(seed_dir(target));
+    let seeds = fuzz.join("corpus").join(seed_dir(target));
     let artifacts = fuzz.join("artifacts").join(target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     std::fs::create_dir_all(&seeds)?;
@@ -243,10 +244,10 @@ fn run_target(root: &Path, target: &str, seconds: u64, sanitizer: &str) -> Resul
     })
 }
 
-/// Writes `fuzz/seeds/gguf/`: two whole, loadable GGUFs far smaller than the test fixtures (a
+/// Writes `fuzz/corpus/gguf/`: two whole, loadable GGUFs far smaller than the test fixtures (a
 /// 512-token vocabulary, hidden size 16 or 32, one layer), and near-misses made from them.
 pub fn write_seeds(root: &Path) -> Result<()> {
-    let out = root.join("fuzz/seeds/gguf");
+    let out = root.join("fuzz/corpus/gguf");
     std::fs::create_dir_all(&out)?;
     let tmp = tempfile::tempdir()?;
     let micro = |file_name: &str, quant: QuantScheme, arch: &str, hidden: usize| FixtureSpec {

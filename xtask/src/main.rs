@@ -57,7 +57,7 @@ enum Command {
     /// Build the cargo-fuzz targets of fuzz/ and run each for a bounded time; fails on a crash
     /// and prints where its reproducer is (docs/reliability.md, "Fuzzing").
     Fuzz(fuzz::FuzzArgs),
-    /// Regenerate the GGUF seeds of the gguf fuzz target (fuzz/seeds/gguf/).
+    /// Regenerate the GGUF seeds of the gguf fuzz target (fuzz/corpus/gguf/).
     FuzzSeeds,
     /// Run the real server under mixed, hostile load from many clients for a bounded time and
     /// report what it served, its errors, time to first token and memory

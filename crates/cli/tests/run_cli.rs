@@ -38,9 +38,22 @@ fn json_events_end_with_done_and_statistics() {
     let events = json_lines(&out);
     let last = events.last().unwrap();
     assert_eq!(last["type"], "done");
-    assert_eq!(last["finish_reason"], "length");
     let stats = &last["stats"];
-    assert_eq!(stats["generated_tokens"], 7);
+    // The random-weight model may draw an end token within 7 (on an AVX2 EPYC it does at the
+    // 6th with seed 1; AVX-512 kernels sum in another order and it does not): either way the
+    // reason and the count agree.
+    match last["finish_reason"].as_str() {
+        Some("length") => assert_eq!(stats["generated_tokens"], 7),
+        Some("stop") => {
+            let stopped_by = last["stopped_by"].as_str().unwrap_or_default();
+            assert!(
+                stopped_by.starts_with("<|") && stopped_by.ends_with("|>"),
+                "{last}"
+            );
+            assert!(stats["generated_tokens"].as_u64().unwrap() <= 7, "{last}");
+        }
+        other => panic!("finish_reason {other:?}: {last}"),
+    }
     assert_eq!(stats["seed"], 1);
     let prompt_tokens = stats["prompt_tokens"].as_u64().unwrap();
     assert!(prompt_tokens > 10);

