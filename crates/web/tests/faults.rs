@@ -33,20 +33,8 @@ fn post_stream(address: &str, content: &str) -> TcpStream {
     let body = json!({
         "messages": [{"role": "user", "content": content}],
         "stream": true, "reasoning_effort": "none",
-    })
-    .to_string();
-    let mut socket = TcpStream::connect(address).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        socket,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    socket
+    });
+    common::post_chat(address, &body.to_string())
 }
 
 fn slot(address: &str) -> Value {
@@ -100,8 +88,7 @@ fn sigterm_ends_a_running_stream_with_an_error_event_and_exits_0() {
             break;
         }
         if !signalled && line.contains(r#""content":""#) {
-            // SAFETY: sending a signal to our own child process.
-            unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+            server.terminate();
             signalled = true;
         }
         lines.push(line.trim_end().to_string());
@@ -124,17 +111,7 @@ fn sigterm_ends_a_running_stream_with_an_error_event_and_exits_0() {
             .all(|d| !d.contains(r#""finish_reason":"stop""#)),
         "no finish chunk: {data:?}"
     );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.wait_exit();
     assert!(status.success(), "{status:?}");
 }
 
@@ -150,18 +127,6 @@ fn ask(address: &str) -> (u16, String) {
         None,
         &body.to_string(),
     )
-}
-
-/// Waits (at most 20 s) for the server to exit.
-fn exit_status(server: &mut Server) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[cfg(unix)]
@@ -193,9 +158,8 @@ fn a_model_file_truncated_in_place_is_refused_on_every_request_not_read() {
         server.child.try_wait().unwrap().is_none(),
         "the server died"
     );
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(exit_status(&mut server).success());
+    server.terminate();
+    assert!(server.wait_exit().success());
 }
 
 #[cfg(unix)]
@@ -229,7 +193,7 @@ fn a_model_file_replaced_by_a_rename_keeps_serving_and_a_fault_under_it_is_one_l
         .unwrap();
     let mut socket = post_stream(&address, "Hi again");
     let _ = socket.read_to_end(&mut Vec::new());
-    let status = exit_status(&mut server);
+    let status = server.wait_exit();
     assert_eq!(status.code(), Some(1), "{status:?}");
     let mut stderr = String::new();
     server
@@ -253,9 +217,8 @@ fn a_client_stuck_halfway_through_its_headers_does_not_hold_up_sigterm() {
     let mut socket = TcpStream::connect(&server.address).unwrap();
     write!(socket, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    server.terminate();
     // Before: axum::serve's graceful shutdown waited for that head for ever.
-    assert!(exit_status(&mut server).success());
+    assert!(server.wait_exit().success());
     drop(socket);
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -40,18 +40,7 @@ fn request(stream: bool, user: usize) -> String {
 
 /// Sends a chat request and returns the response to read as it comes (status line first).
 fn post_chat(address: &str, body: &str) -> BufReader<TcpStream> {
-    let mut socket = TcpStream::connect(address).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    write!(
-        socket,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    BufReader::new(socket)
+    BufReader::new(common::post_chat(address, body))
 }
 
 /// One client: sends its request and reads the response as an HTTP/1.1 client would.

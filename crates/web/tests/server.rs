@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::{http, Server};
 
@@ -66,19 +65,8 @@ fn the_binary_serves_reuses_the_cache_and_stops_on_sigterm() {
 
     #[cfg(unix)]
     {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        server.terminate();
+        let status = server.wait_exit();
         assert!(status.success(), "{status:?}");
     }
 }

@@ -159,6 +159,46 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Sends SIGTERM, as systemd and Kubernetes do.
+    #[cfg(unix)]
+    pub fn terminate(&self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
+    /// Waits (at most 20 s) for the server to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Sends `POST /v1/chat/completions` with `body` over a raw connection and returns it unread
+/// (a client that reads as it likes, or hangs up).
+pub fn post_chat(address: &str, body: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        socket,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    socket
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
