@@ -686,3 +686,61 @@ async fn bodies_that_never_come_and_wrong_methods_get_openai_shaped_errors_at_on
         "{error}"
     );
 }
+
+/// A scripted model that takes 5 ms a generated token, so that a test can act mid-answer.
+struct Slow(smollm3_gen::ScriptedBackend);
+
+impl smollm3_gen::Backend for Slow {
+    fn context_size(&self) -> usize {
+        self.0.context_size()
+    }
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+    fn cached_len(&self) -> usize {
+        self.0.cached_len()
+    }
+    fn truncate(&mut self, len: usize) -> smollm3_gen::Result<()> {
+        self.0.truncate(len)
+    }
+    fn forward(&mut self, tokens: &[u32]) -> smollm3_gen::Result<Vec<f32>> {
+        if tokens.len() == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        self.0.forward(tokens)
+    }
+    fn start_generation(&mut self, prompt_len: usize) {
+        self.0.start_generation(prompt_len);
+    }
+}
+
+#[tokio::test]
+async fn a_json_answer_cut_by_shutdown_is_a_503_counted_once() {
+    let (tokenizer, template) = (common::tokenizer(), common::template());
+    let long = "word ".repeat(400);
+    let backend = smollm3_gen::ScriptedBackend::from_texts(&tokenizer, 4096, &[&long]).unwrap();
+    let session = smollm3_gen::Session::with_backend(Slow(backend), tokenizer, template);
+    let scheduler =
+        smollm3_web::Scheduler::new(vec![session], SchedulerOptions::default()).unwrap();
+    let state =
+        Arc::new(AppState::new("smollm3-test", SamplingParams::greedy()).with_scheduler(scheduler));
+    let app = router(state.clone());
+    let body = json!({"messages": [{"role": "user", "content": "Go on."}],
+                      "reasoning_effort": "none", "max_tokens": 400});
+    let asking = tokio::spawn(post_json(app.clone(), body));
+    // About 60 of the 400 tokens in, the server shuts down.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    state.close(true);
+    let (status, error, raw) = asking.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{raw}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cut short after"), "{message}");
+    let (_, metrics) = send(app, "GET", "/metrics", "").await;
+    let chat = r#"smollm3_requests_total{endpoint="/v1/chat/completions","#;
+    let counted: Vec<&str> = metrics.lines().filter(|l| l.starts_with(chat)).collect();
+    assert_eq!(
+        counted,
+        [format!(r#"{chat}outcome="cancelled"}} 1"#)],
+        "counted once, as cancelled: {metrics}"
+    );
+}

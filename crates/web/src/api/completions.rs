@@ -143,7 +143,9 @@ impl Outcome {
     }
 
     fn finished(&mut self, finish_reason: &str, completion: &Completion) {
-        self.counted = true;
+        if std::mem::replace(&mut self.counted, true) {
+            return;
+        }
         let outcome = match completion.finish_reason {
             // Cut short by the server's shutdown.
             FinishReason::Cancelled => "cancelled",
@@ -153,8 +155,12 @@ impl Outcome {
             .generation(self.endpoint, outcome, &completion.stats);
     }
 
+    /// Counts a failure, unless the outcome was counted already (an error after the answer
+    /// began is counted where it happened, and comes back through the handler too).
     fn failed(&mut self, error: &ApiError) {
-        self.counted = true;
+        if std::mem::replace(&mut self.counted, true) {
+            return;
+        }
         let outcome = Metrics::error_outcome(error.status);
         self.metrics.request(self.endpoint, outcome);
     }
