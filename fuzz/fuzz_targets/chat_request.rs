@@ -18,7 +18,9 @@ use tower::ServiceExt;
 fn app() -> &'static (tokio::runtime::Runtime, Router) {
     static APP: OnceLock<(tokio::runtime::Runtime, Router)> = OnceLock::new();
     APP.get_or_init(|| {
+        // With timers, as the router needs them (its request-body timeout).
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("runtime");
         let state = AppState::<ScriptedBackend>::new("smollm3-fuzz", SamplingParams::default());

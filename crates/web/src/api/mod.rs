@@ -123,7 +123,8 @@ impl<B: Backend + Send + 'static> AppState<B> {
     }
 }
 
-/// The API's routes.
+/// The API's routes. Serve them on a Tokio runtime with timers enabled (the request-body
+/// timeout sleeps).
 pub fn router<B: Backend + Send + 'static>(state: Arc<AppState<B>>) -> Router {
     let limit = state.body_limit;
     Router::new()
