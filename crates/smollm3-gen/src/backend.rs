@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use smollm3_chat::Tokenizer;
 use smollm3_model::{KvCache, Model, ModelError};
@@ -40,6 +41,14 @@ pub trait Backend {
     /// does not check drafts in one pass (then nothing was fed). The default: `None`.
     fn forward_verify(&mut self, _tokens: &[u32]) -> Result<Option<Vec<Vec<f32>>>> {
         Ok(None)
+    }
+    /// Whether the logits after a sequence of tokens depend on those tokens alone, so that a
+    /// session may keep the logits after a prompt and start the same prompt again from them
+    /// instead of running its last token again (whose logits, computed alone rather than in
+    /// its chunk, can round differently and change a sampled answer). A real model: true;
+    /// the default is false ([`ScriptedBackend`]'s logits follow its script).
+    fn logits_follow_tokens(&self) -> bool {
+        false
     }
     /// Called once per generation, before the uncached part of the prompt is fed, with the
     /// full prompt length. [`ScriptedBackend`] starts its next reply; a batched
@@ -99,6 +108,10 @@ impl ModelBackend {
 impl Backend for ModelBackend {
     fn context_size(&self) -> usize {
         self.cache().max_len()
+    }
+
+    fn logits_follow_tokens(&self) -> bool {
+        true
     }
 
     fn vocab_size(&self) -> usize {
@@ -197,6 +210,10 @@ pub struct ScriptedBackend {
     reply_start: usize,
     tokens: Vec<u32>,
     forward_calls: Vec<usize>,
+    /// Time each generated token takes ([`ScriptedBackend::paced`]).
+    per_token: Duration,
+    /// Time each token of a prompt chunk takes.
+    per_prompt_token: Duration,
 }
 
 impl ScriptedBackend {
@@ -210,7 +227,18 @@ impl ScriptedBackend {
             reply_start: 0,
             tokens: Vec::new(),
             forward_calls: Vec::new(),
+            per_token: Duration::ZERO,
+            per_prompt_token: Duration::ZERO,
         }
+    }
+
+    /// Takes its time like a model: `per_token` for each generated token, `per_prompt_token`
+    /// for each token of a prompt chunk (checking for an interrupt between them), so that a
+    /// test or a `--replay` server can act mid-prompt or mid-answer.
+    pub fn paced(mut self, per_token: Duration, per_prompt_token: Duration) -> Self {
+        self.per_token = per_token;
+        self.per_prompt_token = per_prompt_token;
+        self
     }
 
     /// Replies given as text, encoded with special tokens parsed (so `<think>` or
@@ -271,6 +299,9 @@ impl Backend for ScriptedBackend {
         if tokens.is_empty() {
             return Err(GenError::Backend("forward of no tokens".into()));
         }
+        if tokens.len() == 1 && !self.per_token.is_zero() {
+            std::thread::sleep(self.per_token);
+        }
         if self.tokens.len() + tokens.len() > self.context {
             return Err(GenError::Backend(
                 "scripted backend: context exceeded".into(),
@@ -285,6 +316,25 @@ impl Backend for ScriptedBackend {
             *l = 100.0;
         }
         Ok(logits)
+    }
+
+    fn forward_interruptible(
+        &mut self,
+        tokens: &[u32],
+        interrupt: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<f32>>> {
+        if tokens.len() > 1 && !self.per_prompt_token.is_zero() {
+            for _ in tokens {
+                if interrupt() {
+                    return Ok(None);
+                }
+                std::thread::sleep(self.per_prompt_token);
+            }
+        }
+        if interrupt() {
+            return Ok(None);
+        }
+        self.forward(tokens).map(Some)
     }
 
     /// One token at a time (exactly the logits of feeding them so), recorded as one call.

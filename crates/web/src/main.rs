@@ -266,7 +266,7 @@ fn scheduler_options(args: &Args) -> SchedulerOptions {
 
 /// `--replay`: scripted sessions that play back the given replies, paced by
 /// `--replay-token-ms` (for browser tests, which need an answer that takes its time).
-fn load_replay(args: &Args) -> Result<Loaded<Paced>> {
+fn load_replay(args: &Args) -> Result<Loaded<ScriptedBackend>> {
     let path = args.replay.as_deref().context("--replay is not set")?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("--replay {}", path.display()))?;
@@ -280,13 +280,12 @@ fn load_replay(args: &Args) -> Result<Loaded<Paced>> {
     let engine = args.model.load_engine()?;
     let context = args.model.ctx.unwrap_or(65_536);
     let sessions = (0..args.parallel)
-        .map(|_| -> Result<Session<Paced>> {
+        .map(|_| -> Result<Session<ScriptedBackend>> {
             let backend = ScriptedBackend::from_texts(&engine.tokenizer, context, &replies)?;
-            let paced = Paced {
-                inner: backend,
-                per_token: std::time::Duration::from_millis(args.replay_token_ms),
-                per_prompt_token: std::time::Duration::from_millis(args.replay_prefill_ms),
-            };
+            let paced = backend.paced(
+                std::time::Duration::from_millis(args.replay_token_ms),
+                std::time::Duration::from_millis(args.replay_prefill_ms),
+            );
             Ok(
                 Session::with_backend(paced, engine.tokenizer.clone(), engine.template.clone())
                     .with_grammars(engine.grammars()),
@@ -295,56 +294,6 @@ fn load_replay(args: &Args) -> Result<Loaded<Paced>> {
         .collect::<Result<Vec<_>>>()?;
     let scheduler = Scheduler::new(sessions, scheduler_options(args))?;
     Ok((scheduler, engine.file().clone()))
-}
-
-/// A scripted backend that takes `per_token` for each decoded token and `per_prompt_token`
-/// for each token of a prompt chunk.
-struct Paced {
-    inner: ScriptedBackend,
-    per_token: std::time::Duration,
-    per_prompt_token: std::time::Duration,
-}
-
-impl Backend for Paced {
-    fn context_size(&self) -> usize {
-        self.inner.context_size()
-    }
-    fn vocab_size(&self) -> usize {
-        self.inner.vocab_size()
-    }
-    fn cached_len(&self) -> usize {
-        self.inner.cached_len()
-    }
-    fn truncate(&mut self, len: usize) -> smollm3_gen::Result<()> {
-        self.inner.truncate(len)
-    }
-    fn forward(&mut self, tokens: &[u32]) -> smollm3_gen::Result<Vec<f32>> {
-        if tokens.len() == 1 {
-            std::thread::sleep(self.per_token);
-        }
-        self.inner.forward(tokens)
-    }
-    fn forward_interruptible(
-        &mut self,
-        tokens: &[u32],
-        interrupt: &dyn Fn() -> bool,
-    ) -> smollm3_gen::Result<Option<Vec<f32>>> {
-        if tokens.len() > 1 {
-            for _ in tokens {
-                if interrupt() {
-                    return Ok(None);
-                }
-                std::thread::sleep(self.per_prompt_token);
-            }
-        }
-        if interrupt() {
-            return Ok(None);
-        }
-        self.forward(tokens).map(Some)
-    }
-    fn start_generation(&mut self, prompt_len: usize) {
-        self.inner.start_generation(prompt_len);
-    }
 }
 
 /// Ctrl+C, or SIGTERM (what Kubernetes and systemd send).

@@ -6,6 +6,7 @@ mod common;
 use common::{app, post_json, send, sse_data};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -687,39 +688,15 @@ async fn bodies_that_never_come_and_wrong_methods_get_openai_shaped_errors_at_on
     );
 }
 
-/// A scripted model that takes 5 ms a generated token, so that a test can act mid-answer.
-struct Slow(smollm3_gen::ScriptedBackend);
-
-impl smollm3_gen::Backend for Slow {
-    fn context_size(&self) -> usize {
-        self.0.context_size()
-    }
-    fn vocab_size(&self) -> usize {
-        self.0.vocab_size()
-    }
-    fn cached_len(&self) -> usize {
-        self.0.cached_len()
-    }
-    fn truncate(&mut self, len: usize) -> smollm3_gen::Result<()> {
-        self.0.truncate(len)
-    }
-    fn forward(&mut self, tokens: &[u32]) -> smollm3_gen::Result<Vec<f32>> {
-        if tokens.len() == 1 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        self.0.forward(tokens)
-    }
-    fn start_generation(&mut self, prompt_len: usize) {
-        self.0.start_generation(prompt_len);
-    }
-}
-
 #[tokio::test]
 async fn a_json_answer_cut_by_shutdown_is_a_503_counted_once() {
     let (tokenizer, template) = (common::tokenizer(), common::template());
     let long = "word ".repeat(400);
-    let backend = smollm3_gen::ScriptedBackend::from_texts(&tokenizer, 4096, &[&long]).unwrap();
-    let session = smollm3_gen::Session::with_backend(Slow(backend), tokenizer, template);
+    // 5 ms a generated token, so that the shutdown comes mid-answer.
+    let backend = smollm3_gen::ScriptedBackend::from_texts(&tokenizer, 4096, &[&long])
+        .unwrap()
+        .paced(Duration::from_millis(5), Duration::ZERO);
+    let session = smollm3_gen::Session::with_backend(backend, tokenizer, template);
     let scheduler =
         smollm3_web::Scheduler::new(vec![session], SchedulerOptions::default()).unwrap();
     let state =

@@ -237,12 +237,7 @@ async fn answer<B: Backend + Send + 'static>(
     let mut ticket = scheduler.submit(parsed.request)?;
     // Errors that come before any token (a prompt over the context, a template failure) are
     // answered with their HTTP status, not inside a 200 stream.
-    let first = match ticket.events.recv().await {
-        Some(JobEvent::Event(event)) => event,
-        Some(JobEvent::Failed(e)) => return Err(e.into()),
-        Some(JobEvent::Dropped(e)) => return Err(e.into()),
-        None => return Err(ApiError::from(crate::SubmitError::Closed)),
-    };
+    let first = next_event(&mut ticket.events).await?;
     let reply = Reply::new(parsed.tools, &meta.id);
     // From here the stream (or the collected answer) counts the outcome.
     let outcome = outcome.hand_over();
@@ -314,15 +309,10 @@ async fn collect(
                 }
             }
         }
-        next = match events.recv().await {
-            Some(JobEvent::Event(event)) => Some(event),
-            Some(JobEvent::Failed(e)) => return Err(fail(&mut outcome, e.into())),
-            Some(JobEvent::Dropped(e)) => return Err(fail(&mut outcome, e.into())),
-            None => {
-                let closed = ApiError::from(crate::SubmitError::Closed);
-                return Err(fail(&mut outcome, closed));
-            }
-        };
+        match next_event(&mut events).await {
+            Ok(event) => next = Some(event),
+            Err(error) => return Err(fail(&mut outcome, error)),
+        }
     };
     if completion.finish_reason == FinishReason::Cancelled {
         outcome.finished(finish_reason, &completion);
@@ -366,6 +356,17 @@ async fn collect(
         "timings": timings(&completion.stats),
     }))
     .into_response())
+}
+
+/// The request's next event, or the error that ends it: the generation failed, the
+/// scheduler dropped it, or the scheduler is gone (shutdown).
+async fn next_event(events: &mut mpsc::Receiver<JobEvent>) -> Result<Event, ApiError> {
+    match events.recv().await {
+        Some(JobEvent::Event(event)) => Ok(event),
+        Some(JobEvent::Failed(e)) => Err(e.into()),
+        Some(JobEvent::Dropped(e)) => Err(e.into()),
+        None => Err(crate::SubmitError::Closed.into()),
+    }
 }
 
 /// Counts `error` as this request's outcome and hands it back.
@@ -430,24 +431,12 @@ fn stream(
             }
             let event = match state.pending.take() {
                 Some(event) => event,
-                None => match state.events.recv().await {
-                    Some(JobEvent::Event(event)) => event,
-                    Some(JobEvent::Failed(e)) => {
-                        let error = fail(&mut state.outcome, e.into());
+                None => match next_event(&mut state.events).await {
+                    Ok(event) => event,
+                    Err(error) => {
+                        // An error event ends the stream: no finish chunk, no `[DONE]`.
+                        let error = fail(&mut state.outcome, error);
                         state.out.push_back(error.body().to_string());
-                        state.done = true;
-                        continue;
-                    }
-                    Some(JobEvent::Dropped(e)) => {
-                        let error = fail(&mut state.outcome, e.into());
-                        state.out.push_back(error.body().to_string());
-                        state.done = true;
-                        continue;
-                    }
-                    None => {
-                        let closed = ApiError::from(crate::SubmitError::Closed);
-                        let closed = fail(&mut state.outcome, closed);
-                        state.out.push_back(closed.body().to_string());
                         state.done = true;
                         continue;
                     }
