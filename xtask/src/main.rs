@@ -72,8 +72,15 @@ enum Command {
 }
 
 fn workspace_root() -> PathBuf {
-    // xtask/ sits directly under the workspace root.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // xtask/ sits directly under the workspace root. `cargo run` (the `cargo xtask` alias) sets
+    // CARGO_MANIFEST_DIR for the process: read it at run time first, because the value built
+    // in is that of whichever checkout compiled the binary, and two checkouts sharing one
+    // CARGO_TARGET_DIR share it (cargo does not rebuild for another path): a `cargo xtask
+    // fuzz` in one tree ran in the other.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask has a parent directory")
         .to_path_buf()
