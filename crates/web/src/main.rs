@@ -61,6 +61,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
+    /// HTTP connections open at once; more wait to be taken until one closes (an idle one
+    /// closes after 30 s).
+    #[arg(long, value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health.
     #[arg(
         long,
@@ -189,6 +194,7 @@ async fn serve<B: Backend + Send + 'static>(
     state.cors_origins = args.cors.clone();
     let state = Arc::new(state);
     let state_for_router = state.clone();
+    let max_connections = args.max_connections;
 
     // Load on a blocking thread while /health answers 503; a failure ends the server.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
@@ -222,7 +228,10 @@ async fn serve<B: Backend + Send + 'static>(
         listener,
         router(state_for_router),
         shutdown,
-        ServeOptions::default(),
+        ServeOptions {
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            ..ServeOptions::default()
+        },
     )
     .await;
     match reason_rx.await.ok().flatten() {

@@ -5,11 +5,17 @@
 //!   `header_read_timeout`). Without it a client that sent half a header held its connection
 //!   for ever, and a graceful shutdown waited on it for ever: SIGTERM never ended the process
 //!   (seen with one `POST ... HTTP/1.1\r\nHost: x\r\n` and nothing more).
+//! - **Connections**: at most `max_connections` are open at once; past it the loop stops
+//!   taking new ones, which wait in the kernel's listen backlog until one closes (an idle
+//!   keep-alive connection closes at the header deadline). Without a cap a client that
+//!   opens thousands of idle connections takes every file descriptor (1,024 by default on
+//!   Linux), and the process can no longer open files either: the web chat's store fails.
 //! - **Shutdown**: after the signal, no new connection is taken and open ones are asked to
 //!   close once their response is out; those still open after `grace` are dropped and the
 //!   function returns, so the process exits on time whatever its clients do.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// The deadlines of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +32,8 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// Longest the shutdown waits for open connections.
     pub grace: Duration,
+    /// Connections open at once (at least 1); more wait to be taken.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -32,6 +41,7 @@ impl Default for ServeOptions {
         ServeOptions {
             header_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(5),
+            max_connections: 512,
         }
     }
 }
@@ -49,12 +59,13 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout);
     let connections = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
+        let (stream, permit) = tokio::select! {
+            accepted = accept(&listener, &open) => match accepted {
+                Some(taken) => taken,
+                None => {
                     // As axum::serve: out of file descriptors and the like pass.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -68,6 +79,7 @@ pub async fn serve(
         let connection = connections.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(permit);
         });
     }
     drop(listener);
@@ -75,4 +87,15 @@ pub async fn serve(
         () = connections.shutdown() => {}
         () = tokio::time::sleep(options.grace) => {}
     }
+}
+
+/// The next connection, once one of the `open` permits is free (it is held for the
+/// connection's life); `None` when accepting failed.
+async fn accept(
+    listener: &TcpListener,
+    open: &Arc<Semaphore>,
+) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = open.clone().acquire_owned().await.ok()?;
+    let (stream, _) = listener.accept().await.ok()?;
+    Some((stream, permit))
 }
