@@ -178,6 +178,15 @@ impl Config {
                 "a model needs at least one layer".into(),
             ));
         }
+        // Each layer has tensors of its own: a count beyond the file's tensors is refused
+        // before anything is sized by it (2^32 layers aborted the process on an allocation).
+        let tensors = gguf.content().tensor_infos.len();
+        if num_layers > tensors {
+            return Err(invalid(
+                &key("block_count"),
+                format!("{num_layers} layers, but the file has only {tensors} tensors"),
+            ));
+        }
         let context_length = gguf.require_usize(&key("context_length"))?;
         if context_length == 0 {
             return Err(invalid(&key("context_length"), "must be positive".into()));

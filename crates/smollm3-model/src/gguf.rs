@@ -149,6 +149,16 @@ impl GgufFile {
         // SAFETY: the mapping is read-only; like llama.cpp we rely on the file not being
         // truncated while mapped (documented on `GgufFile`).
         let mmap = unsafe { Mmap::map(&file) }.map_err(open_err)?;
+        if let Some(alignment) = crate::gguf_alignment::header_alignment(&mmap) {
+            if !alignment.is_power_of_two() {
+                return Err(ModelError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "header: general.alignment is {alignment}; it must be a power of two"
+                    ),
+                });
+            }
+        }
         let content =
             Content::read(&mut Cursor::new(&mmap[..])).map_err(|e| ModelError::Corrupt {
                 path: path.to_path_buf(),

@@ -57,6 +57,7 @@ pub mod candle_pool;
 mod config;
 mod error;
 mod gguf;
+mod gguf_alignment;
 pub mod kernels;
 mod linear;
 mod model;

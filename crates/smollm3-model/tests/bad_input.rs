@@ -396,3 +396,55 @@ fn metadata_lengths_are_checked_against_the_file_before_anything_is_allocated() 
         }
     }
 }
+
+#[test]
+fn an_alignment_that_is_not_a_power_of_two_is_corrupt_not_a_panic() {
+    // candle's reader divides by `general.alignment`: 0 panicked (found by the CLI's hostile
+    // GGUF test). Also refused, as by llama.cpp: an alignment that is not a power of two.
+    let dir = temp_dir("alignment");
+    const U16: u32 = 2;
+    const U32: u32 = 4;
+    const I32: u32 = 5;
+    for (kind, value, shown) in [
+        (U32, 0u32.to_le_bytes().to_vec(), "0"),
+        (U16, 0u16.to_le_bytes().to_vec(), "0"),
+        (I32, 0i32.to_le_bytes().to_vec(), "0"),
+        (U32, 24u32.to_le_bytes().to_vec(), "24"),
+    ] {
+        let path = dir.join(format!("alignment-{kind}-{shown}.gguf"));
+        std::fs::write(&path, one_key_gguf("general.alignment", kind, &value)).unwrap();
+        let e = match smollm3_model::GgufFile::open(&path) {
+            Ok(_) => panic!("alignment {shown} (type {kind}) was accepted"),
+            Err(e) => e,
+        };
+        assert!(matches!(e, ModelError::Corrupt { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains(&format!(
+                "general.alignment is {shown}; it must be a power of two"
+            )),
+            "{e}"
+        );
+    }
+    // A power of two is read as before.
+    let path = dir.join("alignment-64.gguf");
+    let mut bytes = one_key_gguf("general.alignment", U32, &64u32.to_le_bytes());
+    bytes.resize(64, 0); // the (empty) tensor data starts at the alignment
+    std::fs::write(&path, bytes).unwrap();
+    smollm3_model::GgufFile::open(&path).expect("alignment 64");
+}
+
+#[test]
+fn a_block_count_beyond_the_files_tensors_is_refused_before_layers_are_allocated() {
+    // 2^32 - 1 layers aborted `run` and `info` on an allocation of 77 GB to 1.5 TB.
+    let spec = TinySpec {
+        metadata: vec![("smollm3.block_count".into(), Value::U32(u32::MAX))],
+        ..Default::default()
+    };
+    let e = load_err(&write_tiny("layers", &spec));
+    assert!(matches!(e, ModelError::InvalidMetadata { .. }), "{e:?}");
+    let message = e.to_string();
+    assert!(
+        message.contains("smollm3.block_count") && message.contains("4294967295 layers"),
+        "{message}"
+    );
+}
