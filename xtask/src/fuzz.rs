@@ -270,6 +270,17 @@ pub fn write_seeds(root: &Path) -> Result<()> {
         let path = fixtures::generate(&spec, tmp.path())?;
         let bytes = std::fs::read(&path)?;
         written.push((spec.file_name.clone(), bytes.clone()));
+        if spec.arch == "smollm3" {
+            // The two crashes the CLI's hostile-variant test found (docs/reliability.md).
+            written.push((
+                "regression-alignment-zero.gguf".into(),
+                with_u32_value(&bytes, "general.alignment", 0)?,
+            ));
+            written.push((
+                "regression-block-count-max.gguf".into(),
+                with_u32_value(&bytes, "smollm3.block_count", u32::MAX)?,
+            ));
+        }
         if spec.quant == QuantScheme::Q8_0 {
             // Near misses: the header alone, cut inside the tensor data, GGUF v2, bad magic.
             let header = bytes.len().min(4096);
@@ -291,4 +302,20 @@ pub fn write_seeds(root: &Path) -> Result<()> {
         println!("{name:<28} {:>8} bytes", bytes.len());
     }
     Ok(())
+}
+
+/// `bytes` (a GGUF) with the value of the `u32` metadata entry `key` set to `value`.
+fn with_u32_value(bytes: &[u8], key: &str, value: u32) -> Result<Vec<u8>> {
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .with_context(|| format!("no {key} in the seed"))?
+        + key.len();
+    ensure!(
+        bytes.get(at..at + 4) == Some(&4u32.to_le_bytes()[..]),
+        "{key} is not a u32 in the seed"
+    );
+    let mut out = bytes.to_vec();
+    out[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    Ok(out)
 }
