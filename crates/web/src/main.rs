@@ -61,11 +61,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
-    /// HTTP connections open at once; more wait to be taken until one closes (an idle one
-    /// closes after 30 s).
+    /// HTTP connections open at once (1 to 1000000); more wait to be taken until one
+    /// closes (an idle one closes after 30 s).
     #[arg(long, value_name = "N", default_value_t = 512,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections: u64,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health.
     #[arg(
         long,
@@ -229,7 +229,7 @@ async fn serve<B: Backend + Send + 'static>(
         router(state_for_router),
         shutdown,
         ServeOptions {
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections: max_connections as usize,
             ..ServeOptions::default()
         },
     )

@@ -59,7 +59,9 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout);
     let connections = GracefulShutdown::new();
-    let open = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    // tokio's semaphore panics past MAX_PERMITS (2^61 - 1); no machine has that many sockets.
+    let permits = options.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let open = Arc::new(Semaphore::new(permits));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, permit) = tokio::select! {

@@ -78,3 +78,16 @@ fn an_idle_keep_alive_connection_closes_at_the_header_deadline() {
         Some("")
     );
 }
+
+#[test]
+fn a_cap_past_what_a_semaphore_holds_still_serves() {
+    // tokio's semaphore panics past 2^61 - 1 permits; `serve` must clamp, not die.
+    let (address, _runtime) = start(ServeOptions {
+        max_connections: usize::MAX,
+        ..ServeOptions::default()
+    });
+    let mut socket = TcpStream::connect(&address).unwrap();
+    socket.write_all(HEALTH.as_bytes()).unwrap();
+    let answer = read_within(&mut socket, Duration::from_secs(10)).expect("no answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -86,3 +86,25 @@ fn a_bad_cors_origin_is_one_line_before_anything_starts() {
     );
     assert!(out.stdout.is_empty(), "nothing was served");
 }
+
+#[test]
+fn a_connection_cap_out_of_range_is_refused_naming_the_flag() {
+    for value in ["0", "1000001", "18446744073709551615"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smollm3-web"))
+            .args(["--max-connections", value, "--port", "0"])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!(
+                "error: invalid value '{value}' for '--max-connections"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing was served");
+    }
+}
