@@ -45,6 +45,11 @@ pub struct FuzzArgs {
     /// second; Rust code is memory-safe outside `unsafe`).
     #[arg(long, default_value = "address")]
     sanitizer: String,
+    /// Build with `fuzz/`'s dev profile (opt-level 1) instead of release: a cold build takes
+    /// about 80% of the time for about 75% of the executions per second (CI: `--dev
+    /// --sanitizer none`; docs/reliability.md, "Measured").
+    #[arg(long)]
+    dev: bool,
     /// Only build the targets.
     #[arg(long)]
     build_only: bool,
@@ -102,6 +107,9 @@ pub fn run(args: FuzzArgs, root: &Path) -> Result<()> {
     let start = Instant::now();
     let mut build = cargo_fuzz(root);
     build.args(["build", "--sanitizer", &args.sanitizer]);
+    if args.dev {
+        build.arg("--dev");
+    }
     if targets.len() == 1 {
         build.arg(targets[0]);
     }
@@ -119,7 +127,7 @@ pub fn run(args: FuzzArgs, root: &Path) -> Result<()> {
     };
     let mut outcomes = Vec::new();
     for target in &targets {
-        outcomes.push(run_target(root, target, seconds, &args.sanitizer)?);
+        outcomes.push(run_target(root, target, seconds, &args)?);
     }
 
     println!(
@@ -151,8 +159,10 @@ pub fn run(args: FuzzArgs, root: &Path) -> Result<()> {
         for c in &o.crashes {
             let rel = c.strip_prefix(root).unwrap_or(c).display();
             println!(
-                "reproducer: {rel}\n  replay: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer {} {} {rel}",
-                args.sanitizer, o.target
+                "reproducer: {rel}\n  replay: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer {}{} {} {rel}",
+                args.sanitizer,
+                if args.dev { " --dev" } else { "" },
+                o.target
             );
         }
     }
@@ -180,7 +190,7 @@ fn seed_dir(target: &str) -> &str {
     }
 }
 
-fn run_target(root: &Path, target: &str, seconds: u64, sanitizer: &str) -> Result<Outcome> {
+fn run_target(root: &Path, target: &str, seconds: u64, args: &FuzzArgs) -> Result<Outcome> {
     let fuzz = root.join("fuzz");
     let corpus = fuzz.join("found").join(target);
     // The header target starts from the whole target's GGUFs (no second copy committed).
@@ -190,8 +200,12 @@ fn run_target(root: &Path, target: &str, seconds: u64, sanitizer: &str) -> Resul
     std::fs::create_dir_all(&seeds)?;
     let before = files_in(&artifacts);
     println!("== fuzz {target}: {seconds} s");
-    let mut child = cargo_fuzz(root)
-        .args(["run", "--sanitizer", sanitizer, target])
+    let mut run = cargo_fuzz(root);
+    run.args(["run", "--sanitizer", &args.sanitizer, target]);
+    if args.dev {
+        run.arg("--dev");
+    }
+    let mut child = run
         .arg(&corpus)
         .arg(&seeds)
         .arg("--")
