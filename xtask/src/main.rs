@@ -76,11 +76,21 @@ fn workspace_root() -> PathBuf {
     // CARGO_MANIFEST_DIR for the process: read it at run time first, because the value built
     // in is that of whichever checkout compiled the binary, and two checkouts sharing one
     // CARGO_TARGET_DIR share it (cargo does not rebuild for another path): a `cargo xtask
-    // fuzz` in one tree ran in the other.
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir
+    // fuzz` in one tree ran in the other. Run directly (CI runs the test build's
+    // `target/debug/xtask`), the checkout is the one the current directory is in.
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        if let Some(root) = PathBuf::from(dir).parent() {
+            return root.to_path_buf();
+        }
+    }
+    let here = std::env::current_dir().unwrap_or_default();
+    if let Some(root) = here
+        .ancestors()
+        .find(|dir| dir.join("xtask/Cargo.toml").is_file())
+    {
+        return root.to_path_buf();
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask has a parent directory")
         .to_path_buf()

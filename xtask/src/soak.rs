@@ -518,8 +518,8 @@ fn memory_mb(pid: u32, field: &str) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// The server's binary: `--binary`, or `smollm3-web` built here (the dev profile, as the
-/// tests build it, so CI builds nothing new).
+/// The server's binary: `--binary`, or `smollm3-web` built here in the dev profile (CI passes
+/// the one its test build made: this build shares few of its dependencies).
 fn server_binary(args: &SoakArgs, workspace: &Path) -> Result<PathBuf> {
     if let Some(binary) = &args.binary {
         return Ok(binary.clone());
