@@ -66,6 +66,16 @@ fn cargo_fuzz(root: &Path) -> Command {
     cmd
 }
 
+/// `cargo fuzz build|run` with the flags that pick the build (sanitizer, profile): the same for
+/// the build, each run and the replay command printed for a crash.
+fn build_flags(args: &FuzzArgs) -> Vec<&str> {
+    let mut flags = vec!["--sanitizer", args.sanitizer.as_str()];
+    if args.dev {
+        flags.push("--dev");
+    }
+    flags
+}
+
 /// What one target's run reported.
 struct Outcome {
     target: String,
@@ -106,10 +116,7 @@ pub fn run(args: FuzzArgs, root: &Path) -> Result<()> {
 
     let start = Instant::now();
     let mut build = cargo_fuzz(root);
-    build.args(["build", "--sanitizer", &args.sanitizer]);
-    if args.dev {
-        build.arg("--dev");
-    }
+    build.arg("build").args(build_flags(&args));
     if targets.len() == 1 {
         build.arg(targets[0]);
     }
@@ -159,9 +166,8 @@ pub fn run(args: FuzzArgs, root: &Path) -> Result<()> {
         for c in &o.crashes {
             let rel = c.strip_prefix(root).unwrap_or(c).display();
             println!(
-                "reproducer: {rel}\n  replay: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer {}{} {} {rel}",
-                args.sanitizer,
-                if args.dev { " --dev" } else { "" },
+                "reproducer: {rel}\n  replay: RUSTC_BOOTSTRAP=1 cargo fuzz run {} {} {rel}",
+                build_flags(&args).join(" "),
                 o.target
             );
         }
@@ -200,12 +206,10 @@ fn run_target(root: &Path, target: &str, seconds: u64, args: &FuzzArgs) -> Resul
     std::fs::create_dir_all(&seeds)?;
     let before = files_in(&artifacts);
     println!("== fuzz {target}: {seconds} s");
-    let mut run = cargo_fuzz(root);
-    run.args(["run", "--sanitizer", &args.sanitizer, target]);
-    if args.dev {
-        run.arg("--dev");
-    }
-    let mut child = run
+    let mut child = cargo_fuzz(root)
+        .arg("run")
+        .args(build_flags(args))
+        .arg(target)
         .arg(&corpus)
         .arg(&seeds)
         .arg("--")
